@@ -1,0 +1,96 @@
+"""Training data: load a spec's data source and cut the deterministic holdout.
+
+Import is cheap (spec validation needs ``SKLEARN_DATASETS`` at DAG-parse time); pandas and
+scikit-learn are imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pushbutton.errors import SpecError, SpecIssue
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from pushbutton.spec.model import ModelSpec
+
+# scikit-learn's bundled datasets (no download): name -> loader function in sklearn.datasets
+SKLEARN_DATASETS = {
+    "iris": "load_iris",
+    "diabetes": "load_diabetes",
+    "wine": "load_wine",
+    "breast_cancer": "load_breast_cancer",
+    "digits": "load_digits",
+}
+
+
+def snake_case(column: str) -> str:
+    """'sepal length (cm)' -> 'sepal_length_cm': scikit-learn's column names as spec-friendly names."""
+    return re.sub(r"[^0-9a-zA-Z]+", "_", str(column)).strip("_").lower()
+
+
+@dataclass(frozen=True)
+class Split:
+    """Features/target for training and for the holdout every gate and champion check uses."""
+
+    x_train: pd.DataFrame
+    y_train: pd.Series
+    x_holdout: pd.DataFrame
+    y_holdout: pd.Series
+    fingerprint: str
+
+
+def load_frame(spec: ModelSpec, model_dir: Path) -> pd.DataFrame:
+    """The whole data set as one frame with the spec's input columns and target."""
+    import pandas as pd
+
+    scheme, _, rest = spec.data.source.partition(":")
+    if scheme == "sklearn":
+        import sklearn.datasets
+
+        bunch = getattr(sklearn.datasets, SKLEARN_DATASETS[rest])(as_frame=True)
+        frame = bunch.frame.rename(columns=snake_case).rename(columns={"target": spec.data.target})
+    elif scheme == "csv":
+        frame = pd.read_csv(model_dir / rest)
+    else:
+        frame = pd.read_parquet(model_dir / rest)
+    missing = [c for c in [*spec.feature_names, spec.data.target] if c not in frame.columns]
+    if missing:
+        raise SpecError(
+            [
+                SpecIssue(
+                    file=str(model_dir / "model.yaml"),
+                    field="schema.inputs" if spec.data.target not in missing else "data.target",
+                    message=f"columns {missing} are not in data source '{spec.data.source}' "
+                    f"(it has {sorted(map(str, frame.columns))})",
+                    fix="name the inputs and target exactly as the data source's columns",
+                )
+            ]
+        )
+    return frame[[*spec.feature_names, spec.data.target]]
+
+
+def split(spec: ModelSpec, model_dir: Path) -> Split:
+    """Deterministic train/holdout split (same seed and data => same rows), with a data fingerprint."""
+    import pandas as pd
+    from sklearn.model_selection import train_test_split
+
+    frame = load_frame(spec, model_dir)
+    digest = hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).values.tobytes()).hexdigest()
+    stratify = frame[spec.data.target] if spec.task == "classification" else None
+    train, holdout = train_test_split(
+        frame, test_size=spec.data.holdout_fraction, random_state=spec.data.seed, stratify=stratify
+    )
+    target = spec.data.target
+    return Split(
+        x_train=train[spec.feature_names],
+        y_train=train[target],
+        x_holdout=holdout[spec.feature_names],
+        y_holdout=holdout[target],
+        fingerprint=digest[:16],
+    )

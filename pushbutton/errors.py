@@ -1,0 +1,72 @@
+"""The small exception hierarchy every layer raises.
+
+Transport errors are wrapped (``raise NotFound(...) from exc``) so callers handle one family.
+``SpecError`` and ``GateFailed`` are configuration/decision errors: Airflow operators turn them
+into ``AirflowFailException`` (no retry).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class PushbuttonError(Exception):
+    """Base class of every error pushbutton raises on purpose."""
+
+
+class NotFound(PushbuttonError):
+    """A model, version, alias, deployment or file that was asked for does not exist."""
+
+
+class AlreadyExists(PushbuttonError):
+    """Creating something that exists and may not be replaced."""
+
+
+class Conflict(PushbuttonError):
+    """The request contradicts current state (e.g. promoting a version that failed its tests)."""
+
+
+class StackError(PushbuttonError):
+    """A platform process could not be started, reached or stopped."""
+
+
+class ServingError(PushbuttonError):
+    """Building, starting or routing to a serving environment failed."""
+
+
+class GateFailed(PushbuttonError):
+    """A model version failed one or more checks of its quality gate."""
+
+    def __init__(self, failures: list[str]):
+        self.failures = list(failures)
+        super().__init__("quality gate failed:\n" + "\n".join(f"  - {f}" for f in self.failures))
+
+
+@dataclass(frozen=True)
+class SpecIssue:
+    """One problem in a model spec: where it is, what is wrong, how to fix it."""
+
+    file: str
+    field: str
+    message: str
+    fix: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        field = f" {self.field}:" if self.field else ""
+        return f"{where}:{field} {self.message} (fix: {self.fix})"
+
+
+class SpecError(PushbuttonError):
+    """A model spec (or the model directory it describes) is invalid."""
+
+    def __init__(self, issues: list[SpecIssue]):
+        if not issues:
+            raise ValueError("SpecError needs at least one issue")
+        self.issues = list(issues)
+        super().__init__("\n".join(str(i) for i in self.issues))
+
+    @property
+    def file(self) -> str:
+        return self.issues[0].file

@@ -1,0 +1,216 @@
+"""Child processes that outlive the command that started them: own process group, pid file,
+readiness check, clean stop of the whole group.
+
+A pid file records pid, process group, start time and argv; a stale or reused pid is recognised
+by comparing the recorded start time with ``/proc/<pid>/stat``, so we never signal a stranger.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+
+from pushbutton.errors import StackError
+
+
+@dataclass(frozen=True)
+class ProcInfo:
+    name: str
+    pid: int
+    pgid: int
+    started: float  # process start time in clock ticks since boot (from /proc/<pid>/stat)
+    argv: list[str]
+    log: str
+
+    def alive(self) -> bool:
+        return _start_ticks(self.pid) == self.started
+
+    def group_alive(self) -> bool:
+        try:
+            os.killpg(self.pgid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
+def _start_ticks(pid: int) -> float | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    if fields[0] == "Z":  # zombie: exited, waiting to be reaped
+        return None
+    return float(fields[19])
+
+
+def port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def require_port(host: str, port: int, what: str, setting: str) -> None:
+    if not port_free(host, port):
+        raise StackError(
+            f"port {port} on {host} is taken, so {what} cannot start; stop whatever listens there "
+            f"(`ss -ltnp 'sport = :{port}'`) or choose another port with {setting}=<port>"
+        )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+class ProcessGroup:
+    """Named background processes whose pid files live in one run directory."""
+
+    def __init__(self, run_dir: Path, log_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.log_dir = Path(log_dir)
+
+    def _pidfile(self, name: str) -> Path:
+        return self.run_dir / f"{name}.json"
+
+    def start(
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> ProcInfo:
+        """Start ``argv`` in a new session (its own process group), output appended to ``<name>.log``."""
+        existing = self.get(name)
+        if existing is not None and existing.alive():
+            raise StackError(f"{name} is already running (pid {existing.pid}); stop it first")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"{name}.log"
+        with log_path.open("ab") as log:
+            proc = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=dict(env) if env is not None else None,
+                cwd=cwd,
+                start_new_session=True,
+            )
+        ticks = None
+        for _ in range(100):  # /proc entry appears immediately on Linux; guard against races anyway
+            ticks = _start_ticks(proc.pid)
+            if ticks is not None:
+                break
+            if proc.poll() is not None:
+                break
+            time.sleep(0.01)
+        info = ProcInfo(name, proc.pid, proc.pid, ticks or -1.0, list(argv), str(log_path))
+        tmp = self._pidfile(name).with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(info)))
+        tmp.replace(self._pidfile(name))
+        return info
+
+    def get(self, name: str) -> ProcInfo | None:
+        try:
+            return ProcInfo(**json.loads(self._pidfile(name).read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def names(self) -> list[str]:
+        return sorted(p.stem for p in self.run_dir.glob("*.json"))
+
+    def stop(self, name: str, timeout: float = 20.0) -> bool:
+        """SIGTERM the process group, SIGKILL what is left after ``timeout``; True if it was running."""
+        info = self.get(name)
+        if info is None:
+            return False
+        was_running = info.alive()
+        if was_running or info.group_alive():
+            stop_group(info.pgid, timeout)
+        self._pidfile(name).unlink(missing_ok=True)
+        return was_running
+
+    def stop_all(self, timeout: float = 20.0) -> list[str]:
+        return [name for name in self.names() if self.stop(name, timeout)]
+
+
+def stop_group(pgid: int, timeout: float = 20.0) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            break
+        _reap()
+        time.sleep(0.05)
+    else:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+    _reap()
+
+
+def _reap() -> None:
+    """Collect exited children of ours so they do not linger as zombies."""
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+
+
+def tail(path: str | Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def wait_ready(
+    info: ProcInfo,
+    check: Callable[[], bool],
+    timeout: float,
+    what: str,
+) -> None:
+    """Poll ``check`` until it passes; fail early (with the log tail) if the process dies."""
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    while time.monotonic() < deadline:
+        if check():
+            return
+        if not info.alive():
+            raise StackError(f"{what} exited during start-up; last lines of {info.log}:\n{tail(info.log)}")
+        time.sleep(delay)
+        delay = min(delay * 1.5, 1.0)
+    raise StackError(
+        f"{what} was not ready after {timeout:.0f}s; last lines of {info.log}:\n{tail(info.log)}"
+    )
+
+
+def http_ok(url: str, timeout: float = 2.0) -> Callable[[], bool]:
+    """A readiness check: GET ``url`` answers 2xx."""
+
+    def check() -> bool:
+        try:
+            return httpx.get(url, timeout=timeout).is_success
+        except httpx.HTTPError:
+            return False
+
+    return check

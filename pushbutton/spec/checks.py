@@ -1,0 +1,174 @@
+"""Checks of a model directory against its spec: files exist, stay inside the directory, and the
+entry points are defined.
+
+Entry points are checked by parsing the module with ``ast`` (cheap and side-effect free, so it runs
+at DAG-parse time too); importing the module with its dependencies is the build/test stage's job.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+from pathlib import Path
+
+from pushbutton.errors import SpecError, SpecIssue
+from pushbutton.spec.loader import SPEC_FILE, load_spec
+from pushbutton.spec.model import ModelSpec
+
+
+def load_model_dir(model_dir: str | Path) -> ModelSpec:
+    """Load the spec of ``model_dir`` and check the directory against it; raise ``SpecError``."""
+    model_dir = Path(model_dir)
+    spec = load_spec(model_dir)
+    issues = check_model_dir(spec, model_dir)
+    if issues:
+        raise SpecError(issues)
+    return spec
+
+
+def check_model_dir(spec: ModelSpec, model_dir: Path) -> list[SpecIssue]:
+    file = str(model_dir / SPEC_FILE)
+    issues: list[SpecIssue] = []
+    issues += _reference(file, model_dir, "train.entry_point", spec.train.entry_point, kind="function")
+    issues += _reference(file, model_dir, "predict.class", spec.predict.class_, kind="class")
+    explicit = spec.model_fields_set
+    if spec.requirements and ("requirements" in explicit or (model_dir / spec.requirements).exists()):
+        issues += _file(file, model_dir, "requirements", spec.requirements)
+    if spec.tests:
+        issues += _file(file, model_dir, "tests", spec.tests, directory_ok=True)
+    if spec.gate.golden:
+        found = _file(file, model_dir, "gate.golden", spec.gate.golden)
+        issues += found or _golden_header(file, model_dir / spec.gate.golden, spec)
+    scheme, _, rest = spec.data.source.partition(":")
+    if scheme in ("csv", "parquet"):
+        issues += _file(file, model_dir, "data.source", rest)
+    return issues
+
+
+def _inside(model_dir: Path, relative: str) -> Path | None:
+    target = (model_dir / relative).resolve()
+    return target if target.is_relative_to(model_dir.resolve()) else None
+
+
+def _file(
+    file: str, model_dir: Path, field: str, relative: str, directory_ok: bool = False
+) -> list[SpecIssue]:
+    target = _inside(model_dir, relative)
+    if target is None:
+        return [
+            SpecIssue(
+                file,
+                field,
+                f"'{relative}' resolves outside the model directory (symlink)",
+                "copy the file into the model directory instead of linking to it",
+            )
+        ]
+    if not target.exists():
+        return [
+            SpecIssue(
+                file,
+                field,
+                f"'{relative}' does not exist in {model_dir}",
+                "create it or correct the path (relative to the model directory)",
+            )
+        ]
+    if target.is_dir() and not directory_ok:
+        return [SpecIssue(file, field, f"'{relative}' is a directory", "point to a file")]
+    return []
+
+
+def _reference(file: str, model_dir: Path, field: str, ref: str, kind: str) -> list[SpecIssue]:
+    module, _, attr = ref.partition(":")
+    relative = module.replace(".", "/")
+    candidates = [f"{relative}.py", f"{relative}/__init__.py"]
+    source = next((c for c in candidates if (model_dir / c).is_file()), None)
+    if source is None:
+        return [
+            SpecIssue(
+                file,
+                field,
+                f"module '{module}' not found (looked for {' or '.join(candidates)})",
+                f"create {candidates[0]} in the model directory or correct '{ref}'",
+            )
+        ]
+    if _inside(model_dir, source) is None:
+        return [
+            SpecIssue(
+                file,
+                field,
+                f"'{source}' resolves outside the model directory (symlink)",
+                "keep model code inside the model directory",
+            )
+        ]
+    code = (model_dir / source).read_text(encoding="utf-8")
+    try:
+        tree = ast.parse(code, filename=source)
+    except SyntaxError as exc:
+        return [
+            SpecIssue(
+                str(model_dir / source),
+                field,
+                f"syntax error: {exc.msg}",
+                "fix the Python syntax so the module can be imported",
+                line=exc.lineno,
+            )
+        ]
+    wanted = (ast.FunctionDef,) if kind == "function" else (ast.ClassDef,)
+    defined: dict[str, ast.stmt] = {}
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            defined[node.name] = node
+        elif isinstance(
+            node, (ast.Assign, ast.ImportFrom, ast.Import)
+        ):  # `train = make_trainer()`, re-exports
+            targets = node.targets if isinstance(node, ast.Assign) else node.names
+            for target in targets:
+                name = (
+                    getattr(target, "id", None)
+                    or getattr(target, "asname", None)
+                    or getattr(target, "name", "")
+                )
+                defined[name.split(".")[0]] = node
+    node = defined.get(attr)
+    if node is None:
+        names = sorted(n for n, v in defined.items() if isinstance(v, wanted))
+        hint = f"; it defines {', '.join(names)}" if names else ""
+        return [
+            SpecIssue(
+                file,
+                field,
+                f"'{source}' has no top-level {kind} '{attr}'{hint}",
+                f"define {kind} '{attr}' in {source} or point {field} at an existing one",
+            )
+        ]
+    if isinstance(node, (ast.Assign, ast.Import, ast.ImportFrom)):
+        return []  # bound by assignment or import: the build stage's import check covers it
+    if not isinstance(node, wanted):
+        return [SpecIssue(file, field, f"'{attr}' in {source} is not a {kind}", f"make '{attr}' a {kind}")]
+    if kind == "class" and not any(isinstance(n, ast.FunctionDef) and n.name == "predict" for n in node.body):
+        return [
+            SpecIssue(
+                file,
+                field,
+                f"class '{attr}' in {source} has no predict method",
+                "add 'def predict(self, X, features_names=None)' (the seldon-core wrapper contract)",
+            )
+        ]
+    return []
+
+
+def _golden_header(file: str, golden: Path, spec: ModelSpec) -> list[SpecIssue]:
+    with golden.open(newline="", encoding="utf-8") as handle:
+        header = next(csv.reader(handle), [])
+    wanted = [*spec.feature_names, "expected"]
+    missing = [c for c in wanted if c not in header]
+    if missing:
+        return [
+            SpecIssue(
+                file,
+                "gate.golden",
+                f"golden file lacks columns {missing}",
+                f"give it a header with the inputs and 'expected': {','.join(wanted)}",
+            )
+        ]
+    return []

@@ -1,0 +1,318 @@
+"""The ``model.yaml`` standard as pydantic models (``extra="forbid"`` everywhere).
+
+Validator messages say how to fix the value; ``pushbutton.spec.loader`` adds file and line.
+File-system checks (paths exist, entry points defined) live in ``pushbutton.spec.checks``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import PurePosixPath
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+API_VERSION = "pushbutton/v1"
+NAME_MAX = 40  # leaves room for suffixes such as "-candidate" within Kubernetes' 63-char labels
+_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_REF = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
+_CRON_PRESETS = {"@once", "@hourly", "@daily", "@weekly", "@monthly", "@yearly", "@annually"}
+
+CLASSIFICATION_METRICS = ("accuracy", "f1_macro", "precision_macro", "recall_macro", "log_loss")
+REGRESSION_METRICS = ("rmse", "mae", "r2")
+UNIT_INTERVAL_METRICS = {"accuracy", "f1_macro", "precision_macro", "recall_macro"}
+LOWER_IS_BETTER = {"rmse", "mae", "log_loss"}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+def _dns_name(value: str) -> str:
+    if len(value) > NAME_MAX:
+        raise ValueError(f"'{value}' is {len(value)} characters; use at most {NAME_MAX}")
+    if not _NAME.match(value):
+        suggestion = re.sub(r"[^a-z0-9-]+", "-", value.lower()).strip("-") or "my-model"
+        raise ValueError(
+            f"'{value}' is not DNS-safe; use lowercase letters, digits and '-', starting with a letter "
+            f"(e.g. '{suggestion}')"
+        )
+    return value
+
+
+def _relative_path(value: str) -> str:
+    path = PurePosixPath(value.replace("\\", "/"))
+    if path.is_absolute() or re.match(r"^[A-Za-z]:", value):
+        raise ValueError(f"'{value}' is absolute; give a path relative to the model directory")
+    if ".." in path.parts:
+        raise ValueError(
+            f"'{value}' leaves the model directory ('..'); keep files inside the model directory"
+        )
+    return str(path)
+
+
+def _reference(value: str) -> str:
+    if not _REF.match(value):
+        raise ValueError(f"'{value}' is not 'module:attribute'; write e.g. 'train:train' or 'predict:Model'")
+    return value
+
+
+def _cron(value: str | None) -> str | None:
+    if value is None or value in _CRON_PRESETS:
+        return value
+    from croniter import croniter  # Airflow's own cron parser, so the scheduler agrees with us
+
+    if not croniter.is_valid(value):
+        raise ValueError(
+            f"'{value}' is not a valid cron expression; use five fields 'min hour day month weekday' "
+            "(e.g. '0 3 * * 1') or a preset such as '@daily'"
+        )
+    return value
+
+
+DnsName = Annotated[str, AfterValidator(_dns_name)]
+RelPath = Annotated[str, AfterValidator(_relative_path)]
+Reference = Annotated[str, AfterValidator(_reference)]
+Cron = Annotated[str | None, AfterValidator(_cron)]
+Scalar = str | int | float | bool
+
+
+class TrainSpec(_Strict):
+    """How to train: ``entry_point`` is ``module:function`` inside the model directory."""
+
+    entry_point: Reference
+    params: dict[str, Scalar] = Field(default_factory=dict)
+
+
+class DataSpec(_Strict):
+    """Where training data comes from and how the holdout is cut (deterministic by seed)."""
+
+    source: str
+    target: str = Field(min_length=1)
+    holdout_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    seed: int = 42
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str) -> str:
+        scheme, _, rest = value.partition(":")
+        if scheme == "sklearn":
+            from pushbutton.data import SKLEARN_DATASETS
+
+            if rest not in SKLEARN_DATASETS:
+                raise ValueError(
+                    f"unknown scikit-learn dataset '{rest}'; use one of {', '.join(sorted(SKLEARN_DATASETS))}"
+                )
+        elif scheme in ("csv", "parquet"):
+            _relative_path(rest or ".")
+            if not rest:
+                raise ValueError(f"'{value}' has no file; write e.g. '{scheme}:data/train.{scheme}'")
+        else:
+            raise ValueError(
+                f"'{value}' has an unknown scheme '{scheme}'; use 'sklearn:<dataset>', 'csv:<path>' "
+                "or 'parquet:<path>'"
+            )
+        return value
+
+
+FeatureType = Literal["double", "float", "long", "integer", "boolean", "string"]
+
+
+class Feature(_Strict):
+    name: str = Field(min_length=1, max_length=128)
+    type: FeatureType = "double"
+
+
+class SchemaSpec(_Strict):
+    """Input columns the model accepts, in order, and the shape of what it returns."""
+
+    inputs: list[Feature] = Field(min_length=1)
+    output: Feature = Feature(name="prediction")
+
+    @field_validator("inputs")
+    @classmethod
+    def _unique(cls, value: list[Feature]) -> list[Feature]:
+        seen: set[str] = set()
+        for feature in value:
+            if feature.name in seen:
+                raise ValueError(f"input '{feature.name}' is listed twice; give each input a unique name")
+            seen.add(feature.name)
+        return value
+
+
+class PredictSpec(_Strict):
+    """The serving class: ``module:Class`` with ``predict(X, features_names=None)``."""
+
+    class_: Reference = Field(alias="class")
+
+
+class Threshold(_Strict):
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Threshold:
+        if self.min is None and self.max is None:
+            raise ValueError("threshold needs 'min' or 'max' (or both)")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}; swap them or widen the range")
+        return self
+
+
+class GateSpec(_Strict):
+    """Quality gate: absolute thresholds plus the challenger-vs-champion tolerance."""
+
+    metrics: dict[str, Threshold] = Field(default_factory=dict)
+    champion_tolerance: float = Field(0.0, ge=0.0, le=1.0)
+    golden: RelPath | None = None
+    golden_tolerance: float = Field(1e-6, ge=0.0)
+
+
+GraphNodeType = Literal["MODEL", "TRANSFORMER", "OUTPUT_TRANSFORMER", "COMBINER", "ROUTER"]
+
+
+class GraphNode(_Strict):
+    """A node of the inference graph (Seldon's ``graph``). Only a single MODEL node serves today."""
+
+    name: DnsName = "model"
+    type: GraphNodeType = "MODEL"
+    children: list[GraphNode] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _single_model(self) -> GraphNode:
+        if self.type != "MODEL" or self.children:
+            raise ValueError(
+                f"graph node type {self.type} with {len(self.children)} children is reserved for a later "
+                "release; use a single node of type MODEL without children"
+            )
+        return self
+
+
+class Resources(_Strict):
+    cpu: str = "500m"
+    memory: str = "512Mi"
+
+    @field_validator("cpu")
+    @classmethod
+    def _cpu(cls, value: str) -> str:
+        if not re.match(r"^\d+(\.\d+)?m?$", value):
+            raise ValueError(f"'{value}' is not a CPU quantity; write e.g. '500m' or '2'")
+        return value
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, value: str) -> str:
+        if not re.match(r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$", value):
+            raise ValueError(f"'{value}' is not a memory quantity; write e.g. '512Mi' or '2Gi'")
+        return value
+
+
+class ServingSection(_Strict):
+    namespace: DnsName = "models"
+    replicas: int = Field(1, ge=1, le=50)
+    graph: GraphNode = GraphNode()
+    resources: Resources = Resources()
+
+
+class TrafficSpec(_Strict):
+    """How a release candidate meets traffic: a canary share, or a shadow copy of every request."""
+
+    mode: Literal["canary", "shadow"] = "canary"
+    candidate_percent: int = Field(10, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _sensible(self) -> TrafficSpec:
+        if self.mode == "canary" and self.candidate_percent in (0, 100):
+            raise ValueError(
+                f"canary with candidate_percent {self.candidate_percent} is not a canary; use 1..99, "
+                "or mode 'shadow' to mirror traffic without serving candidate answers"
+            )
+        return self
+
+
+class Schedules(_Strict):
+    retrain: Cron = None
+    monitor: Cron = None
+
+
+IndicatorType = Literal["drift", "prediction_stability", "class_frequency", "skew", "label_metric", "custom"]
+
+
+class IndicatorSpec(_Strict):
+    """A model-quality indicator (computed by the monitoring issue; schema only for now)."""
+
+    id: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
+    type: IndicatorType
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class AlertRule(_Strict):
+    """Fires when an indicator crosses a threshold (behaviour arrives with the alerting issue)."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]*$", max_length=64)]
+    indicator: str
+    op: Literal[">", ">=", "<", "<="]
+    threshold: float
+    action: Literal["notify", "retrain", "rollback"] = "notify"
+
+
+class ModelSpec(_Strict):
+    """A whole ``model.yaml``."""
+
+    api_version: Literal["pushbutton/v1"] = Field(alias="apiVersion")
+    name: DnsName
+    owner: str = Field(min_length=1, max_length=120)
+    description: str = ""
+    flavor: Literal["sklearn"]
+    task: Literal["classification", "regression"]
+    tags: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,50}$")]] = Field(default_factory=list)
+    train: TrainSpec
+    data: DataSpec
+    schema_: SchemaSpec = Field(alias="schema")
+    predict: PredictSpec
+    requirements: RelPath | None = "requirements.txt"
+    tests: RelPath | None = None
+    gate: GateSpec = GateSpec()
+    serving: ServingSection = ServingSection()
+    traffic: TrafficSpec = TrafficSpec()
+    schedules: Schedules = Schedules()
+    indicators: list[IndicatorSpec] = Field(default_factory=list)
+    alerts: list[AlertRule] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> ModelSpec:
+        allowed = CLASSIFICATION_METRICS if self.task == "classification" else REGRESSION_METRICS
+        for metric, threshold in self.gate.metrics.items():
+            if metric not in allowed:
+                raise ValueError(
+                    f"gate.metrics.{metric}: '{metric}' is not a {self.task} metric; use one of "
+                    f"{', '.join(allowed)}"
+                )
+            if metric in UNIT_INTERVAL_METRICS:
+                for bound in (threshold.min, threshold.max):
+                    if bound is not None and not 0.0 <= bound <= 1.0:
+                        raise ValueError(
+                            f"gate.metrics.{metric}: {bound} is outside 0..1; {metric} is a fraction, "
+                            "write e.g. 0.9"
+                        )
+        ids = [i.id for i in self.indicators]
+        for index, rule in enumerate(self.alerts):
+            if rule.indicator not in ids:
+                raise ValueError(
+                    f"alerts.{index}.indicator: '{rule.indicator}' is not an indicator of this model; "
+                    f"use one of {ids or '[] (declare it under indicators first)'}"
+                )
+        if self.data.target in {f.name for f in self.schema_.inputs}:
+            raise ValueError(
+                f"data.target: '{self.data.target}' is also a model input; remove it from schema.inputs"
+            )
+        return self
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.schema_.inputs]
+
+    @property
+    def primary_metric(self) -> str:
+        """The metric champion and challenger are compared on."""
+        return "accuracy" if self.task == "classification" else "rmse"
