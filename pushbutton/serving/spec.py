@@ -30,6 +30,9 @@ class Predictor(BaseModel):
         min_length=1, description="where the MLflow model lives (models:/, s3://, file path)"
     )
     class_ref: Reference = Field(description="predict class, module:Class (Seldon python wrapper)")
+    code_uri: str = Field(
+        "", description="model code directory (local runtime); Kubernetes bakes code into the image"
+    )
     env_key: str = Field("", description="serving environment hash (local) or image tag (Kubernetes)")
     traffic: int = Field(ge=0, le=100)
     shadow: bool = False
@@ -95,22 +98,27 @@ def traffic_plan(spec: ServingSpec) -> TrafficPlan:
     return TrafficPlan(weights=weights, shadows=shadows)
 
 
+@dataclass(frozen=True)
+class Release:
+    """A registered version ready to serve: where its model and code are, which environment runs it."""
+
+    version: str
+    model_uri: str
+    env_key: str
+    code_uri: str = ""
+
+
 def _predictor(
-    model: ModelSpec,
-    role: Role,
-    version: str,
-    model_uri: str,
-    env_key: str,
-    traffic: int,
-    shadow: bool = False,
+    model: ModelSpec, role: Role, release: Release, traffic: int, shadow: bool = False
 ) -> Predictor:
     return Predictor(
         name=role,
         model=model.name,
-        version=version,
-        model_uri=model_uri,
+        version=release.version,
+        model_uri=release.model_uri,
         class_ref=model.predict.class_,
-        env_key=env_key,
+        code_uri=release.code_uri,
+        env_key=release.env_key,
         traffic=traffic,
         shadow=shadow,
         replicas=model.serving.replicas,
@@ -118,24 +126,13 @@ def _predictor(
     )
 
 
-@dataclass(frozen=True)
-class Release:
-    """A registered version ready to serve: where its model is and which environment runs it."""
-
-    version: str
-    model_uri: str
-    env_key: str
+def _spec(model: ModelSpec, predictors: list[Predictor]) -> ServingSpec:
+    return ServingSpec(namespace=model.serving.namespace, deployment=model.name, predictors=predictors)
 
 
 def champion_only(model: ModelSpec, champion: Release) -> ServingSpec:
     """Steady state: the champion takes all traffic."""
-    return ServingSpec(
-        namespace=model.serving.namespace,
-        deployment=model.name,
-        predictors=[
-            _predictor(model, "champion", champion.version, champion.model_uri, champion.env_key, 100)
-        ],
-    )
+    return _spec(model, [_predictor(model, "champion", champion, 100)])
 
 
 def with_candidate(model: ModelSpec, candidate: Release, champion: Release | None) -> ServingSpec:
@@ -144,19 +141,13 @@ def with_candidate(model: ModelSpec, candidate: Release, champion: Release | Non
     Without a champion (first release of a model) the candidate answers all requests.
     """
     if champion is None:
-        only = _predictor(model, "candidate", candidate.version, candidate.model_uri, candidate.env_key, 100)
-        return ServingSpec(namespace=model.serving.namespace, deployment=model.name, predictors=[only])
+        return _spec(model, [_predictor(model, "candidate", candidate, 100)])
     shadow = model.traffic.mode == "shadow"
     share = 0 if shadow else model.traffic.candidate_percent
-    return ServingSpec(
-        namespace=model.serving.namespace,
-        deployment=model.name,
-        predictors=[
-            _predictor(
-                model, "champion", champion.version, champion.model_uri, champion.env_key, 100 - share
-            ),
-            _predictor(
-                model, "candidate", candidate.version, candidate.model_uri, candidate.env_key, share, shadow
-            ),
+    return _spec(
+        model,
+        [
+            _predictor(model, "champion", champion, 100 - share),
+            _predictor(model, "candidate", candidate, share, shadow),
         ],
     )
