@@ -97,7 +97,7 @@ def _status(args: argparse.Namespace) -> int:
     from pushbutton.config import settings
 
     if args.model:
-        from pushbutton.lifecycle import model_status
+        from pushbutton.actions import model_status
 
         print(json.dumps(model_status(settings(), args.model), indent=2, default=str))
         return 0
@@ -109,8 +109,8 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _push(args: argparse.Namespace) -> int:
+    from pushbutton.actions import push
     from pushbutton.config import settings
-    from pushbutton.lifecycle import push
 
     result = push(settings(), Path(args.path), trigger=args.trigger)
     print(json.dumps(result, indent=2, default=str))
@@ -118,8 +118,8 @@ def _push(args: argparse.Namespace) -> int:
 
 
 def _promote(args: argparse.Namespace) -> int:
+    from pushbutton.actions import request_promotion
     from pushbutton.config import settings
-    from pushbutton.lifecycle import request_promotion
 
     result = request_promotion(settings(), "promote", args.model, args.version, wait=not args.no_wait)
     print(json.dumps(result, indent=2, default=str))
@@ -127,8 +127,8 @@ def _promote(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
+    from pushbutton.actions import request_promotion
     from pushbutton.config import settings
-    from pushbutton.lifecycle import request_promotion
 
     result = request_promotion(settings(), "rollback", args.model, args.version, wait=not args.no_wait)
     print(json.dumps(result, indent=2, default=str))
@@ -136,8 +136,8 @@ def _rollback(args: argparse.Namespace) -> int:
 
 
 def _approve(args: argparse.Namespace) -> int:
+    from pushbutton.actions import respond_approval
     from pushbutton.config import settings
-    from pushbutton.lifecycle import respond_approval
 
     result = respond_approval(settings(), args.model, approve=not args.reject, run_id=args.run_id)
     print(json.dumps(result, indent=2, default=str))

@@ -8,6 +8,7 @@ into ``AirflowFailException`` (no retry).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 class PushbuttonError(Exception):
@@ -37,8 +38,9 @@ class ServingError(PushbuttonError):
 class GateFailed(PushbuttonError):
     """A model version failed one or more checks of its quality gate."""
 
-    def __init__(self, failures: list[str]):
+    def __init__(self, failures: list[str], report: Any = None):
         self.failures = list(failures)
+        self.report = report  # the full GateReport, when the caller has one
         super().__init__("quality gate failed:\n" + "\n".join(f"  - {f}" for f in self.failures))
 
 

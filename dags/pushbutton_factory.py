@@ -1,0 +1,173 @@
+"""pushbutton DAG factory: per model spec, the Airflow DAGs ``<model>__cicd``, ``__monitor``, ``__retrain``.
+
+How it is wired (Airflow 3.3 records import errors per file, so each model gets its own file):
+- when Airflow parses *this* file, it discovers every ``model.yaml`` under ``PUSHBUTTON_MODELS_DIR``
+  and keeps one two-line stub per model in ``dags/models/`` (``pushbutton.dagstubs``);
+- each stub calls ``build_model_dags`` for its model. A broken spec raises ``SpecError`` there, so it
+  becomes an import error of that model's file only, naming the spec, line, field and fix.
+
+Parsing stays cheap: mlflow, pandas and scikit-learn are imported inside task callables only.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.sdk import DAG, Param, TriggerRule
+
+from operators.lifecycle import (
+    MlflowCandidateAliasOperator,
+    MlflowTrainOperator,
+    SeldonActivateOperator,
+    SeldonBuildOperator,
+    SeldonDeployCandidateOperator,
+    SeldonDiscardCandidateOperator,
+    SeldonModelTestOperator,
+    SeldonProbeOperator,
+)
+from pushbutton.config import settings
+from pushbutton.errors import SpecError, SpecIssue
+from pushbutton.spec import ModelSpec, load_model_dir
+
+log = logging.getLogger(__name__)
+START = datetime(2024, 1, 1)
+RESOLVED_VERSION = "{{ ti.xcom_pull(task_ids='build')['version'] }}"
+
+
+def _doc(spec: ModelSpec, model_dir: Path, kind: str) -> str:
+    gate = ", ".join(
+        f"{m} {'≥ ' + str(t.min) if t.min is not None else ''}{' ≤ ' + str(t.max) if t.max is not None else ''}"
+        for m, t in spec.gate.metrics.items()
+    )
+    return (
+        f"## {spec.name} — {kind}\n\n{spec.description.strip()}\n\n"
+        f"* owner: {spec.owner}\n* spec: `{model_dir / 'model.yaml'}`\n* task: {spec.task} ({spec.flavor})\n"
+        f"* gate: {gate or 'no thresholds'}; champion tolerance {spec.gate.champion_tolerance:.0%}\n"
+        f"* traffic: {spec.traffic.mode}"
+        + (f" {spec.traffic.candidate_percent}%" if spec.traffic.mode == "canary" else "")
+        + f"\n* schedules: retrain `{spec.schedules.retrain}`, monitor `{spec.schedules.monitor}`\n"
+    )
+
+
+def _common(spec: ModelSpec, model_dir: Path, kind: str) -> dict[str, Any]:
+    return {
+        "start_date": START,
+        "catchup": False,
+        "tags": ["pushbutton", kind, f"model:{spec.name}", *spec.tags],
+        "doc_md": _doc(spec, model_dir, kind),
+        "default_args": {"owner": spec.owner, "retries": 1, "retry_delay": timedelta(seconds=15)},
+    }
+
+
+def cicd_dag(spec: ModelSpec, model_dir: Path) -> DAG:
+    """build → test → register → deploy candidate → approve → activate (reject → discard candidate)."""
+    with DAG(
+        dag_id=f"{spec.name}__cicd",
+        description=f"Release pipeline of {spec.name}: build, test, register, deploy, approve, activate",
+        schedule=None,
+        max_active_runs=1,  # one CI/CD run per model at a time; later runs queue
+        params={
+            "version": Param(
+                "latest",
+                type="string",
+                pattern=r"^(latest|[0-9]+)$",
+                description="registered model version to release ('latest' = newest)",
+            ),
+        },
+        **_common(spec, model_dir, "cicd"),
+    ) as dag:
+        build = SeldonBuildOperator(task_id="build", model=spec.name, version="{{ params.version }}")
+        test = SeldonModelTestOperator(task_id="test", model=spec.name, version=RESOLVED_VERSION)
+        register = MlflowCandidateAliasOperator(task_id="register", model=spec.name, version=RESOLVED_VERSION)
+        deploy = SeldonDeployCandidateOperator(
+            task_id="deploy_candidate", model=spec.name, version=RESOLVED_VERSION
+        )
+        approve = ApprovalOperator(
+            task_id="approve",
+            subject=f"Release {spec.name} v{RESOLVED_VERSION} to production?",
+            body="{{ ti.xcom_pull(task_ids='test', key='report_md') }}",
+            defaults="Reject",  # no answer within the timeout counts as a rejection
+            response_timeout=timedelta(days=7),
+            params={"comment": Param("", type="string", description="optional note for the serving history")},
+            retries=0,
+        )
+        activate = SeldonActivateOperator(task_id="activate", model=spec.name, version=RESOLVED_VERSION)
+        discard = SeldonDiscardCandidateOperator(
+            task_id="discard_candidate",
+            model=spec.name,
+            version=RESOLVED_VERSION,
+            trigger_rule=TriggerRule.ALL_SKIPPED,  # runs only when a rejection skipped `activate`
+        )
+        build >> test >> register >> deploy >> approve >> activate >> discard
+    return dag
+
+
+def retrain_dag(spec: ModelSpec, model_dir: Path) -> DAG:
+    with DAG(
+        dag_id=f"{spec.name}__retrain",
+        description=f"Retrain {spec.name} and register a new version (which starts its CI/CD)",
+        schedule=spec.schedules.retrain,
+        max_active_runs=1,
+        **_common(spec, model_dir, "retrain"),
+    ) as dag:
+        MlflowTrainOperator(task_id="train_and_register", model_dir=str(model_dir))
+    return dag
+
+
+def monitor_dag(spec: ModelSpec, model_dir: Path) -> DAG:
+    with DAG(
+        dag_id=f"{spec.name}__monitor",
+        description=f"Monitor {spec.name} in production",
+        schedule=spec.schedules.monitor,
+        max_active_runs=1,
+        **_common(spec, model_dir, "monitor"),
+    ) as dag:
+        SeldonProbeOperator(task_id="probe_serving", model=spec.name)
+    return dag
+
+
+def build_model_dags(relative: str, namespace: dict[str, Any]) -> list[DAG]:
+    """Build the DAGs of the model directory ``relative`` (to the models dir) into ``namespace``.
+
+    Raises ``SpecError`` for a broken spec: Airflow shows it as this model file's import error.
+    """
+    model_dir = settings().models_dir / relative
+    try:
+        spec = load_model_dir(model_dir)
+    except SpecError as exc:  # keep the import error to our message, without pydantic's chain
+        raise SpecError(exc.issues) from None
+    _check_unique_name(spec, model_dir)
+    dags = [cicd_dag(spec, model_dir), monitor_dag(spec, model_dir), retrain_dag(spec, model_dir)]
+    for dag in dags:
+        namespace[dag.dag_id.replace("-", "_")] = dag
+    return dags
+
+
+def _check_unique_name(spec: ModelSpec, model_dir: Path) -> None:
+    from pushbutton.dagstubs import name_owner
+
+    owner = name_owner(settings().dags_dir, spec.name)
+    if owner and Path(owner) != model_dir.resolve():
+        raise SpecError(
+            [
+                SpecIssue(
+                    str(model_dir / "model.yaml"),
+                    "name",
+                    f"model name '{spec.name}' is already used by {owner}/model.yaml",
+                    "give every model in the repository a unique name",
+                )
+            ]
+        )
+
+
+if __name__ != "pushbutton_factory":  # parsed by Airflow as a DAG file (not imported by a stub)
+    from pushbutton.dagstubs import sync_stubs
+
+    try:
+        sync_stubs(settings().models_dir, settings().dags_dir)
+    except OSError as exc:  # read-only DAG bundle: stubs come from `pushbutton sync-dags` in CI instead
+        log.warning("pushbutton: cannot write DAG stubs (%s); run `pushbutton sync-dags` in CI", exc)

@@ -1,0 +1,103 @@
+"""One Hook per external system; each owns its Airflow Connection and hands out the core client.
+
+Connections (set by ``pushbutton up`` as ``AIRFLOW_CONN_*`` env vars, or in the Airflow UI):
+``pushbutton_mlflow`` (http, host/port of the tracking server; extra ``webhook_secret``),
+``pushbutton_seldon`` (http, host/port of the gateway; extra ``runtime``: ``local``, ``namespace``),
+``pushbutton_store`` (extra ``url``: SQLAlchemy URL of the platform store).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseHook
+
+if TYPE_CHECKING:
+    from pushbutton.history import HistoryStore
+    from pushbutton.registry import Registry
+
+
+def _url(conn: Any, default_port: int) -> str:
+    scheme = conn.schema or "http"
+    return f"{scheme}://{conn.host or '127.0.0.1'}:{conn.port or default_port}"
+
+
+class MlflowRegistryHook(BaseHook):
+    """The MLflow tracking server and its model registry."""
+
+    conn_name_attr = "mlflow_conn_id"
+    default_conn_name = "pushbutton_mlflow"
+    conn_type = "http"
+    hook_name = "MLflow Registry (pushbutton)"
+
+    def __init__(self, mlflow_conn_id: str = default_conn_name, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.mlflow_conn_id = mlflow_conn_id
+
+    def tracking_uri(self) -> str:
+        return _url(self.get_connection(self.mlflow_conn_id), 5000)
+
+    def get_conn(self) -> Registry:
+        from pushbutton.registry import Registry
+
+        return Registry(self.tracking_uri())
+
+
+class SeldonHook(BaseHook):
+    """Where models serve: the local seldon-core runtime and gateway (Kubernetes arrives later)."""
+
+    conn_name_attr = "seldon_conn_id"
+    default_conn_name = "pushbutton_seldon"
+    conn_type = "http"
+    hook_name = "Seldon (pushbutton)"
+
+    def __init__(self, seldon_conn_id: str = default_conn_name, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.seldon_conn_id = seldon_conn_id
+
+    def get_conn(self) -> Any:
+        from pushbutton.serving.local import LocalRuntime
+
+        from pushbutton.config import settings
+        from pushbutton.errors import SpecError, SpecIssue
+
+        conn = self.get_connection(self.seldon_conn_id)
+        runtime = conn.extra_dejson.get("runtime", "local")
+        if runtime != "local":
+            raise SpecError(
+                [
+                    SpecIssue(
+                        f"connection {self.seldon_conn_id}",
+                        "extra.runtime",
+                        f"runtime '{runtime}' is not available in this release",
+                        "set extra.runtime to 'local'",
+                    )
+                ]
+            )
+        cfg = settings().model_copy(
+            update={"host": conn.host or "127.0.0.1", "gateway_port": conn.port or 8000}
+        )
+        return LocalRuntime(cfg)
+
+
+class PushbuttonStoreHook(BaseHook):
+    """The platform SQL store (serving history now; indicators later)."""
+
+    conn_name_attr = "store_conn_id"
+    default_conn_name = "pushbutton_store"
+    conn_type = "generic"
+    hook_name = "Pushbutton store"
+
+    def __init__(self, store_conn_id: str = default_conn_name, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.store_conn_id = store_conn_id
+
+    def get_conn(self) -> HistoryStore:
+        from pushbutton.config import settings
+        from pushbutton.history import HistoryStore
+
+        try:
+            url = self.get_connection(self.store_conn_id).extra_dejson.get("url")
+        except Exception:  # connection not defined: fall back to the platform default store
+            url = None
+        return HistoryStore(url or settings().store)

@@ -1,0 +1,209 @@
+"""Thin operators over ``pushbutton.lifecycle``: build the Platform from hooks, call one step.
+
+Configuration and decision errors (bad spec, failed gate, promoting an untested version, unknown
+model) fail the task without retry (``AirflowFailException``); transport errors may retry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from airflow.sdk import BaseOperator, Context
+from airflow.sdk.exceptions import AirflowFailException
+
+from operators.hooks import MlflowRegistryHook, PushbuttonStoreHook, SeldonHook
+
+
+def platform() -> Any:
+    from pushbutton.config import settings
+    from pushbutton.lifecycle import Platform
+
+    return Platform(
+        settings=settings(),
+        registry=MlflowRegistryHook().get_conn(),
+        runtime=SeldonHook().get_conn(),
+        history=PushbuttonStoreHook().get_conn(),
+    )
+
+
+def _final(call: Callable[[], Any]) -> Any:
+    from pushbutton.errors import Conflict, GateFailed, NotFound, SpecError
+
+    try:
+        return call()
+    except (SpecError, GateFailed, Conflict, NotFound) as exc:
+        raise AirflowFailException(str(exc)) from exc
+
+
+def approver(context: Context, task_id: str = "approve") -> str:
+    """Who answered the approval task (from its XCom), for the serving history."""
+    answer = context["ti"].xcom_pull(task_ids=task_id) or {}
+    user = answer.get("responded_by_user") or {}
+    return user.get("name") or user.get("id") or "unknown"
+
+
+class _LifecycleOperator(BaseOperator):
+    template_fields: Sequence[str] = ("model", "version")
+    ui_color = "#e8f4ea"
+
+    def __init__(self, *, model: str, version: str = "", **kwargs: Any):
+        super().__init__(**kwargs)
+        self.model = model
+        self.version = version
+
+    def run_id(self, context: Context) -> str:
+        return context["run_id"]
+
+
+class SeldonBuildOperator(_LifecycleOperator):
+    """Download the version and build (or reuse, by hash) its seldon-core serving environment.
+
+    ``version`` may be ``latest``: the newest registered version is resolved here and returned, so
+    downstream tasks use the resolved number.
+    """
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from pushbutton.lifecycle import build
+
+        p = platform()
+        version = self.version
+        if version in ("", "latest"):
+            versions = _final(lambda: p.registry.versions(self.model))
+            if not versions:
+                raise AirflowFailException(f"model '{self.model}' has no registered version; push it first")
+            version = versions[-1].version
+        return _final(lambda: build(p, self.model, version, self.run_id(context)))
+
+
+class SeldonModelTestOperator(_LifecycleOperator):
+    """Schema, golden data, model tests, gate thresholds, champion comparison — in the serving env."""
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from pushbutton.errors import GateFailed
+        from pushbutton.lifecycle import test
+
+        try:
+            report = test(platform(), self.model, self.version, self.run_id(context))
+        except GateFailed as exc:
+            context["ti"].xcom_push(key="report_md", value=exc.report.markdown())
+            raise AirflowFailException(str(exc)) from exc
+        context["ti"].xcom_push(key="report_md", value=report.markdown())
+        return report.as_dict()
+
+
+class MlflowCandidateAliasOperator(_LifecycleOperator):
+    """Point the registry's ``candidate`` alias at the tested version."""
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from pushbutton.lifecycle import register_candidate
+
+        return _final(lambda: register_candidate(platform(), self.model, self.version, self.run_id(context)))
+
+
+class SeldonDeployCandidateOperator(_LifecycleOperator):
+    """Serve the candidate beside the champion per the spec's traffic policy."""
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from pushbutton.lifecycle import deploy_candidate
+
+        actor = f"dag:{context['dag'].dag_id}"
+        return _final(
+            lambda: deploy_candidate(platform(), self.model, self.version, actor, self.run_id(context))
+        )
+
+
+class SeldonActivateOperator(_LifecycleOperator):
+    """After approval: the candidate becomes champion and takes 100% of traffic."""
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from pushbutton.lifecycle import make_champion
+
+        return _final(
+            lambda: make_champion(
+                platform(),
+                self.model,
+                self.version,
+                action="activate",
+                actor=approver(context),
+                run_id=self.run_id(context),
+            )
+        )
+
+
+class SeldonDiscardCandidateOperator(_LifecycleOperator):
+    """After a rejection (or an approval timeout): remove the candidate, tag the version rejected."""
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from pushbutton.lifecycle import reject
+
+        answer = context["ti"].xcom_pull(task_ids="approve") or {}
+        comment = (answer.get("params_input") or {}).get("comment") or ""
+        reason = f"rejected by {approver(context)}" + (f": {comment}" if comment else "")
+        return _final(
+            lambda: reject(
+                platform(), self.model, self.version, approver(context), self.run_id(context), reason
+            )
+        )
+
+
+class SeldonPromoteOperator(_LifecycleOperator):
+    """Promote a version (or an alias: ``candidate``, ``previous``) to champion; ``action`` names it
+    in the serving history (``promote`` / ``rollback``)."""
+
+    def __init__(self, *, action: str, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.action = action
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from pushbutton.lifecycle import make_champion
+
+        actor = context["dag_run"].triggering_user_name or "unknown"
+        return _final(
+            lambda: make_champion(
+                platform(),
+                self.model,
+                self.version or "previous",
+                action=self.action,
+                actor=actor,
+                run_id=self.run_id(context),
+            )
+        )
+
+
+class MlflowTrainOperator(BaseOperator):
+    """Train through the model's entry point, log the run and register a new version in MLflow.
+
+    Registration fires the registry webhook, which starts the model's CI/CD DAG.
+    """
+
+    template_fields: Sequence[str] = ("model_dir", "source")
+
+    def __init__(self, *, model_dir: str, source: str = "retrain", **kwargs: Any):
+        super().__init__(**kwargs)
+        self.model_dir = model_dir
+        self.source = source
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from pathlib import Path
+
+        from pushbutton.spec import load_model_dir
+        from pushbutton.training import train_and_register
+
+        registry = MlflowRegistryHook().get_conn()
+        spec = _final(lambda: load_model_dir(Path(self.model_dir)))
+        result = _final(
+            lambda: train_and_register(
+                spec, Path(self.model_dir), registry, source=self.source, actor=f"dag:{context['dag'].dag_id}"
+            )
+        )
+        return result.as_dict()
+
+
+class SeldonProbeOperator(_LifecycleOperator):
+    """Check that the model's deployment answers through the gateway (monitoring starts here)."""
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from pushbutton.lifecycle import probe
+
+        return _final(lambda: probe(platform(), self.model))

@@ -1,0 +1,154 @@
+"""Quality gate decisions (pure): metrics, thresholds, golden data, signature, champion comparison.
+
+Every failed check states which check, which value and which threshold.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pushbutton.spec.model import LOWER_IS_BETTER, ModelSpec
+
+_MLFLOW_TYPES = {
+    "double": "double",
+    "float": "float",
+    "long": "long",
+    "integer": "integer",
+    "boolean": "boolean",
+    "string": "string",
+}
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    passed: bool
+    detail: str
+    value: float | str | None = None
+    threshold: str | None = None
+
+
+@dataclass
+class GateReport:
+    model: str
+    version: str
+    checks: list[Check] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+    champion: dict[str, Any] | None = None
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    @property
+    def failures(self) -> list[str]:
+        return [f"{c.name}: {c.detail}" for c in self.checks if not c.passed]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "passed": self.passed}
+
+    def markdown(self) -> str:
+        lines = [
+            f"### Test report: {self.model} v{self.version} — {'PASSED' if self.passed else 'FAILED'}",
+            "",
+            "| check | result | detail |",
+            "|---|---|---|",
+        ]
+        lines += [f"| {c.name} | {'pass' if c.passed else '**FAIL**'} | {c.detail} |" for c in self.checks]
+        if self.metrics:
+            lines += ["", "| metric | candidate | champion |", "|---|---|---|"]
+            champ = (self.champion or {}).get("metrics", {})
+            for name, value in sorted(self.metrics.items()):
+                other = champ.get(name)
+                lines.append(f"| {name} | {value:.4f} | {'' if other is None else f'{other:.4f}'} |")
+        return "\n".join(lines)
+
+
+def compute_metrics(task: str, y_true: Sequence[Any], y_pred: Sequence[Any]) -> dict[str, float]:
+    from sklearn import metrics as m
+
+    if task == "classification":
+        return {
+            "accuracy": float(m.accuracy_score(y_true, y_pred)),
+            "f1_macro": float(m.f1_score(y_true, y_pred, average="macro", zero_division=0)),
+            "precision_macro": float(m.precision_score(y_true, y_pred, average="macro", zero_division=0)),
+            "recall_macro": float(m.recall_score(y_true, y_pred, average="macro", zero_division=0)),
+        }
+    return {
+        "rmse": float(math.sqrt(m.mean_squared_error(y_true, y_pred))),
+        "mae": float(m.mean_absolute_error(y_true, y_pred)),
+        "r2": float(m.r2_score(y_true, y_pred)),
+    }
+
+
+def threshold_checks(spec: ModelSpec, metrics: dict[str, float]) -> list[Check]:
+    checks = []
+    for name, bound in sorted(spec.gate.metrics.items()):
+        value = metrics.get(name)
+        if value is None:
+            checks.append(Check(f"metric {name}", False, f"{name} was not computed for a {spec.task} model"))
+            continue
+        problems = []
+        if bound.min is not None and value < bound.min:
+            problems.append(f"{name} {value:.4f} < min {bound.min}")
+        if bound.max is not None and value > bound.max:
+            problems.append(f"{name} {value:.4f} > max {bound.max}")
+        limits = " ".join(f"{k} {v}" for k, v in (("min", bound.min), ("max", bound.max)) if v is not None)
+        detail = "; ".join(problems) or f"{name} {value:.4f} within {limits}"
+        checks.append(Check(f"metric {name}", not problems, detail, value, limits))
+    return checks
+
+
+def champion_check(
+    spec: ModelSpec, candidate: dict[str, float], champion: dict[str, float], champion_version: str
+) -> Check:
+    """The challenger may be worse than the champion by at most ``champion_tolerance`` (relative)."""
+    metric, tol = spec.primary_metric, spec.gate.champion_tolerance
+    new, old = candidate[metric], champion[metric]
+    if metric in LOWER_IS_BETTER:
+        limit = old * (1 + tol)
+        passed, relation = new <= limit + 1e-12, f"<= {limit:.4f}"
+    else:
+        limit = old * (1 - tol)
+        passed, relation = new >= limit - 1e-12, f">= {limit:.4f}"
+    detail = (
+        f"{metric} {new:.4f} vs champion v{champion_version} {old:.4f} "
+        f"(tolerance {tol:.0%}: needs {relation})"
+    )
+    return Check("champion comparison", passed, detail, new, relation)
+
+
+def golden_check(spec: ModelSpec, expected: Sequence[Any], predicted: Sequence[Any]) -> Check:
+    if len(expected) != len(predicted):
+        return Check("golden data", False, f"{len(predicted)} predictions for {len(expected)} golden rows")
+    tol = spec.gate.golden_tolerance
+    bad = []
+    for row, (want, got) in enumerate(zip(expected, predicted, strict=True), start=1):
+        same = want == got if spec.task == "classification" else abs(float(want) - float(got)) <= tol
+        if not same:
+            bad.append(f"row {row}: expected {want}, got {got}")
+    if bad:
+        shown = "; ".join(bad[:3]) + (f"; … {len(bad) - 3} more" if len(bad) > 3 else "")
+        return Check("golden data", False, f"{len(bad)}/{len(expected)} rows differ: {shown}", len(bad), "0")
+    return Check("golden data", True, f"{len(expected)} rows match", 0, "0")
+
+
+def signature_check(spec: ModelSpec, signature_inputs: list[dict[str, Any]] | None) -> Check:
+    """Compare the spec's ``schema.inputs`` with the logged MLflow signature (names, order, types)."""
+    if not signature_inputs:
+        return Check("input signature", False, "the logged model has no signature; log it with one")
+    want = [(f.name, _MLFLOW_TYPES[f.type]) for f in spec.schema_.inputs]
+    got = [(c.get("name"), c.get("type")) for c in signature_inputs]
+    if [n for n, _ in want] != [n for n, _ in got]:
+        return Check(
+            "input signature",
+            False,
+            f"model inputs {[n for n, _ in got]} differ from schema.inputs {[n for n, _ in want]}",
+        )
+    mismatched = [f"{n}: spec {w}, model {g}" for (n, w), (_, g) in zip(want, got, strict=True) if w != g]
+    if mismatched:
+        return Check("input signature", False, "type mismatch: " + "; ".join(mismatched))
+    return Check("input signature", True, f"{len(want)} inputs match schema.inputs")

@@ -1,0 +1,115 @@
+"""What served when: an append-only serving history in the platform SQL store, plus per-model locks.
+
+SQLite by default (embedded stack), PostgreSQL in production. Locks serialise promotions of one
+model: a PostgreSQL advisory lock, or an exclusive file lock beside a SQLite database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from pushbutton.errors import Conflict
+
+metadata = sa.MetaData()
+events = sa.Table(
+    "pushbutton_serving_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("namespace", sa.String(63), nullable=False),
+    sa.Column("model", sa.String(63), nullable=False, index=True),
+    sa.Column("action", sa.String(32), nullable=False),  # deploy_candidate|activate|reject|rollback|promote
+    sa.Column("version", sa.String(16), nullable=False),
+    sa.Column("previous_version", sa.String(16)),
+    sa.Column("actor", sa.String(200), nullable=False, default=""),
+    sa.Column("run_id", sa.String(250), nullable=False, default=""),
+    sa.Column("detail", sa.Text, nullable=False, default="{}"),
+)
+
+
+class HistoryStore:
+    def __init__(self, url: str):
+        self.url = url
+        self.engine = sa.create_engine(url, future=True, pool_pre_ping=True)
+        metadata.create_all(self.engine)
+
+    def record(
+        self,
+        *,
+        namespace: str,
+        model: str,
+        action: str,
+        version: str,
+        previous_version: str | None = None,
+        actor: str = "",
+        run_id: str = "",
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                events.insert().values(
+                    at=datetime.now(UTC),
+                    namespace=namespace,
+                    model=model,
+                    action=action,
+                    version=version,
+                    previous_version=previous_version,
+                    actor=actor or "",
+                    run_id=run_id or "",
+                    detail=json.dumps(detail or {}, sort_keys=True, default=str),
+                )
+            )
+
+    def events(self, model: str, limit: int = 50) -> list[dict[str, Any]]:
+        query = sa.select(events).where(events.c.model == model).order_by(events.c.id.desc()).limit(limit)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [{**row, "detail": json.loads(row["detail"])} for row in rows]
+
+    @contextlib.contextmanager
+    def lock(self, model: str, timeout: float = 120.0) -> Iterator[None]:
+        """Hold the model's promotion lock (waits up to ``timeout`` seconds)."""
+        if self.engine.dialect.name == "postgresql":
+            key = int.from_bytes(
+                hashlib.sha256(f"pushbutton:{model}".encode()).digest()[:8], "big", signed=True
+            )
+            with self.engine.connect() as conn:
+                conn.execute(sa.text("SET lock_timeout = :ms"), {"ms": f"{int(timeout * 1000)}"})
+                try:
+                    conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+                except sa.exc.OperationalError as exc:
+                    raise Conflict(f"another promotion of '{model}' holds the lock; retry later") from exc
+                try:
+                    yield
+                finally:
+                    conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                    conn.commit()
+            return
+        database = self.engine.url.database or ""
+        base = Path(database).parent if database and database != ":memory:" else Path("/tmp")
+        path = base / "locks" / f"{model}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w") as handle:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise Conflict(f"another promotion of '{model}' holds {path}; retry later") from None
+                    time.sleep(0.05)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)

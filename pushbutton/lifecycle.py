@@ -1,0 +1,343 @@
+"""The model lifecycle steps, framework-free: build, test, register, deploy, activate, reject, rollback.
+
+Airflow operators and the CLI call these; each step is idempotent (re-running it leaves the same
+state) and ordered so that a failure leaves the current champion serving: traffic moves before
+registry aliases, and nothing moves before the checks pass.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pushbutton import registry as reg
+from pushbutton.config import Settings
+from pushbutton.errors import Conflict, GateFailed, NotFound, ServingError
+from pushbutton.gate import (
+    Check,
+    GateReport,
+    champion_check,
+    compute_metrics,
+    golden_check,
+    signature_check,
+    threshold_checks,
+)
+from pushbutton.history import HistoryStore
+from pushbutton.serving.spec import Release, champion_only, with_candidate
+from pushbutton.spec import ModelSpec, load_spec
+
+
+@dataclass
+class Platform:
+    """The external systems one lifecycle step talks to (operators build it from their hooks)."""
+
+    settings: Settings
+    registry: reg.Registry
+    runtime: Any  # pushbutton.serving.local.LocalRuntime (a Kubernetes runtime later)
+    history: HistoryStore
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Platform:
+        from pushbutton.serving.local import LocalRuntime
+
+        return cls(
+            settings, reg.Registry(settings.mlflow_url), LocalRuntime(settings), HistoryStore(settings.store)
+        )
+
+    def release_dir(self, name: str, version: str) -> Path:
+        return self.settings.home / "releases" / name / str(version)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A version downloaded and its serving environment built."""
+
+    spec: ModelSpec
+    release: Release
+    env: Any  # pushbutton.serving.envs.ServingEnv
+    directory: Path
+
+    @property
+    def code_dir(self) -> Path:
+        return self.directory / "code"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.directory / "model"
+
+
+def serving_requirements(directory: Path, spec: ModelSpec) -> list[str]:
+    """The model's own requirements.txt if it has one, else what MLflow inferred (mlflow itself excluded:
+    the serving environment carries mlflow-skinny)."""
+    own = directory / "code" / (spec.requirements or "requirements.txt")
+    source = own if own.is_file() else directory / "model" / "requirements.txt"
+    lines = source.read_text().splitlines() if source.is_file() else []
+    wanted = [line.split("#")[0].strip() for line in lines]
+    return sorted({r for r in wanted if r and not r.lower().startswith(("mlflow", "-"))})
+
+
+def prepare(p: Platform, name: str, version: str) -> Prepared:
+    """Download the version and build (or reuse) its serving environment."""
+    from pushbutton.serving.envs import ensure_env
+
+    directory = p.registry.download(name, version, p.release_dir(name, version))
+    spec = load_spec(directory / "code")
+    env = ensure_env(
+        serving_requirements(directory, spec), python=p.settings.serving_python, root=p.settings.home / "envs"
+    )
+    release = Release(str(version), str(directory / "model"), env.key, str(directory / "code"))
+    return Prepared(spec, release, env, directory)
+
+
+def build(p: Platform, name: str, version: str, run_id: str = "") -> dict[str, Any]:
+    prepared = prepare(p, name, version)
+    p.registry.set_tags(name, version, {reg.BUILD: prepared.env.key, "pushbutton.dag_run_id": run_id})
+    return {
+        "model": name,
+        "version": str(version),
+        "env_key": prepared.env.key,
+        "env_created": prepared.env.created,
+        "env_seconds": round(prepared.env.seconds, 2),
+        "release": str(prepared.directory),
+    }
+
+
+def _predict(prepared: Prepared, frame: Any) -> list[Any]:
+    from pushbutton.serving.checks import predict_in_env
+
+    return predict_in_env(
+        prepared.env, prepared.code_dir, prepared.spec.predict.class_, str(prepared.model_dir), frame
+    )
+
+
+def _signature_inputs(model_dir: Path) -> list[dict[str, Any]] | None:
+    import yaml
+
+    mlmodel = yaml.safe_load((model_dir / "MLmodel").read_text())
+    inputs = (mlmodel.get("signature") or {}).get("inputs")
+    return json.loads(inputs) if inputs else None
+
+
+def evaluate(p: Platform, name: str, version: str) -> GateReport:
+    """Run every check of the gate in the version's serving environment; never raises on a failed check."""
+    from pushbutton.data import split
+    from pushbutton.serving.checks import run_model_tests
+
+    report = GateReport(name, str(version))
+    try:
+        prepared = prepare(p, name, version)
+    except (ServingError, OSError, ValueError) as exc:
+        report.checks.append(Check("load artifacts", False, f"could not prepare v{version}: {exc}"))
+        return report
+    spec = prepared.spec
+    try:
+        report.checks.append(signature_check(spec, _signature_inputs(prepared.model_dir)))
+    except (OSError, ValueError) as exc:
+        report.checks.append(
+            Check("input signature", False, f"MLmodel unreadable ({exc}); artifact corrupted?")
+        )
+    data = split(spec, prepared.code_dir)
+    try:
+        predicted = _predict(prepared, data.x_holdout)
+    except ServingError as exc:
+        report.checks.append(Check("holdout predictions", False, str(exc)))
+        return report
+    report.metrics = compute_metrics(spec.task, list(data.y_holdout), predicted)
+    report.checks += threshold_checks(spec, report.metrics)
+    if spec.gate.golden:
+        report.checks.append(_golden(prepared))
+    if spec.tests:
+        passed, output = run_model_tests(
+            prepared.env, prepared.code_dir, prepared.code_dir / spec.tests, str(prepared.model_dir)
+        )
+        last = output.strip().splitlines()[-1] if output.strip() else "no output"
+        report.checks.append(Check("model tests", passed, last if passed else output[-1500:]))
+    champion = p.registry.by_alias(name, reg.CHAMPION)
+    if champion is not None and champion.version != str(version):
+        incumbent = prepare(p, name, champion.version)
+        champ_metrics = compute_metrics(spec.task, list(data.y_holdout), _predict(incumbent, data.x_holdout))
+        report.champion = {"version": champion.version, "metrics": champ_metrics}
+        report.checks.append(champion_check(spec, report.metrics, champ_metrics, champion.version))
+    return report
+
+
+def _golden(prepared: Prepared) -> Check:
+    import pandas as pd
+
+    spec = prepared.spec
+    path = prepared.code_dir / str(spec.gate.golden)
+    frame = pd.read_csv(path)
+    expected = frame["expected"].tolist()
+    try:
+        predicted = _predict(prepared, frame[spec.feature_names])
+    except ServingError as exc:
+        return Check("golden data", False, str(exc))
+    return golden_check(spec, expected, predicted)
+
+
+def test(p: Platform, name: str, version: str, run_id: str = "") -> GateReport:
+    """Evaluate the gate, tag the version with the outcome; raise ``GateFailed`` when a check fails.
+
+    A failed gate touches neither aliases nor serving: the champion keeps serving.
+    """
+    report = evaluate(p, name, version)
+    outcome = "passed" if report.passed else "failed"
+    tags: dict[str, Any] = {
+        reg.TESTS: outcome,
+        "pushbutton.test_report": report.as_dict(),
+        "pushbutton.dag_run_id": run_id,
+    }
+    if not report.passed:
+        tags |= {reg.STATUS: "failed", reg.REASON: "; ".join(report.failures)}
+    p.registry.set_tags(name, version, tags)
+    if not report.passed:
+        raise GateFailed(report.failures, report)
+    return report
+
+
+def _require_tested(p: Platform, name: str, version: str) -> reg.Version:
+    mv = p.registry.get(name, version)
+    if not mv.tests_passed:
+        reason = mv.tags.get(reg.REASON) or "it has not been tested"
+        raise Conflict(
+            f"{name} v{version} did not pass its tests ({reason}); only tested versions can serve — "
+            "fix the model and push a new version, or run its CI/CD DAG"
+        )
+    return mv
+
+
+def register_candidate(p: Platform, name: str, version: str, run_id: str = "") -> dict[str, Any]:
+    _require_tested(p, name, version)
+    p.registry.set_alias(name, reg.CANDIDATE, version)
+    p.registry.set_tags(name, version, {reg.STATUS: "candidate", "pushbutton.dag_run_id": run_id})
+    return {"model": name, "version": str(version), "alias": reg.CANDIDATE}
+
+
+def deploy_candidate(
+    p: Platform, name: str, version: str, actor: str = "", run_id: str = ""
+) -> dict[str, Any]:
+    """Serve the candidate beside the champion per the traffic policy (or alone on a first release)."""
+    _require_tested(p, name, version)
+    candidate = prepare(p, name, version)
+    champion = p.registry.by_alias(name, reg.CHAMPION)
+    incumbent = (
+        prepare(p, name, champion.version).release if champion and champion.version != version else None
+    )
+    serving = with_candidate(candidate.spec, candidate.release, incumbent)
+    with p.history.lock(name):
+        result = p.runtime.apply(serving)
+        p.history.record(
+            namespace=serving.namespace,
+            model=name,
+            action="deploy_candidate",
+            version=str(version),
+            previous_version=champion.version if champion else None,
+            actor=actor,
+            run_id=run_id,
+            detail={
+                "traffic": {q.name: q.traffic for q in serving.predictors},
+                "mode": candidate.spec.traffic.mode,
+            },
+        )
+    return {"model": name, "version": str(version), "path": serving.external_path, "serving": result}
+
+
+def _resolve(p: Platform, name: str, target: str) -> str:
+    if target.isdigit():
+        return str(p.registry.get(name, target).version)
+    found = p.registry.by_alias(name, target)
+    if found is None:
+        hint = "there was no earlier champion" if target == reg.PREVIOUS else "no version holds it"
+        raise NotFound(f"model '{name}' has no '{target}' alias ({hint}); pass an explicit version number")
+    return found.version
+
+
+def make_champion(
+    p: Platform, name: str, target: str, *, action: str, actor: str = "", run_id: str = ""
+) -> dict[str, Any]:
+    """Move all traffic to ``target`` (a version number or an alias), then move the aliases.
+
+    Used by activate (``target`` = the candidate), promote and rollback (``previous``).
+    Serialised per model; idempotent when ``target`` already is the champion.
+    """
+    with p.history.lock(name):
+        version = _resolve(p, name, target)
+        _require_tested(p, name, version)
+        prepared = prepare(p, name, version)
+        old = p.registry.by_alias(name, reg.CHAMPION)
+        serving = champion_only(prepared.spec, prepared.release)
+        result = p.runtime.apply(serving)
+        if old is None or old.version != version:
+            if old is not None:
+                p.registry.set_alias(name, reg.PREVIOUS, old.version)
+                p.registry.set_tags(name, old.version, {reg.STATUS: "retired"})
+            p.registry.set_alias(name, reg.CHAMPION, version)
+            p.history.record(
+                namespace=serving.namespace,
+                model=name,
+                action=action,
+                version=version,
+                previous_version=old.version if old else None,
+                actor=actor,
+                run_id=run_id,
+            )
+        candidate = p.registry.by_alias(name, reg.CANDIDATE)
+        if candidate is not None and candidate.version == version:
+            p.registry.delete_alias(name, reg.CANDIDATE)
+        p.registry.set_tags(name, version, {reg.STATUS: "champion", "pushbutton.dag_run_id": run_id})
+    return {"model": name, "champion": version, "previous": old.version if old else None, "serving": result}
+
+
+def reject(
+    p: Platform, name: str, version: str, actor: str = "", run_id: str = "", reason: str = ""
+) -> dict[str, Any]:
+    """Take the candidate out of serving (the champion gets all traffic back) and tag it rejected."""
+    with p.history.lock(name):
+        champion = p.registry.by_alias(name, reg.CHAMPION)
+        spec = load_spec(p.registry.download(name, version, p.release_dir(name, version)) / "code")
+        if champion is not None and champion.version != str(version):
+            incumbent = prepare(p, name, champion.version)
+            p.runtime.apply(champion_only(incumbent.spec, incumbent.release))
+        elif champion is None:
+            p.runtime.remove(spec.serving.namespace, name)
+        candidate = p.registry.by_alias(name, reg.CANDIDATE)
+        if candidate is not None and candidate.version == str(version):
+            p.registry.delete_alias(name, reg.CANDIDATE)
+        text = reason or f"rejected by {actor or 'a reviewer'}"
+        p.registry.set_tags(
+            name, version, {reg.STATUS: "rejected", reg.REASON: text, "pushbutton.dag_run_id": run_id}
+        )
+        p.history.record(
+            namespace=spec.serving.namespace,
+            model=name,
+            action="reject",
+            version=str(version),
+            previous_version=champion.version if champion else None,
+            actor=actor,
+            run_id=run_id,
+            detail={"reason": text},
+        )
+    return {"model": name, "rejected": str(version), "champion": champion.version if champion else None}
+
+
+def probe(p: Platform, name: str) -> dict[str, Any]:
+    """Is the model serving? Its deployment's status, plus one golden row sent through the gateway."""
+    champion = p.registry.by_alias(name, reg.CHAMPION) or p.registry.by_alias(name, reg.CANDIDATE)
+    if champion is None:
+        return {"model": name, "serving": False, "reason": "no champion or candidate yet"}
+    prepared = prepare(p, name, champion.version)
+    spec = prepared.spec
+    status = p.runtime.status(spec.serving.namespace, name)
+    result: dict[str, Any] = {"model": name, "serving": True, "status": status}
+    if spec.gate.golden:
+        with (prepared.code_dir / str(spec.gate.golden)).open(newline="") as handle:
+            row = next(csv.DictReader(handle))
+        payload = {
+            "data": {"names": spec.feature_names, "ndarray": [[float(row[f]) for f in spec.feature_names]]}
+        }
+        answer = p.runtime.predict(spec.serving.namespace, name, payload)
+        result["probe"] = {"expected": row["expected"], "answer": answer}
+    return result

@@ -1,0 +1,75 @@
+"""MLflow registry webhook signatures (Standard Webhooks style, as MLflow 3 sends them).
+
+MLflow signs ``"{delivery_id}.{timestamp}.{body}"`` with HMAC-SHA256 and sends
+``X-MLflow-Signature: v1,<base64>``, ``X-MLflow-Delivery-Id`` and ``X-MLflow-Timestamp``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+from collections.abc import Mapping
+
+SIGNATURE = "X-MLflow-Signature"
+DELIVERY_ID = "X-MLflow-Delivery-Id"
+TIMESTAMP = "X-MLflow-Timestamp"
+MAX_AGE_SECONDS = 300
+
+
+class WebhookRejected(Exception):
+    """The request is not a genuine, fresh MLflow delivery; the reason is safe to log (no secret)."""
+
+
+def sign(secret: str, delivery_id: str, timestamp: str, body: bytes) -> str:
+    content = f"{delivery_id}.{timestamp}.".encode() + body
+    digest = hmac.new(secret.encode(), content, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def verify(secret: str, headers: Mapping[str, str], body: bytes, now: float | None = None) -> str:
+    """Check signature and freshness; return the delivery id. Raise ``WebhookRejected`` otherwise."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    signature = lower.get(SIGNATURE.lower())
+    delivery_id = lower.get(DELIVERY_ID.lower())
+    timestamp = lower.get(TIMESTAMP.lower())
+    if not signature:
+        raise WebhookRejected(f"missing {SIGNATURE} header")
+    if not delivery_id or not timestamp:
+        raise WebhookRejected(f"missing {DELIVERY_ID} or {TIMESTAMP} header")
+    try:
+        age = abs((now if now is not None else time.time()) - int(timestamp))
+    except ValueError as exc:
+        raise WebhookRejected(f"{TIMESTAMP} is not a unix timestamp") from exc
+    if age > MAX_AGE_SECONDS:
+        raise WebhookRejected(
+            f"timestamp is {age:.0f}s away from now (limit {MAX_AGE_SECONDS}s): replay or clock skew"
+        )
+    expected = sign(secret, delivery_id, timestamp, body)
+    offered = [s.strip() for s in signature.split(" ") if s.strip()]  # Standard Webhooks allows several
+    if not any(hmac.compare_digest(expected, s) for s in offered):
+        raise WebhookRejected("signature does not match (wrong secret or altered body)")
+    return delivery_id
+
+
+def created_version(body: bytes) -> tuple[str, str] | None:
+    """(model, version) of a ``model_version.created`` delivery; None for any other event."""
+    import json
+
+    try:
+        payload = json.loads(body)
+    except ValueError as exc:
+        raise WebhookRejected("body is not JSON") from exc
+    if (payload.get("entity"), payload.get("action")) != ("model_version", "created"):
+        return None
+    data = payload.get("data") or {}
+    name, version = data.get("name"), data.get("version")
+    if not name or not str(version or "").isdigit():
+        raise WebhookRejected("model_version.created payload lacks data.name or a numeric data.version")
+    return str(name), str(version)
+
+
+def cicd_run_id(version: str) -> str:
+    """One automatic CI/CD run per registered version: redeliveries and CLI triggers collapse into it."""
+    return f"registered__v{version}"

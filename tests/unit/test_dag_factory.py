@@ -1,0 +1,153 @@
+"""The DAG factory under Airflow's own DagBag (bundle-aware, as the dag processor parses files)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from pushbutton.config import REPO_ROOT
+from pushbutton.dagstubs import sync_stubs
+
+PARSE = textwrap.dedent(
+    """
+    import json, sys
+    from pathlib import Path
+    from airflow.dag_processing.dagbag import BundleDagBag
+    dags = Path(sys.argv[1])
+    bag = BundleDagBag(dag_folder=str(dags), bundle_path=dags, bundle_name="dags-folder")
+    heavy = sorted(m for m in ("mlflow", "pandas", "sklearn", "alibi_detect") if m in sys.modules)
+    out = {
+        "dags": {
+            d.dag_id: {
+                "tasks": {t.task_id: sorted(t.downstream_task_ids) for t in d.tasks},
+                "tags": sorted(d.tags), "owner": d.owner, "schedule": str(d.schedule),
+                "params": sorted(d.params.keys()), "max_active_runs": d.max_active_runs,
+                "doc_md": d.doc_md or "", "fileloc": d.relative_fileloc,
+            }
+            for d in bag.dags.values()
+        },
+        "errors": bag.import_errors,
+        "heavy": heavy,
+    }
+    print(json.dumps(out))
+    """
+)
+
+
+def parse(tmp_path: Path, models: Path) -> dict:
+    """Parse a copy of dags/ against ``models`` in a fresh interpreter (as Airflow's processor does)."""
+    dags = tmp_path / "dags"
+    dags.mkdir(exist_ok=True)
+    for source in (REPO_ROOT / "dags").glob("*.py"):
+        shutil.copy(source, dags / source.name)
+    sync_stubs(models, dags)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "PUSHBUTTON_MODELS_DIR": str(models),
+        "PUSHBUTTON_DAGS_DIR": str(dags),
+        "PUSHBUTTON_HOME": str(tmp_path / "home"),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", PARSE, str(dags)], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture
+def models(tmp_path: Path) -> Path:
+    root = tmp_path / "models"
+    root.mkdir()
+    for name in ("iris", "diabetes"):
+        if (REPO_ROOT / "models" / name).exists():
+            shutil.copytree(REPO_ROOT / "models" / name, root / name)
+    return root
+
+
+def break_spec(models: Path, directory: str, old: str, new: str, name: str | None = None) -> Path:
+    shutil.copytree(models / "iris", models / directory)
+    spec = models / directory / "model.yaml"
+    text = spec.read_text().replace(old, new)
+    spec.write_text(text.replace("name: iris", f"name: {name or directory}"))
+    return spec
+
+
+def test_each_example_model_yields_its_three_dags(tmp_path: Path, models: Path) -> None:
+    result = parse(tmp_path, models)
+    assert result["errors"] == {}
+    names = [d.name for d in models.iterdir()]
+    for name in names:
+        for kind in ("cicd", "monitor", "retrain"):
+            assert f"{name}__{kind}" in result["dags"]
+    assert {"pushbutton__promote", "pushbutton__rollback"} <= set(result["dags"])
+    assert len(result["dags"]) == 3 * len(names) + 2
+
+
+def test_cicd_dag_shape_tags_owner_params(tmp_path: Path, models: Path) -> None:
+    dag = parse(tmp_path, models)["dags"]["iris__cicd"]
+    assert dag["tasks"] == {
+        "build": ["test"],
+        "test": ["register"],
+        "register": ["deploy_candidate"],
+        "deploy_candidate": ["approve"],
+        "approve": ["activate"],
+        "activate": ["discard_candidate"],
+        "discard_candidate": [],
+    }
+    assert {"pushbutton", "cicd", "model:iris"} <= set(dag["tags"])
+    assert dag["owner"] == "data-science@example.com"
+    assert dag["params"] == ["version"]
+    assert dag["max_active_runs"] == 1
+    assert "accuracy" in dag["doc_md"] and "canary 10%" in dag["doc_md"]
+
+
+def test_schedules_come_from_the_spec(tmp_path: Path, models: Path) -> None:
+    dags = parse(tmp_path, models)["dags"]
+    assert dags["iris__retrain"]["schedule"] == "0 3 * * 1"
+    assert dags["iris__monitor"]["schedule"] == "*/30 * * * *"
+    assert dags["iris__cicd"]["schedule"] == "None"
+
+
+def test_parsing_imports_nothing_heavy(tmp_path: Path, models: Path) -> None:
+    assert parse(tmp_path, models)["heavy"] == []
+
+
+def test_broken_spec_fails_only_its_own_file(tmp_path: Path, models: Path) -> None:
+    break_spec(models, "broken", "accuracy: {min: 0.85}", "accuracy: {min: 1.5}")
+    result = parse(tmp_path, models)
+    assert list(result["errors"]) == ["models/broken.py"]
+    message = result["errors"]["models/broken.py"]
+    assert "broken/model.yaml:" in message
+    assert "gate.metrics.accuracy.min" in message
+    assert "fix:" in message
+    assert "iris__cicd" in result["dags"]
+    assert not any(d.startswith("broken__") for d in result["dags"])
+
+
+def test_duplicate_model_name_is_an_error_of_the_second_spec(tmp_path: Path, models: Path) -> None:
+    break_spec(models, "zz-copy", "", "", name="iris")
+    result = parse(tmp_path, models)
+    assert list(result["errors"]) == ["models/zz_copy.py"]
+    assert "already used by" in result["errors"]["models/zz_copy.py"]
+    assert result["dags"]["iris__cicd"]["fileloc"] == "models/iris.py"
+
+
+def test_sync_is_idempotent_and_removes_stale_stubs(tmp_path: Path, models: Path) -> None:
+    dags = tmp_path / "dags"
+    first = sync_stubs(models, dags)
+    assert {p.name for p in first} >= {"iris.py", "_names.json"}
+    assert sync_stubs(models, dags) == []
+    shutil.rmtree(models / "iris")
+    removed = sync_stubs(models, dags)
+    assert dags / "models" / "iris.py" in removed
+    assert not (dags / "models" / "iris.py").exists()
+    assert "iris" not in json.loads((dags / "models" / "_names.json").read_text())

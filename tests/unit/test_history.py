@@ -1,0 +1,71 @@
+"""Serving history and the per-model promotion lock (SQLite; PostgreSQL in tests/integration)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from pushbutton.errors import Conflict
+from pushbutton.history import HistoryStore
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> HistoryStore:
+    return HistoryStore(f"sqlite:///{tmp_path / 'pb.db'}")
+
+
+def test_events_are_returned_newest_first_per_model(store: HistoryStore) -> None:
+    store.record(namespace="models", model="iris", action="activate", version="1", actor="ann", run_id="r1")
+    store.record(namespace="models", model="wine", action="activate", version="7")
+    store.record(namespace="models", model="iris", action="activate", version="2", previous_version="1",
+                 actor="bob", run_id="r2", detail={"why": "better"})  # fmt: skip
+    events = store.events("iris")
+    assert [(e["version"], e["previous_version"], e["actor"]) for e in events] == [
+        ("2", "1", "bob"),
+        ("1", None, "ann"),
+    ]
+    assert events[0]["detail"] == {"why": "better"}
+    assert events[0]["at"] >= events[1]["at"]
+
+
+def test_history_survives_a_new_store_object(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'pb.db'}"
+    HistoryStore(url).record(namespace="models", model="iris", action="rollback", version="1")
+    assert HistoryStore(url).events("iris")[0]["action"] == "rollback"
+
+
+def test_lock_serialises_two_promotions_of_one_model(store: HistoryStore) -> None:
+    order: list[str] = []
+    inside = threading.Event()
+
+    def first() -> None:
+        with store.lock("iris"):
+            order.append("first-in")
+            inside.set()
+            time.sleep(0.3)  # hold the lock while the second promotion tries to take it
+            order.append("first-out")
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    inside.wait(5)
+    with store.lock("iris"):
+        order.append("second")
+    thread.join()
+    assert order == ["first-in", "first-out", "second"]
+
+
+def test_locks_of_different_models_do_not_block(store: HistoryStore) -> None:
+    with store.lock("iris"), store.lock("wine", timeout=0.5):
+        pass
+
+
+def test_lock_timeout_is_a_conflict(store: HistoryStore) -> None:
+    with (
+        store.lock("iris"),
+        pytest.raises(Conflict, match="another promotion of 'iris'"),
+        store.lock("iris", timeout=0.2),
+    ):
+        pass

@@ -1,0 +1,98 @@
+"""HMAC verification of MLflow registry webhooks, cross-checked against MLflow's own signer."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from mlflow.webhooks.delivery import _generate_hmac_signature
+
+from pushbutton.webhook import (
+    DELIVERY_ID,
+    SIGNATURE,
+    TIMESTAMP,
+    WebhookRejected,
+    cicd_run_id,
+    created_version,
+    sign,
+    verify,
+)
+
+SECRET = "s3cret-for-tests"
+BODY = json.dumps(
+    {"entity": "model_version", "action": "created", "timestamp": "2026-11-22T00:00:00+00:00",
+     "data": {"name": "iris", "version": "3", "source": "models:/m-1", "run_id": "r", "tags": {}}}
+).encode()  # fmt: skip
+
+
+def headers(body: bytes = BODY, secret: str = SECRET, ts: int | None = None, delivery: str = "d-1") -> dict:
+    stamp = str(ts if ts is not None else int(time.time()))
+    return {SIGNATURE: sign(secret, delivery, stamp, body), DELIVERY_ID: delivery, TIMESTAMP: stamp}
+
+
+def test_our_signature_equals_mlflows() -> None:
+    assert sign(SECRET, "d-1", "1700000000", BODY) == _generate_hmac_signature(
+        SECRET, "d-1", "1700000000", BODY.decode()
+    )
+
+
+def test_valid_delivery_is_accepted() -> None:
+    assert verify(SECRET, headers(), BODY) == "d-1"
+
+
+def test_header_names_are_case_insensitive() -> None:
+    lowered = {k.lower(): v for k, v in headers().items()}
+    assert verify(SECRET, lowered, BODY) == "d-1"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "reason"),
+    [
+        (lambda h: h.pop(SIGNATURE), "missing X-MLflow-Signature"),
+        (lambda h: h.pop(TIMESTAMP), "missing X-MLflow-Delivery-Id or X-MLflow-Timestamp"),
+        (lambda h: h.update({SIGNATURE: "v1,AAAA"}), "signature does not match"),
+        (lambda h: h.update({TIMESTAMP: "yesterday"}), "not a unix timestamp"),
+    ],
+)
+def test_bad_headers_are_rejected(mutate, reason: str) -> None:
+    h = headers()
+    mutate(h)
+    with pytest.raises(WebhookRejected, match=reason):
+        verify(SECRET, h, BODY)
+
+
+def test_wrong_secret_is_rejected() -> None:
+    with pytest.raises(WebhookRejected, match="signature does not match"):
+        verify(SECRET, headers(secret="other"), BODY)
+
+
+def test_altered_body_is_rejected() -> None:
+    with pytest.raises(WebhookRejected, match="signature does not match"):
+        verify(SECRET, headers(), BODY.replace(b'"3"', b'"4"'))
+
+
+def test_stale_delivery_is_rejected_as_replay() -> None:
+    old = int(time.time()) - 3600
+    with pytest.raises(WebhookRejected, match="replay"):
+        verify(SECRET, headers(ts=old), BODY)
+
+
+def test_created_version_is_parsed() -> None:
+    assert created_version(BODY) == ("iris", "3")
+
+
+def test_other_events_are_ignored() -> None:
+    other = json.dumps({"entity": "model_version_tag", "action": "set", "data": {}}).encode()
+    assert created_version(other) is None
+
+
+def test_malformed_created_payload_is_rejected() -> None:
+    with pytest.raises(WebhookRejected, match=r"lacks data\.name"):
+        created_version(json.dumps({"entity": "model_version", "action": "created", "data": {}}).encode())
+    with pytest.raises(WebhookRejected, match="not JSON"):
+        created_version(b"<xml/>")
+
+
+def test_one_run_id_per_version() -> None:
+    assert cicd_run_id("3") == cicd_run_id("3") != cicd_run_id("4")
