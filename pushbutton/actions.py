@@ -28,7 +28,9 @@ def push(settings: Settings, path: Path, trigger: bool = False) -> dict[str, Any
 
     model_dir = path.parent if path.name == "model.yaml" else path
     spec = load_model_dir(model_dir)
-    result = train_and_register(spec, model_dir, reg.Registry(settings.mlflow_url), source="push").as_dict()
+    registry = reg.Registry(settings.mlflow_url)
+    registry.ping()
+    result = train_and_register(spec, model_dir, registry, source="push").as_dict()
     dag_id = f"{spec.name}__cicd"
     result["pipeline"] = {"dag_id": dag_id, "run_id": cicd_run_id(result["version"])}
     if trigger:
@@ -88,6 +90,7 @@ def model_status(settings: Settings, model: str) -> dict[str, Any]:
     from pushbutton.spec import find_spec_dirs, load_spec
 
     registry = reg.Registry(settings.mlflow_url)
+    registry.ping()
     versions = registry.versions(model)
     if not versions:
         raise NotFound(f"model '{model}' has no registered version; push it with `pushbutton push <dir>`")

@@ -31,6 +31,7 @@ def _validate(args: argparse.Namespace) -> int:
             except SpecError as exc:
                 print(f"FAIL {path}:\n{_indent(str(exc))}", file=sys.stderr)
                 failed += 1
+                checked += path.is_file() or (path / "model.yaml").is_file()
                 continue
         for found in results:
             checked += 1

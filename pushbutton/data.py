@@ -59,20 +59,40 @@ def load_frame(spec: ModelSpec, model_dir: Path) -> pd.DataFrame:
         frame = pd.read_csv(model_dir / rest)
     else:
         frame = pd.read_parquet(model_dir / rest)
-    missing = [c for c in [*spec.feature_names, spec.data.target] if c not in frame.columns]
-    if missing:
-        raise SpecError(
-            [
-                SpecIssue(
-                    file=str(model_dir / "model.yaml"),
-                    field="schema.inputs" if spec.data.target not in missing else "data.target",
-                    message=f"columns {missing} are not in data source '{spec.data.source}' "
-                    f"(it has {sorted(map(str, frame.columns))})",
-                    fix="name the inputs and target exactly as the data source's columns",
-                )
-            ]
-        )
+    issues = _missing_columns(spec, model_dir, [str(c) for c in frame.columns])
+    if issues:
+        raise SpecError(issues)
     return frame[[*spec.feature_names, spec.data.target]]
+
+
+def _missing_columns(spec: ModelSpec, model_dir: Path, columns: list[str]) -> list[SpecIssue]:
+    """One issue per input or target the data source lacks, on its line, with the closest column."""
+    import difflib
+
+    from pushbutton.spec.loader import compose, field_line
+
+    file = model_dir / "model.yaml"
+    wanted = [(f"schema.inputs.{i}.name", name) for i, name in enumerate(spec.feature_names)]
+    wanted.append(("data.target", spec.data.target))
+    root = None
+    issues = []
+    for field, name in wanted:
+        if name in columns:
+            continue
+        root = root or compose(file)
+        close = difflib.get_close_matches(name, columns, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        issues.append(
+            SpecIssue(
+                str(file),
+                field,
+                f"column '{name}' is not in data source '{spec.data.source}' "
+                f"(it has {', '.join(sorted(columns))})",
+                f"{hint}name inputs and target exactly as the data source's columns",
+                line=field_line(root, field),
+            )
+        )
+    return issues
 
 
 def split(spec: ModelSpec, model_dir: Path) -> Split:

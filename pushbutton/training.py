@@ -81,6 +81,16 @@ def load_entry_point(spec: ModelSpec, model_dir: Path) -> Any:
     return getattr(module, attr)
 
 
+def _skops_types(fitted: Any) -> list[str]:
+    """Types skops must be told to trust to load this estimator again (e.g. tree internals).
+
+    We trained the model ourselves; loading stays gated by MLflow's MLFLOW_ALLOW_PICKLE_DESERIALIZATION.
+    """
+    import skops.io
+
+    return skops.io.get_untrusted_types(data=skops.io.dumps(fitted))
+
+
 def git_commit(path: Path) -> str:
     """HEAD of the repository holding ``path`` (suffixed ``-dirty`` with local changes), or 'unknown'."""
 
@@ -156,6 +166,8 @@ def train_and_register(
         info = mlflow.sklearn.log_model(
             fitted,
             name="model",
+            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
+            skops_trusted_types=_skops_types(fitted),
             signature=infer_signature(data.x_train, fitted.predict(data.x_train.head(5))),
             input_example=data.x_train.head(3),
             pip_requirements=str(requirements) if requirements.is_file() else None,

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import ast
 import csv
+import dataclasses
 from pathlib import Path
 
+import yaml
+
 from pushbutton.errors import SpecError, SpecIssue
-from pushbutton.spec.loader import SPEC_FILE, load_spec
+from pushbutton.spec.loader import SPEC_FILE, compose, field_line, load_spec
 from pushbutton.spec.model import ModelSpec
 
 
@@ -20,6 +23,8 @@ def load_model_dir(model_dir: str | Path) -> ModelSpec:
     """Load the spec of ``model_dir`` and check the directory against it; raise ``SpecError``."""
     model_dir = Path(model_dir)
     spec = load_spec(model_dir)
+    if model_dir.is_file():  # given the model.yaml itself
+        model_dir = model_dir.parent
     issues = check_model_dir(spec, model_dir)
     if issues:
         raise SpecError(issues)
@@ -27,6 +32,8 @@ def load_model_dir(model_dir: str | Path) -> ModelSpec:
 
 
 def check_model_dir(spec: ModelSpec, model_dir: Path) -> list[SpecIssue]:
+    """Every problem of ``model_dir`` against ``spec``, each with the line of the field in model.yaml."""
+    model_dir = Path(model_dir)
     file = str(model_dir / SPEC_FILE)
     issues: list[SpecIssue] = []
     issues += _reference(file, model_dir, "train.entry_point", spec.train.entry_point, kind="function")
@@ -42,7 +49,14 @@ def check_model_dir(spec: ModelSpec, model_dir: Path) -> list[SpecIssue]:
     scheme, _, rest = spec.data.source.partition(":")
     if scheme in ("csv", "parquet"):
         issues += _file(file, model_dir, "data.source", rest)
-    return issues
+    root = compose(file)
+    return [_with_line(issue, root) for issue in issues]
+
+
+def _with_line(issue: SpecIssue, root: yaml.Node | None) -> SpecIssue:
+    if issue.line is not None or not issue.file.endswith(SPEC_FILE):
+        return issue
+    return dataclasses.replace(issue, line=field_line(root, issue.field))
 
 
 def _inside(model_dir: Path, relative: str) -> Path | None:
@@ -55,11 +69,12 @@ def _file(
 ) -> list[SpecIssue]:
     target = _inside(model_dir, relative)
     if target is None:
+        real = (model_dir / relative).resolve()
         return [
             SpecIssue(
                 file,
                 field,
-                f"'{relative}' resolves outside the model directory (symlink)",
+                f"'{relative}' resolves outside the model directory (a symlink to {real})",
                 "copy the file into the model directory instead of linking to it",
             )
         ]
@@ -100,17 +115,16 @@ def _reference(file: str, model_dir: Path, field: str, ref: str, kind: str) -> l
                 "keep model code inside the model directory",
             )
         ]
-    code = (model_dir / source).read_text(encoding="utf-8")
     try:
-        tree = ast.parse(code, filename=source)
-    except SyntaxError as exc:
+        tree = ast.parse((model_dir / source).read_bytes(), filename=source)
+    except (SyntaxError, ValueError) as exc:  # ValueError: null bytes (Python < 3.12)
         return [
             SpecIssue(
                 str(model_dir / source),
                 field,
-                f"syntax error: {exc.msg}",
+                f"syntax error: {getattr(exc, 'msg', exc)}",
                 "fix the Python syntax so the module can be imported",
-                line=exc.lineno,
+                line=getattr(exc, "lineno", None),
             )
         ]
     wanted = (ast.FunctionDef,) if kind == "function" else (ast.ClassDef,)
@@ -118,10 +132,14 @@ def _reference(file: str, model_dir: Path, field: str, ref: str, kind: str) -> l
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             defined[node.name] = node
-        elif isinstance(
-            node, (ast.Assign, ast.ImportFrom, ast.Import)
-        ):  # `train = make_trainer()`, re-exports
-            targets = node.targets if isinstance(node, ast.Assign) else node.names
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.ImportFrom, ast.Import)):
+            # `train = make_trainer()`, re-exports
+            if isinstance(node, ast.Assign):
+                targets: list[object] = list(node.targets)
+            elif isinstance(node, ast.AnnAssign):
+                targets = [node.target]
+            else:
+                targets = list(node.names)
             for target in targets:
                 name = (
                     getattr(target, "id", None)
@@ -141,10 +159,18 @@ def _reference(file: str, model_dir: Path, field: str, ref: str, kind: str) -> l
                 f"define {kind} '{attr}' in {source} or point {field} at an existing one",
             )
         ]
-    if isinstance(node, (ast.Assign, ast.Import, ast.ImportFrom)):
+    if isinstance(node, (ast.Assign, ast.AnnAssign, ast.Import, ast.ImportFrom)):
         return []  # bound by assignment or import: the build stage's import check covers it
     if not isinstance(node, wanted):
-        return [SpecIssue(file, field, f"'{attr}' in {source} is not a {kind}", f"make '{attr}' a {kind}")]
+        what = "class" if isinstance(node, ast.ClassDef) else "function"
+        return [
+            SpecIssue(
+                file,
+                field,
+                f"'{attr}' in {source} is a {what}, not a {kind}",
+                f"make '{attr}' a {kind} or point {field} at one",
+            )
+        ]
     if kind == "class" and not any(isinstance(n, ast.FunctionDef) and n.name == "predict" for n in node.body):
         return [
             SpecIssue(
@@ -158,9 +184,14 @@ def _reference(file: str, model_dir: Path, field: str, ref: str, kind: str) -> l
 
 
 def _golden_header(file: str, golden: Path, spec: ModelSpec) -> list[SpecIssue]:
-    with golden.open(newline="", encoding="utf-8") as handle:
-        header = next(csv.reader(handle), [])
     wanted = [*spec.feature_names, "expected"]
+    try:
+        with golden.open(newline="", encoding="utf-8") as handle:
+            reader = csv.reader(handle)
+            header = next(reader, [])
+            has_rows = next(reader, None) is not None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        return [SpecIssue(file, "gate.golden", f"golden file is not a UTF-8 CSV ({exc})", "save it as CSV")]
     missing = [c for c in wanted if c not in header]
     if missing:
         return [
@@ -169,6 +200,15 @@ def _golden_header(file: str, golden: Path, spec: ModelSpec) -> list[SpecIssue]:
                 "gate.golden",
                 f"golden file lacks columns {missing}",
                 f"give it a header with the inputs and 'expected': {','.join(wanted)}",
+            )
+        ]
+    if not has_rows:
+        return [
+            SpecIssue(
+                file,
+                "gate.golden",
+                "golden file has a header but no rows",
+                "add rows of inputs with the expected prediction (see pushbutton.templates.write_golden)",
             )
         ]
     return []

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pushbutton.errors import SpecError, SpecIssue
 from pushbutton.spec.checks import load_model_dir
-from pushbutton.spec.loader import SPEC_FILE
+from pushbutton.spec.loader import SPEC_FILE, compose, field_line
 from pushbutton.spec.model import ModelSpec
 
 MAX_DEPTH = 3
@@ -53,11 +53,13 @@ def discover(root: Path) -> list[Discovered]:
             continue
         first = owners.setdefault(spec.name, model_dir)
         if first != model_dir:
+            file = model_dir / SPEC_FILE
             issue = SpecIssue(
-                str(model_dir / SPEC_FILE),
+                str(file),
                 "name",
                 f"model name '{spec.name}' is already used by {first / SPEC_FILE}",
                 "give every model in the repository a unique name",
+                line=field_line(compose(file), "name"),
             )
             results.append(Discovered(model_dir, None, SpecError([issue])))
             continue

@@ -1,5 +1,10 @@
 """Load ``model.yaml`` into a ``ModelSpec``; every problem becomes a ``SpecIssue`` with file, line,
-field and fix."""
+field and fix.
+
+Validators in ``pushbutton.spec.model`` may start a message with ``<field>: `` (a dotted path relative
+to the model they validate) to point at a field more precisely than pydantic's location; the text
+after the last ``"; "`` of a message is its fix.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +22,33 @@ from pushbutton.errors import SpecError, SpecIssue
 from pushbutton.spec.model import ModelSpec
 
 SPEC_FILE = "model.yaml"
-_PATH_PREFIX = re.compile(r"^(?:Value error, )?([a-z_][\w]*(?:\.[\w]+)+): ")
+_PATH_PREFIX = re.compile(r"^(?:Value error, )?([A-Za-z0-9_][\w-]*(?:\.[\w-]+)*): ")
+_TYPES = {  # pydantic error type -> what to write instead
+    "string_type": "a string",
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "a whole number",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true/false",
+    "bool_parsing": "true/false",
+    "dict_type": "a mapping ('key: value' lines)",
+    "model_type": "a mapping ('key: value' lines)",
+    "model_attributes_type": "a mapping ('key: value' lines)",
+    "list_type": "a list",
+    "none_required": "nothing",
+}
+_CONSTRAINTS = {
+    "greater_than": "use a value above {gt}",
+    "greater_than_equal": "use a value of at least {ge}",
+    "less_than": "use a value below {lt}",
+    "less_than_equal": "use a value of at most {le}",
+    "too_short": "give at least {min_length} item(s)",
+    "too_long": "give at most {max_length} item(s)",
+    "string_too_short": "write at least {min_length} character(s)",
+    "string_too_long": "write at most {max_length} characters",
+    "string_pattern_mismatch": "match the pattern {pattern}",
+}
 
 
 def load_spec(path: str | Path) -> ModelSpec:
@@ -26,50 +57,117 @@ def load_spec(path: str | Path) -> ModelSpec:
     Raises ``SpecError`` listing every problem pydantic found, each with the YAML line.
     """
     path = Path(path)
-    if path.is_dir():
-        path = path / SPEC_FILE
+    if path.is_dir() or (not path.exists() and path.suffix not in (".yaml", ".yml")):
+        path = path / SPEC_FILE  # a model directory (or what was meant to be one)
     file = str(path)
     if not path.is_file():
+        where = path.parent
+        if not where.is_dir():
+            problem = f"directory {where} does not exist"
+        else:
+            problem = (
+                f"no {SPEC_FILE} in {where}" if path.name == SPEC_FILE else f"{path.name} does not exist"
+            )
         raise SpecError(
-            [SpecIssue(file, "", "file not found", f"create {SPEC_FILE} (see `pushbutton init --help`)")]
+            [
+                SpecIssue(
+                    file,
+                    "",
+                    problem,
+                    f"create {SPEC_FILE} (see `pushbutton init --help`) or correct the path",
+                )
+            ]
         )
-    text = path.read_text(encoding="utf-8")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise SpecError(
+            [SpecIssue(file, "", f"cannot read it: {exc.strerror}", "check its permissions")]
+        ) from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(
+            [
+                SpecIssue(
+                    file,
+                    "",
+                    f"not UTF-8 text (byte {raw[exc.start]:#04x})",
+                    "save the file as UTF-8",
+                    line=raw.count(b"\n", 0, exc.start) + 1,
+                )
+            ]
+        ) from exc
     try:
         data = yaml.safe_load(text)
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError(
-            [
-                SpecIssue(
-                    file,
-                    "",
-                    f"not valid YAML: {problem}",
-                    "fix the YAML syntax at that line (indentation, a missing ':' or an unclosed quote)",
-                    line=mark.line + 1 if mark else None,
-                )
-            ]
-        ) from exc
+        raise SpecError([_yaml_issue(file, exc)]) from exc
     duplicates = _duplicate_keys(file, root)
     if duplicates:
         raise SpecError(duplicates)
     if not isinstance(data, dict):
+        kinds = {
+            list: "a list",
+            str: "a single string",
+            bool: "true/false",
+            int: "a number",
+            float: "a number",
+        }
+        what = "empty" if data is None else f"{kinds.get(type(data), type(data).__name__)}, not a mapping"
         raise SpecError(
             [
                 SpecIssue(
                     file,
                     "",
-                    "the spec is not a mapping",
-                    "write 'key: value' pairs, starting with apiVersion",
+                    f"the spec is {what}",
+                    "write 'key: value' lines, starting with 'apiVersion: pushbutton/v1'",
+                    line=root.start_mark.line + 1 if root is not None else None,
                 )
             ]
         )
     try:
         return ModelSpec.model_validate(data)
     except ValidationError as exc:
-        issues = [_issue(file, root, error) for error in exc.errors()]
+        issues = _issues(file, root, data, exc.errors())
         raise SpecError(sorted(issues, key=lambda i: (i.line or 0, i.field))) from exc
+
+
+def compose(path: str | Path) -> yaml.Node | None:
+    """The YAML node tree of a spec file (``None`` when missing or unreadable), for line lookups."""
+    try:
+        return yaml.compose(Path(path).read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+
+
+def field_line(root: yaml.Node | None, field: str) -> int | None:
+    """1-based line of the key ``field`` (dotted, e.g. ``gate.golden``); ``None`` if not written."""
+    loc = tuple(int(p) if p.isdigit() else p for p in field.split("."))
+    return _line(root, loc, exact=True)
+
+
+def _yaml_issue(file: str, exc: yaml.YAMLError) -> SpecIssue:
+    mark = getattr(exc, "problem_mark", None)
+    context_mark = getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    context = getattr(exc, "context", None)
+    line = mark.line + 1 if mark else None
+    if "end of stream" in problem and context_mark and context:
+        # the parser fails at the end of the file; the cause is where the unfinished scalar starts
+        line = context_mark.line + 1
+        message = f"not valid YAML: {problem} {context} (column {context_mark.column + 1})"
+    else:
+        message = f"not valid YAML: {problem}" + (f" (column {mark.column + 1})" if mark else "")
+        if context_mark and context:
+            message += f", {context} on line {context_mark.line + 1}"
+    if "\\t" in repr(problem):
+        fix = "indent with spaces, not tabs"
+    elif "end of stream" in problem:
+        fix = "close the quote or bracket that starts there"
+    else:
+        fix = "fix the YAML syntax at that line (indentation, a missing ':' or an unclosed quote)"
+    return SpecIssue(file, "", message, fix, line=line)
 
 
 def _duplicate_keys(file: str, node: yaml.Node | None, path: str = "") -> list[SpecIssue]:
@@ -99,13 +197,42 @@ def _duplicate_keys(file: str, node: yaml.Node | None, path: str = "") -> list[S
     return issues
 
 
-def _issue(file: str, root: yaml.Node | None, error: dict[str, Any]) -> SpecIssue:
-    loc = tuple(error["loc"])
+def _issues(file: str, root: yaml.Node | None, data: Any, errors: list[Any]) -> list[SpecIssue]:
+    """One issue per field: the alternatives of a union (``str | int | ...``) are merged."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for error in errors:
+        loc = tuple(error["loc"])
+        if error["type"] != "missing":
+            loc = _present(data, loc)  # drops union member tags such as ('..., 'str')
+        groups.setdefault(loc, []).append(error)
+    issues: list[SpecIssue] = []
+    for loc, group in groups.items():
+        typed = [e for e in group if e["type"] in _TYPES]
+        if len(typed) > 1:
+            expected = [_TYPES[e["type"]] for e in typed if e["type"] != "none_required"]
+            issues.append(_type_issue(file, root, loc, typed[0].get("input"), _either(expected)))
+            group = [e for e in group if e not in typed]
+        issues += [_issue(file, root, loc, error) for error in group]
+    return issues
+
+
+def _present(data: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The longest prefix of ``loc`` that exists in the parsed YAML."""
+    for index, part in enumerate(loc):
+        in_dict = isinstance(data, dict) and part in data
+        in_list = isinstance(data, list) and isinstance(part, int) and part < len(data)
+        if not (in_dict or in_list):
+            return loc[:index]
+        data = data[part]
+    return loc
+
+
+def _issue(file: str, root: yaml.Node | None, loc: tuple[Any, ...], error: dict[str, Any]) -> SpecIssue:
     kind = error["type"]
-    raw = str(error["msg"])
-    prefixed = _PATH_PREFIX.match(raw)
-    if prefixed:  # model-level validators name the field at the start of their message
-        loc = tuple(int(p) if p.isdigit() else p for p in prefixed.group(1).split("."))
+    raw = str(error["msg"]).removeprefix("Value error, ")
+    prefixed = _PATH_PREFIX.match(raw) if kind in ("value_error", "assertion_error") else None
+    if prefixed:  # the validator named a field below the model it validates
+        loc += tuple(int(p) if p.isdigit() else p for p in prefixed.group(1).split("."))
         raw = raw[prefixed.end() :]
     field = ".".join(str(p) for p in loc)
     line = _line(root, loc)
@@ -123,62 +250,91 @@ def _issue(file: str, root: yaml.Node | None, error: dict[str, Any]) -> SpecIssu
         return SpecIssue(file, field, f"unknown key '{loc[-1]}'", fix, line)
     if kind in ("literal_error", "enum"):
         expected = error.get("ctx", {}).get("expected", "")
-        return SpecIssue(file, field, f"{value!r} is not allowed", f"use one of {expected}", line)
-    if kind.endswith(("_type", "_parsing")):
-        expected = kind.split("_")[0].replace("int", "integer").replace("float", "number")
-        expected = {"model": "mapping", "dict": "mapping", "bool": "true or false"}.get(expected, expected)
-        return SpecIssue(file, field, f"{value!r} has the wrong type", f"write a {expected} here", line)
-    if kind in (
-        "greater_than",
-        "greater_than_equal",
-        "less_than",
-        "less_than_equal",
-        "too_short",
-        "too_long",
-        "string_too_short",
-        "string_too_long",
-        "string_pattern_mismatch",
-    ):
+        close = difflib.get_close_matches(str(value), re.findall(r"'([^']*)'", expected), n=1, cutoff=0.6)
+        hint = f"did you mean '{close[0]}'? " if close else ""
         return SpecIssue(
-            file, field, f"{value!r}: {raw[0].lower()}{raw[1:]}", _constraint_fix(kind, error), line
+            file, field, f"{_shown(root, loc, value)} is not allowed", f"{hint}use {expected}", line
         )
-    message = raw.removeprefix("Value error, ")
-    problem, sep, fix = message.rpartition("; ")
+    if kind in _TYPES:
+        return _type_issue(file, root, loc, value, _TYPES[kind])
+    if kind in _CONSTRAINTS:
+        fix = _CONSTRAINTS[kind].format_map(_Missing(error.get("ctx", {})))
+        return SpecIssue(file, field, f"{_shown(root, loc, value)}: {raw[0].lower()}{raw[1:]}", fix, line)
+    problem, sep, fix = raw.rpartition("; ")
     if not sep:
-        problem, fix = message, "correct the value"
+        problem, fix = raw, "correct the value"
     return SpecIssue(file, field, problem, fix, line)
 
 
-def _constraint_fix(kind: str, error: dict[str, Any]) -> str:
-    ctx = error.get("ctx", {})
-    return {
-        "greater_than": f"use a value above {ctx.get('gt')}",
-        "greater_than_equal": f"use a value of at least {ctx.get('ge')}",
-        "less_than": f"use a value below {ctx.get('lt')}",
-        "less_than_equal": f"use a value of at most {ctx.get('le')}",
-        "too_short": f"give at least {ctx.get('min_length')} item(s)",
-        "too_long": f"give at most {ctx.get('max_length')} item(s)",
-        "string_too_short": f"write at least {ctx.get('min_length')} character(s)",
-        "string_too_long": f"write at most {ctx.get('max_length')} characters",
-        "string_pattern_mismatch": f"match the pattern {ctx.get('pattern')}",
-    }[kind]
+def _type_issue(
+    file: str, root: yaml.Node | None, loc: tuple[Any, ...], value: Any, expected: str
+) -> SpecIssue:
+    field = ".".join(str(p) for p in loc)
+    line = _line(root, loc)
+    if value is None:
+        key = loc[-1] if loc else "the key"
+        return SpecIssue(file, field, "has no value", f"write {expected} after '{key}:'", line)
+    fix = f"write {expected} here"
+    if "a string" in expected and not isinstance(value, (str, dict, list)):
+        fix += f' (quote it: "{_text(root, loc) or value}"; YAML reads it as {type(value).__name__})'
+    return SpecIssue(file, field, f"{_shown(root, loc, value)} is not {expected}", fix, line)
 
 
-def _line(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
-    """1-based line of the deepest YAML node on ``loc`` (the key itself where it exists)."""
+def _either(options: list[str]) -> str:
+    options = list(dict.fromkeys(options))
+    return options[0] if len(options) == 1 else f"{', '.join(options[:-1])} or {options[-1]}"
+
+
+def _shown(root: yaml.Node | None, loc: tuple[Any, ...], value: Any) -> str:
+    """The value as written in the YAML where possible (``no`` rather than ``False``), shortened;
+    strings are quoted, numbers and booleans are not."""
+    node = _node(root, loc)
+    if isinstance(node, yaml.ScalarNode):
+        shown = repr(node.value) if node.tag.endswith(":str") else node.value
+    else:
+        shown = repr(value)
+    return shown if len(shown) <= 60 else shown[:57] + "..."
+
+
+def _text(root: yaml.Node | None, loc: tuple[Any, ...]) -> str | None:
+    node = _node(root, loc)
+    return node.value if isinstance(node, yaml.ScalarNode) else None
+
+
+def _node(node: yaml.Node | None, loc: tuple[Any, ...]) -> yaml.Node | None:
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if k.value == str(part)), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            return None
+    return node
+
+
+class _Missing(dict):
+    def __missing__(self, key: str) -> str:
+        return "?"
+
+
+def _line(node: yaml.Node | None, loc: tuple[Any, ...], exact: bool = False) -> int | None:
+    """1-based line of the deepest YAML node on ``loc`` (the key itself where it exists).
+
+    With ``exact``, ``None`` unless the whole of ``loc`` is written in the file.
+    """
     best = node.start_mark.line + 1 if node is not None else None
     for part in loc:
         if isinstance(node, yaml.MappingNode):
             match = next(((k, v) for k, v in node.value if k.value == str(part)), None)
             if match is None:
-                return best
+                return None if exact else best
             best = match[0].start_mark.line + 1
             node = match[1]
         elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
             node = node.value[part]
             best = node.start_mark.line + 1
         else:
-            return best
+            return None if exact else best
     return best
 
 
@@ -187,6 +343,10 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
     current: Any = ModelSpec
     for part in loc:
         if isinstance(part, int):
+            continue  # a list index: the item type is the list's
+        values = _mapping_values(current)
+        if values is not None:  # a key of e.g. gate.metrics: continue with the value type
+            current = values
             continue
         model = _model_class(current)
         if model is None:
@@ -201,6 +361,17 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
     if model is None:
         return []
     return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def _mapping_values(annotation: Any) -> Any | None:
+    """The value type of a ``dict[...]`` annotation (also inside ``X | None``), else ``None``."""
+    origin = typing.get_origin(annotation)
+    if origin is dict:
+        return typing.get_args(annotation)[-1]
+    if origin in (typing.Union, types.UnionType):
+        found = [v for v in map(_mapping_values, typing.get_args(annotation)) if v is not None]
+        return found[0] if found else None
+    return None
 
 
 def _model_class(annotation: Any) -> type[BaseModel] | None:

@@ -1,11 +1,14 @@
 """The ``model.yaml`` standard as pydantic models (``extra="forbid"`` everywhere).
 
-Validator messages say how to fix the value; ``pushbutton.spec.loader`` adds file and line.
+Validator messages say how to fix the value (the text after the last ``"; "``); a message may start
+with ``<field>: `` to name a field below the validated model. ``pushbutton.spec.loader`` adds file
+and line.
 File-system checks (paths exist, entry points defined) live in ``pushbutton.spec.checks``.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
@@ -32,7 +35,10 @@ def _dns_name(value: str) -> str:
     if len(value) > NAME_MAX:
         raise ValueError(f"'{value}' is {len(value)} characters; use at most {NAME_MAX}")
     if not _NAME.match(value):
-        suggestion = re.sub(r"[^a-z0-9-]+", "-", value.lower()).strip("-") or "my-model"
+        suggestion = re.sub(r"[^a-z0-9]+", "-", value.lower()).strip("-") or "my-model"
+        if not suggestion[0].isalpha():
+            suggestion = f"model-{suggestion}"
+        suggestion = suggestion[:NAME_MAX].rstrip("-")
         raise ValueError(
             f"'{value}' is not DNS-safe; use lowercase letters, digits and '-', starting with a letter "
             f"(e.g. '{suggestion}')"
@@ -100,17 +106,23 @@ class DataSpec(_Strict):
             from pushbutton.data import SKLEARN_DATASETS
 
             if rest not in SKLEARN_DATASETS:
+                close = difflib.get_close_matches(rest, SKLEARN_DATASETS, n=1)
+                hint = f"did you mean 'sklearn:{close[0]}'? " if close else ""
                 raise ValueError(
-                    f"unknown scikit-learn dataset '{rest}'; use one of {', '.join(sorted(SKLEARN_DATASETS))}"
+                    f"unknown scikit-learn dataset '{rest}'; {hint}use one of "
+                    + ", ".join(f"sklearn:{name}" for name in sorted(SKLEARN_DATASETS))
                 )
         elif scheme in ("csv", "parquet"):
             _relative_path(rest or ".")
             if not rest:
                 raise ValueError(f"'{value}' has no file; write e.g. '{scheme}:data/train.{scheme}'")
         else:
+            suffix = PurePosixPath(value).suffix.lstrip(".")
+            if not rest and suffix in ("csv", "parquet"):
+                raise ValueError(f"'{value}' has no scheme; write '{suffix}:{value}'")
             raise ValueError(
                 f"'{value}' has an unknown scheme '{scheme}'; use 'sklearn:<dataset>', 'csv:<path>' "
-                "or 'parquet:<path>'"
+                "or 'parquet:<path>' (a file inside the model directory)"
             )
         return value
 
@@ -132,11 +144,14 @@ class SchemaSpec(_Strict):
     @field_validator("inputs")
     @classmethod
     def _unique(cls, value: list[Feature]) -> list[Feature]:
-        seen: set[str] = set()
-        for feature in value:
+        seen: dict[str, int] = {}
+        for index, feature in enumerate(value):
             if feature.name in seen:
-                raise ValueError(f"input '{feature.name}' is listed twice; give each input a unique name")
-            seen.add(feature.name)
+                raise ValueError(
+                    f"{index}.name: input '{feature.name}' is listed twice (also item {seen[feature.name]}); "
+                    "give each input a unique name"
+                )
+            seen[feature.name] = index
         return value
 
 
@@ -153,9 +168,9 @@ class Threshold(_Strict):
     @model_validator(mode="after")
     def _bounds(self) -> Threshold:
         if self.min is None and self.max is None:
-            raise ValueError("threshold needs 'min' or 'max' (or both)")
+            raise ValueError("threshold needs 'min' or 'max' (or both); write e.g. '{min: 0.8}'")
         if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError(f"min {self.min} is above max {self.max}; swap them or widen the range")
+            raise ValueError(f"min: min {self.min} is above max {self.max}; swap them or widen the range")
         return self
 
 
@@ -166,6 +181,17 @@ class GateSpec(_Strict):
     champion_tolerance: float = Field(0.0, ge=0.0, le=1.0)
     golden: RelPath | None = None
     golden_tolerance: float = Field(1e-6, ge=0.0)
+
+    @field_validator("metrics", mode="before")
+    @classmethod
+    def _bare_numbers(cls, value: Any) -> Any:
+        for metric, bound in value.items() if isinstance(value, dict) else ():
+            if isinstance(bound, (int, float)) and not isinstance(bound, bool):
+                raise ValueError(
+                    f"{metric}: a bare number does not say whether it is a floor or a ceiling; "
+                    f"write '{{min: {bound}}}' or '{{max: {bound}}}'"
+                )
+        return value
 
 
 GraphNodeType = Literal["MODEL", "TRANSFORMER", "OUTPUT_TRANSFORMER", "COMBINER", "ROUTER"]
@@ -181,9 +207,10 @@ class GraphNode(_Strict):
     @model_validator(mode="after")
     def _single_model(self) -> GraphNode:
         if self.type != "MODEL" or self.children:
+            where = "type" if self.type != "MODEL" else "children"
             raise ValueError(
-                f"graph node type {self.type} with {len(self.children)} children is reserved for a later "
-                "release; use a single node of type MODEL without children"
+                f"{where}: graph node type {self.type} with {len(self.children)} children is reserved for "
+                "a later release; use a single node of type MODEL without children"
             )
         return self
 
@@ -224,8 +251,8 @@ class TrafficSpec(_Strict):
     def _sensible(self) -> TrafficSpec:
         if self.mode == "canary" and self.candidate_percent in (0, 100):
             raise ValueError(
-                f"canary with candidate_percent {self.candidate_percent} is not a canary; use 1..99, "
-                "or mode 'shadow' to mirror traffic without serving candidate answers"
+                f"candidate_percent: canary with candidate_percent {self.candidate_percent} is not a "
+                "canary; use 1..99, or mode 'shadow' to mirror traffic without serving candidate answers"
             )
         return self
 
@@ -289,18 +316,21 @@ class ModelSpec(_Strict):
                     f"{', '.join(allowed)}"
                 )
             if metric in UNIT_INTERVAL_METRICS:
-                for bound in (threshold.min, threshold.max):
+                for key, bound in (("min", threshold.min), ("max", threshold.max)):
                     if bound is not None and not 0.0 <= bound <= 1.0:
                         raise ValueError(
-                            f"gate.metrics.{metric}: {bound} is outside 0..1; {metric} is a fraction, "
+                            f"gate.metrics.{metric}.{key}: {bound} is outside 0..1; {metric} is a fraction, "
                             "write e.g. 0.9"
                         )
         ids = [i.id for i in self.indicators]
         for index, rule in enumerate(self.alerts):
             if rule.indicator not in ids:
+                close = difflib.get_close_matches(rule.indicator, ids, n=1)
+                hint = f"did you mean '{close[0]}'? " if close else ""
+                known = f"use one of {', '.join(ids)}" if ids else "declare it under indicators first"
                 raise ValueError(
                     f"alerts.{index}.indicator: '{rule.indicator}' is not an indicator of this model; "
-                    f"use one of {ids or '[] (declare it under indicators first)'}"
+                    f"{hint}{known}"
                 )
         if self.data.target in {f.name for f in self.schema_.inputs}:
             raise ValueError(

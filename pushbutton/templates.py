@@ -1,0 +1,204 @@
+"""Scaffolding for model authors: create a model directory from a template (``pushbutton init``),
+train it locally the way pushbutton does, and write its golden file.
+
+Templates live in ``model_templates/<template>/``: a complete model directory whose text files are
+``string.Template`` texts (``${name}`` is the model name; write ``$$`` for a literal ``$``).
+
+``python -m pushbutton.templates golden <model_dir>`` writes ``golden.csv`` from a fresh training run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import importlib.util
+import secrets
+import shutil
+import string
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pushbutton.config import REPO_ROOT
+from pushbutton.errors import AlreadyExists, NotFound, PushbuttonError, SpecError, SpecIssue
+from pushbutton.spec import SPEC_FILE, ModelSpec, check_model_dir, load_model_dir, load_spec
+from pushbutton.spec.model import _dns_name
+
+if TYPE_CHECKING:
+    from pushbutton.data import Split
+
+TEMPLATES_DIR = REPO_ROOT / "model_templates"
+_SKIP_DIRS = {"__pycache__", ".pytest_cache", ".ruff_cache"}
+
+
+def list_templates(templates_dir: Path = TEMPLATES_DIR) -> list[str]:
+    """Names of the templates (directories holding a model.yaml), sorted."""
+    if not templates_dir.is_dir():
+        return []
+    return sorted(p.name for p in templates_dir.iterdir() if (p / SPEC_FILE).is_file())
+
+
+def init_model(name: str, template: str, parent: Path, *, templates_dir: Path = TEMPLATES_DIR) -> Path:
+    """Create ``parent/name`` from ``template``; all or nothing (rendered aside, then renamed)."""
+    parent = Path(parent)
+    target = parent / name
+    try:
+        _dns_name(name)
+    except ValueError as exc:
+        problem, _, fix = str(exc).rpartition("; ")
+        raise SpecError([SpecIssue(str(target / SPEC_FILE), "name", problem, fix)]) from exc
+    available = list_templates(templates_dir)
+    if template not in available:
+        choices = ", ".join(available) or "(none)"
+        raise NotFound(f"template '{template}' not found in {templates_dir}; use one of: {choices}")
+    if target.exists() or target.is_symlink():
+        raise AlreadyExists(f"{target} already exists; choose another name or --dir, or remove it first")
+    parent.mkdir(parents=True, exist_ok=True)
+    staging = parent / f".{name}.init-{secrets.token_hex(4)}"  # hidden: discovery skips it
+    staging.mkdir()
+    try:
+        _render(templates_dir / template, staging, {"name": name})
+        load_model_dir(staging)  # a template that renders into an invalid model is a bug; never ship it
+        if target.exists():
+            raise AlreadyExists(f"{target} was created while rendering; remove it or choose another name")
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def _render(source: Path, dest: Path, values: dict[str, str]) -> None:
+    for path in sorted(source.rglob("*")):
+        relative = path.relative_to(source)
+        if _SKIP_DIRS & set(relative.parts) or path.suffix == ".pyc" or not path.is_file():
+            continue
+        out = dest / string.Template(str(relative)).substitute(values)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            shutil.copyfile(path, out)  # binary files are copied as they are
+        else:
+            try:
+                out.write_text(string.Template(text).substitute(values), encoding="utf-8")
+            except (KeyError, ValueError) as exc:
+                raise PushbuttonError(
+                    f"{path}: bad placeholder {exc}; use ${{name}} only, and $$ for a literal $"
+                ) from exc
+        shutil.copymode(path, out)
+
+
+def load_reference(model_dir: Path, ref: str) -> Any:
+    """Import ``module:attribute`` from ``model_dir``.
+
+    Every model has a ``train`` and a ``predict`` module, so the module gets a private name (it is
+    not put in ``sys.modules``) and ``model_dir`` is on ``sys.path`` only while it is imported.
+    """
+    model_dir = Path(model_dir).resolve()
+    module_name, _, attr = ref.partition(":")
+    path = model_dir / f"{module_name.replace('.', '/')}.py"
+    if not path.is_file():
+        path = path.with_suffix("") / "__init__.py"
+    digest = hashlib.sha256(str(model_dir).encode()).hexdigest()[:12]
+    spec = importlib.util.spec_from_file_location(f"_pushbutton_model_{digest}_{module_name}", path)
+    if spec is None or spec.loader is None:
+        raise NotFound(f"{path}: cannot import '{ref}' (no such module in {model_dir})")
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(model_dir))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(model_dir))
+    try:
+        return getattr(module, attr)
+    except AttributeError as exc:
+        raise NotFound(f"{path}: no '{attr}' (from '{ref}')") from exc
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    """A model trained in-process and saved as a local MLflow model (what serving loads)."""
+
+    model_dir: Path
+    spec: ModelSpec
+    split: Split
+    estimator: Any
+    model_uri: str
+
+    def predictor(self) -> Any:
+        """The spec's predict class, constructed the way serving constructs it."""
+        return load_reference(self.model_dir, self.spec.predict.class_)(model_uri=self.model_uri)
+
+
+def train_local(model_dir: Path, out_dir: Path, *, spec: ModelSpec | None = None) -> LocalModel:
+    """Validate (unless ``spec`` is given), split, train with the spec's entry point and save under
+    ``out_dir/model`` the way pushbutton logs it (MLflow sklearn flavor, default serialization)."""
+    import mlflow.sklearn
+
+    from pushbutton.data import split
+
+    model_dir = Path(model_dir)
+    spec = spec or load_model_dir(model_dir)
+    data = split(spec, model_dir)
+    train = load_reference(model_dir, spec.train.entry_point)
+    estimator = train(data.x_train, data.y_train, dict(spec.train.params))
+    uri = Path(out_dir) / "model"
+    requirements = model_dir / spec.requirements if spec.requirements else None
+    mlflow.sklearn.save_model(  # explicit requirements: skips mlflow's slow inference
+        estimator,
+        str(uri),
+        pip_requirements=str(requirements) if requirements and requirements.is_file() else [],
+    )
+    return LocalModel(model_dir, spec, data, estimator, str(uri))
+
+
+def write_golden(model_dir: Path, rows: int = 10) -> Path:
+    """Train ``model_dir`` and write its golden file (``gate.golden``, else ``golden.csv``): the first
+    ``rows`` holdout rows with what the predict class answers for them in column ``expected``."""
+    model_dir = Path(model_dir)
+    spec = load_spec(model_dir)
+    issues = [i for i in check_model_dir(spec, model_dir) if i.field != "gate.golden"]  # written here
+    if issues:
+        raise SpecError(issues)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = train_local(model_dir, Path(tmp), spec=spec)
+        inputs = local.split.x_holdout.head(rows)
+        expected = local.predictor().predict(inputs.to_numpy(), list(inputs.columns))
+    target = model_dir / (spec.gate.golden or "golden.csv")
+    with target.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow([*inputs.columns, "expected"])
+        for values, answer in zip(inputs.itertuples(index=False), expected, strict=True):
+            writer.writerow([*map(_cell, values), _cell(answer)])
+    return target
+
+
+def _cell(value: Any) -> str:
+    """Exact text for a CSV cell: integers as integers, floats round-trip (``repr``)."""
+    if hasattr(value, "item"):
+        value = value.item()  # numpy scalar -> Python scalar
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pushbutton.templates", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    golden = sub.add_parser("golden", help="write a model's golden file from a fresh training run")
+    golden.add_argument("model_dir", type=Path)
+    golden.add_argument("--rows", type=int, default=10)
+    args = parser.parse_args(argv)
+    try:
+        print(f"wrote {write_golden(args.model_dir, args.rows)}")
+    except PushbuttonError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,2 @@
+def Model(model_uri):
+    return model_uri

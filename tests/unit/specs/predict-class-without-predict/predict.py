@@ -1,0 +1,3 @@
+class Model:
+    def __init__(self, model_uri):
+        self.model_uri = model_uri
