@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
-import importlib.util
 import secrets
 import shutil
 import string
@@ -27,6 +25,7 @@ from pushbutton.config import REPO_ROOT
 from pushbutton.errors import AlreadyExists, NotFound, PushbuttonError, SpecError, SpecIssue
 from pushbutton.spec import SPEC_FILE, ModelSpec, check_model_dir, load_model_dir, load_spec
 from pushbutton.spec.model import _dns_name
+from pushbutton.training import fit, flavor_kwargs, load_reference
 
 if TYPE_CHECKING:
     from pushbutton.data import Split
@@ -93,33 +92,6 @@ def _render(source: Path, dest: Path, values: dict[str, str]) -> None:
         shutil.copymode(path, out)
 
 
-def load_reference(model_dir: Path, ref: str) -> Any:
-    """Import ``module:attribute`` from ``model_dir``.
-
-    Every model has a ``train`` and a ``predict`` module, so the module gets a private name (it is
-    not put in ``sys.modules``) and ``model_dir`` is on ``sys.path`` only while it is imported.
-    """
-    model_dir = Path(model_dir).resolve()
-    module_name, _, attr = ref.partition(":")
-    path = model_dir / f"{module_name.replace('.', '/')}.py"
-    if not path.is_file():
-        path = path.with_suffix("") / "__init__.py"
-    digest = hashlib.sha256(str(model_dir).encode()).hexdigest()[:12]
-    spec = importlib.util.spec_from_file_location(f"_pushbutton_model_{digest}_{module_name}", path)
-    if spec is None or spec.loader is None:
-        raise NotFound(f"{path}: cannot import '{ref}' (no such module in {model_dir})")
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(model_dir))
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(model_dir))
-    try:
-        return getattr(module, attr)
-    except AttributeError as exc:
-        raise NotFound(f"{path}: no '{attr}' (from '{ref}')") from exc
-
-
 @dataclass(frozen=True)
 class LocalModel:
     """A model trained in-process and saved as a local MLflow model (what serving loads)."""
@@ -132,29 +104,22 @@ class LocalModel:
 
     def predictor(self) -> Any:
         """The spec's predict class, constructed the way serving constructs it."""
-        return load_reference(self.model_dir, self.spec.predict.class_)(model_uri=self.model_uri)
+        return load_reference(self.model_dir, self.spec.predict.class_, "predict.class")(
+            model_uri=self.model_uri
+        )
 
 
 def train_local(model_dir: Path, out_dir: Path, *, spec: ModelSpec | None = None) -> LocalModel:
     """Validate (unless ``spec`` is given), split, train with the spec's entry point and save under
-    ``out_dir/model`` the way pushbutton logs it (MLflow sklearn flavor, default serialization)."""
+    ``out_dir/model`` the way pushbutton logs it (``training.flavor_kwargs``)."""
     import mlflow.sklearn
 
-    from pushbutton.data import split
-
     model_dir = Path(model_dir)
-    spec = spec or load_model_dir(model_dir)
-    data = split(spec, model_dir)
-    train = load_reference(model_dir, spec.train.entry_point)
-    estimator = train(data.x_train, data.y_train, dict(spec.train.params))
+    fitted = fit(spec or load_model_dir(model_dir), model_dir)
     uri = Path(out_dir) / "model"
-    requirements = model_dir / spec.requirements if spec.requirements else None
-    mlflow.sklearn.save_model(  # explicit requirements: skips mlflow's slow inference
-        estimator,
-        str(uri),
-        pip_requirements=str(requirements) if requirements and requirements.is_file() else [],
-    )
-    return LocalModel(model_dir, spec, data, estimator, str(uri))
+    # explicit (possibly empty) requirements: skips MLflow's slow inference for a local model
+    mlflow.sklearn.save_model(fitted.estimator, str(uri), **flavor_kwargs(fitted, infer_requirements=False))
+    return LocalModel(model_dir, fitted.spec, fitted.data, fitted.estimator, str(uri))
 
 
 def write_golden(model_dir: Path, rows: int = 10) -> Path:

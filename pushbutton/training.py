@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.util
 import shutil
@@ -10,14 +9,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pushbutton import registry as reg
 from pushbutton.errors import PushbuttonError, SpecError, SpecIssue
 from pushbutton.spec.model import ModelSpec
+
+if TYPE_CHECKING:
+    from pushbutton.data import Split
 
 _CODE_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache", ".git", ".ipynb_checkpoints")
 
@@ -36,49 +37,101 @@ class TrainResult:
         return asdict(self)
 
 
-@contextlib.contextmanager
-def model_code(model_dir: Path) -> Iterator[None]:
-    """Make the model directory importable, and forget its modules afterwards (no leaks between models)."""
-    before = set(sys.modules)
+def load_reference(model_dir: Path, ref: str, field: str = "train.entry_point") -> Any:
+    """Import ``module:attribute`` from ``model_dir``.
+
+    Every model has ``train`` and ``predict`` modules, so the module gets a private name (it is not
+    put in ``sys.modules``) and ``model_dir`` is on ``sys.path`` only while it is imported.
+    """
+    model_dir = Path(model_dir).resolve()
+    module_name, _, attr = ref.partition(":")
+    path = model_dir / f"{module_name.replace('.', '/')}.py"
+    if not path.is_file():
+        path = path.with_suffix("") / "__init__.py"
+    file = str(model_dir / "model.yaml")
+    digest = hashlib.sha256(str(model_dir).encode()).hexdigest()[:12]
+    module_spec = importlib.util.spec_from_file_location(f"_pushbutton_model_{digest}_{module_name}", path)
+    if module_spec is None or module_spec.loader is None or not path.is_file():
+        raise SpecError(
+            [
+                SpecIssue(
+                    file,
+                    field,
+                    f"module '{module_name}' not found in {model_dir}",
+                    f"create {module_name.replace('.', '/')}.py or correct '{ref}'",
+                )
+            ]
+        )
+    module = importlib.util.module_from_spec(module_spec)
     sys.path.insert(0, str(model_dir))
     try:
-        yield
-    finally:
-        sys.path.remove(str(model_dir))
-        for name in set(sys.modules) - before:
-            module = sys.modules.get(name)
-            if str(getattr(module, "__file__", "") or "").startswith(str(model_dir)):
-                del sys.modules[name]
-
-
-def load_entry_point(spec: ModelSpec, model_dir: Path) -> Any:
-    module_name, _, attr = spec.train.entry_point.partition(":")
-    file = str(model_dir / "model.yaml")
-    try:
-        module = importlib.import_module(module_name)
+        module_spec.loader.exec_module(module)
     except Exception as exc:
         raise SpecError(
             [
                 SpecIssue(
                     file,
-                    "train.entry_point",
+                    field,
                     f"importing '{module_name}' failed: {exc!r}",
                     "make the module importable (missing package? add it to requirements.txt)",
                 )
             ]
         ) from exc
-    if importlib.util.find_spec(module_name) is None or not hasattr(module, attr):
+    finally:
+        sys.path.remove(str(model_dir))
+    if not hasattr(module, attr):
         raise SpecError(
             [
                 SpecIssue(
                     file,
-                    "train.entry_point",
+                    field,
                     f"'{module_name}' has no attribute '{attr}'",
-                    "define the train function or correct train.entry_point",
+                    f"define '{attr}' in {path.name} or correct '{ref}'",
                 )
             ]
         )
     return getattr(module, attr)
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """A model trained on its spec's deterministic split, not yet logged anywhere."""
+
+    spec: ModelSpec
+    model_dir: Path
+    data: Split
+    estimator: Any
+
+
+def fit(spec: ModelSpec, model_dir: Path) -> Fitted:
+    """Split the data and call the spec's train entry point; the result must have ``predict``."""
+    from pushbutton.data import split
+
+    model_dir = Path(model_dir).resolve()
+    data = split(spec, model_dir)
+    train = load_reference(model_dir, spec.train.entry_point)
+    estimator = train(data.x_train, data.y_train, dict(spec.train.params))
+    if estimator is None or not hasattr(estimator, "predict"):
+        raise PushbuttonError(
+            f"{model_dir / 'model.yaml'}: train.entry_point '{spec.train.entry_point}' returned "
+            f"{type(estimator).__name__}; return the fitted estimator (an object with predict())"
+        )
+    return Fitted(spec, model_dir, data, estimator)
+
+
+def flavor_kwargs(fitted: Fitted, infer_requirements: bool = True) -> dict[str, Any]:
+    """How ``mlflow.sklearn`` saves/logs a fitted model: skops with the model's own trusted types, and
+    the model directory's requirements.txt (else MLflow infers them, unless told not to)."""
+    import mlflow.sklearn
+
+    requirements = fitted.model_dir / (fitted.spec.requirements or "requirements.txt")
+    return {
+        "serialization_format": mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
+        "skops_trusted_types": _skops_types(fitted.estimator),
+        "pip_requirements": str(requirements)
+        if requirements.is_file()
+        else (None if infer_requirements else []),
+    }
 
 
 def _skops_types(fitted: Any) -> list[str]:
@@ -115,23 +168,13 @@ def train_and_register(
     import mlflow.sklearn
     from mlflow.models import infer_signature
 
-    from pushbutton.data import split
     from pushbutton.gate import compute_metrics
 
-    model_dir = model_dir.resolve()
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    data = split(spec, model_dir)
-    with model_code(model_dir):
-        train = load_entry_point(spec, model_dir)
-        fitted = train(data.x_train, data.y_train, dict(spec.train.params))
-    if fitted is None or not hasattr(fitted, "predict"):
-        raise PushbuttonError(
-            f"{model_dir / 'model.yaml'}: train.entry_point '{spec.train.entry_point}' returned "
-            f"{type(fitted).__name__}; return the fitted estimator (an object with predict())"
-        )
-    predictions = fitted.predict(data.x_holdout)
-    metrics = compute_metrics(spec.task, data.y_holdout, predictions)
+    fitted = fit(spec, model_dir)
+    model_dir, data = fitted.model_dir, fitted.data
+    metrics = compute_metrics(spec.task, data.y_holdout, fitted.estimator.predict(data.x_holdout))
     timings["train"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -148,7 +191,6 @@ def train_and_register(
         "pushbutton.spec_hash": spec_hash,
         "pushbutton.actor": actor,
     }
-    requirements = model_dir / (spec.requirements or "requirements.txt")
     with mlflow.start_run(run_name=f"{spec.name}-{source}", tags=tags) as run:
         mlflow.log_params(
             {
@@ -164,13 +206,11 @@ def train_and_register(
             shutil.copytree(model_dir, code, ignore=_CODE_IGNORE)
             mlflow.log_artifacts(str(code), artifact_path="code")
         info = mlflow.sklearn.log_model(
-            fitted,
+            fitted.estimator,
             name="model",
-            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
-            skops_trusted_types=_skops_types(fitted),
-            signature=infer_signature(data.x_train, fitted.predict(data.x_train.head(5))),
+            signature=infer_signature(data.x_train, fitted.estimator.predict(data.x_train.head(5))),
             input_example=data.x_train.head(3),
-            pip_requirements=str(requirements) if requirements.is_file() else None,
+            **flavor_kwargs(fitted),
         )
     registry.ensure_model(
         spec.name, spec.description.strip(), {"owner": spec.owner, "pushbutton.task": spec.task}
