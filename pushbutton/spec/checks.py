@@ -49,7 +49,9 @@ def check_model_dir(spec: ModelSpec, model_dir: Path) -> list[SpecIssue]:
     scheme, _, rest = spec.data.source.partition(":")
     if scheme in ("csv", "parquet"):
         issues += _file(file, model_dir, "data.source", rest)
-    root = compose(file)
+    if not issues:
+        return issues
+    root = compose(file)  # line numbers are only needed to report problems
     return [_with_line(issue, root) for issue in issues]
 
 
