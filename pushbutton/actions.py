@@ -69,16 +69,25 @@ def respond_approval(
     """Answer the pending Approve/Reject of ``<model>__cicd`` (the button in the Airflow UI)."""
     client = _client(settings)
     dag_id = f"{model}__cicd"
-    pending = [h for h in client.pending_hitl(dag_id=dag_id) if not run_id or h["dag_run_id"] == run_id]
+    pending = [
+        h["task_instance"]
+        for h in client.pending_hitl(dag_id=dag_id)
+        if not run_id or h["task_instance"]["dag_run_id"] == run_id
+    ]
     if not pending:
         raise NotFound(f"no approval is waiting in {dag_id}" + (f" run {run_id}" if run_id else ""))
     if len(pending) > 1:
-        runs = ", ".join(h["dag_run_id"] for h in pending)
+        runs = ", ".join(t["dag_run_id"] for t in pending)
         raise Conflict(f"{len(pending)} approvals wait in {dag_id} ({runs}); pass --run-id")
     item = pending[0]
     choice = "Approve" if approve else "Reject"
     client.respond_hitl(
-        dag_id, item["dag_run_id"], item["task_id"], [choice], {"comment": "via pushbutton CLI"}
+        dag_id,
+        item["dag_run_id"],
+        item["task_id"],
+        [choice],
+        {"comment": "via pushbutton CLI"},
+        map_index=item.get("map_index", -1),
     )
     return {"dag_id": dag_id, "run_id": item["dag_run_id"], "answer": choice}
 

@@ -1,0 +1,329 @@
+"""`make demo`: the model lifecycle on the embedded stack, every step timed.
+
+1. bring the stack up (MLflow, gateway, airflow standalone) and wait for the models' DAGs;
+2. train iris v1 through its ``iris__retrain`` DAG; MLflow's webhook starts ``iris__cicd``;
+3. approve v1 (the Approve button, pressed through the REST API) and serve it;
+4. push v2 with ``pushbutton push``: canary at the spec's 10%, approve under load, 100% switch;
+5. roll back to v1 with the ``pushbutton__rollback`` DAG, under load;
+6. push v3 and reject it: the champion keeps serving.
+
+Leaves nothing running unless ``--keep-up``. ``--report FILE`` writes the figures as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from pushbutton.config import REPO_ROOT, Settings, settings
+from pushbutton.errors import PushbuttonError
+from pushbutton.webhook import cicd_run_id
+
+MODEL = "iris"
+
+
+class Load:
+    """Requests through the gateway from a background thread; counts who answered and what failed."""
+
+    def __init__(self, url: str, payload: dict[str, Any], rate: float = 100.0):
+        self.url, self.payload, self.interval = url, payload, 1.0 / rate
+        self.versions: Counter[str] = Counter()
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Load:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=10) as client:
+            next_at = time.perf_counter()
+            while not self._stop.is_set():
+                try:
+                    resp = client.post(self.url, json=self.payload)
+                    if resp.status_code == 200:
+                        self.versions[resp.headers.get("X-Pushbutton-Version", "?")] += 1
+                    else:
+                        self.failures.append(f"HTTP {resp.status_code}: {resp.text[:200]}")
+                except httpx.HTTPError as exc:
+                    self.failures.append(repr(exc))
+                next_at += self.interval
+                self._stop.wait(max(0.0, next_at - time.perf_counter()))
+
+    @property
+    def total(self) -> int:
+        return sum(self.versions.values()) + len(self.failures)
+
+
+class Demo:
+    def __init__(self, cfg: Settings):
+        from pushbutton.airflow_client import AirflowClient
+
+        self.cfg = cfg
+        self.client = AirflowClient.from_settings(cfg)
+        self.url = f"{cfg.gateway_url}/seldon/{cfg.namespace}/{MODEL}/api/v1.0/predictions"
+        with (REPO_ROOT / "models" / MODEL / "golden.csv").open(newline="") as handle:
+            row = next(csv.DictReader(handle))
+        features = [k for k in row if k != "expected"]
+        self.payload = {"data": {"names": features, "ndarray": [[float(row[f]) for f in features]]}}
+        self.report: dict[str, Any] = {"steps": []}
+
+    @contextmanager
+    def step(self, title: str) -> Iterator[dict[str, Any]]:
+        print(f"\n▶ {title}", flush=True)
+        facts: dict[str, Any] = {}
+        started = time.perf_counter()
+        yield facts
+        seconds = time.perf_counter() - started
+        self.report["steps"].append({"step": title, "seconds": round(seconds, 2), **facts})
+        detail = "; ".join(f"{k}={v}" for k, v in facts.items())
+        print(f"✓ {title} — {seconds:.1f}s" + (f" ({detail})" if detail else ""), flush=True)
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def ask(self, n: int) -> Counter[str]:
+        with httpx.Client(timeout=10) as client:
+            answers = [client.post(self.url, json=self.payload) for _ in range(n)]
+        bad = [r for r in answers if r.status_code != 200]
+        if bad:
+            raise PushbuttonError(
+                f"{len(bad)}/{n} requests failed, e.g. HTTP {bad[0].status_code}: {bad[0].text}"
+            )
+        return Counter(r.headers["X-Pushbutton-Version"] for r in answers)
+
+    def until_serving(self, version: str, timeout: float = 60.0, share: float = 1.0) -> float:
+        """Seconds until the gateway answers with ``version`` (every answer, or any when share < 1)."""
+        started = time.perf_counter()
+        while time.perf_counter() - started < timeout:
+            seen = self.ask(20)
+            if (seen[version] == 20) if share >= 1 else seen[version] > 0:
+                return time.perf_counter() - started
+        raise PushbuttonError(f"v{version} did not serve within {timeout:.0f}s (last answers {dict(seen)})")
+
+    def approval(self, run_id: str, timeout: float = 600.0) -> dict[str, Any]:
+        """Wait until the run's Approve/Reject is pending; fail early when the run fails before it."""
+        dag_id = f"{MODEL}__cicd"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for item in self.client.pending_hitl(dag_id=dag_id):
+                if item["task_instance"]["dag_run_id"] == run_id:
+                    return item
+            run = self.client.get_run(dag_id, run_id)
+            if run["state"] == "failed":
+                failed = [
+                    t["task_id"] for t in self.client.task_instances(dag_id, run_id) if t["state"] == "failed"
+                ]
+                raise PushbuttonError(f"{dag_id} run {run_id} failed in {failed}; see {self.cfg.airflow_url}")
+            time.sleep(1)
+        raise PushbuttonError(f"{dag_id} run {run_id} did not reach its approval within {timeout:.0f}s")
+
+    def answer(self, run_id: str, choice: str) -> None:
+        print(
+            f"  the {choice} button: {self.cfg.airflow_url}/dags/{MODEL}__cicd/runs/{run_id}/tasks/approve "
+            "(Airflow UI → Browse → Required Actions); pressing it through the REST API",
+            flush=True,
+        )
+        self.client.respond_hitl(
+            f"{MODEL}__cicd", run_id, "approve", [choice], {"comment": f"demo: {choice}"}
+        )
+
+    def pipeline_run(self, version: str, timeout: float = 120.0) -> str:
+        """The CI/CD run the MLflow webhook started for ``version``."""
+        run_id, deadline = cicd_run_id(version), time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self.client.get_run(f"{MODEL}__cicd", run_id)
+                return run_id
+            except PushbuttonError:
+                time.sleep(0.5)
+        raise PushbuttonError(f"no {MODEL}__cicd run {run_id}: did the MLflow webhook reach the plugin?")
+
+    def task_seconds(self, run_id: str) -> dict[str, float]:
+        return {
+            t["task_id"]: round(t["duration"], 1)
+            for t in self.client.task_instances(f"{MODEL}__cicd", run_id)
+            if t.get("duration") is not None
+        }
+
+    def push_variant(self, c: float) -> dict[str, Any]:
+        """Push a copy of the iris model with another regularisation strength (a new version)."""
+        from pushbutton.actions import push
+
+        with tempfile.TemporaryDirectory() as tmp:
+            model_dir = Path(tmp) / MODEL
+            shutil.copytree(
+                REPO_ROOT / "models" / MODEL, model_dir, ignore=shutil.ignore_patterns("__pycache__")
+            )
+            spec = model_dir / "model.yaml"
+            spec.write_text(spec.read_text().replace("C: 1.0", f"C: {c}"))
+            return push(self.cfg, model_dir)
+
+    def finish(self, run_id: str) -> str:
+        return self.client.wait_run(f"{MODEL}__cicd", run_id, timeout=300)["state"]
+
+    # -- the story --------------------------------------------------------------------------
+
+    def run(self) -> None:
+        from pushbutton.registry import Registry
+
+        registry = Registry(self.cfg.mlflow_url)
+        with self.step("wait for the models' DAGs") as facts:
+            for dag_id in (f"{MODEL}__retrain", f"{MODEL}__cicd", "pushbutton__rollback"):
+                self.client.wait_dag(dag_id, timeout=180)
+            facts["dags"] = len(self.client.list_dags(tags=["pushbutton"]))
+
+        with self.step(f"train {MODEL} v1 through its {MODEL}__retrain DAG") as facts:
+            run = self.client.trigger(f"{MODEL}__retrain", note="pushbutton demo")
+            state = self.client.wait_run(f"{MODEL}__retrain", run["dag_run_id"], timeout=300)["state"]
+            if state != "success":
+                raise PushbuttonError(f"{MODEL}__retrain run {run['dag_run_id']} ended {state}")
+            v1 = registry.versions(MODEL)[-1].version
+            facts["version"] = v1
+
+        with self.step(f"pipeline of v{v1}: build → test → register → deploy candidate") as facts:
+            run_v1 = self.pipeline_run(v1)
+            self.approval(run_v1)
+            facts |= self.task_seconds(run_v1)
+
+        with self.step(f"approve v{v1}, activate it as champion") as facts:
+            self.answer(run_v1, "Approve")
+            facts["run"] = self.finish(run_v1)
+            facts["serving"] = dict(self.ask(50))
+
+        with self.step(f"push v2 of {MODEL} (`pushbutton push`) until the candidate answers") as facts:
+            started = time.perf_counter()
+            v2 = self.push_variant(c=10.0)["version"]
+            run_v2 = self.pipeline_run(v2)
+            self.approval(run_v2)
+            self.until_serving(v2, share=0.1, timeout=30)
+            facts |= {"version": v2, "push_to_candidate_s": round(time.perf_counter() - started, 1)}
+            facts |= self.task_seconds(run_v2)
+            self.report["lead_time_s"] = facts["push_to_candidate_s"]
+
+        with self.step("canary: 1 000 requests through the gateway") as facts:
+            split = self.ask(1000)
+            facts |= {"champion_v1": split[v1], "candidate_v2": split[v2]}
+            self.report["canary"] = {"v1": split[v1], "v2": split[v2]}
+
+        with (
+            self.step(f"approve v{v2} under load (100 req/s): switch to 100%") as facts,
+            Load(self.url, self.payload) as load,
+        ):
+            self.answer(run_v2, "Approve")
+            approved = time.perf_counter()  # after the answer was accepted
+            self.until_serving(v2, timeout=120)
+            facts["approve_to_100pct_s"] = round(time.perf_counter() - approved, 2)
+            facts["run"] = self.finish(run_v2)
+            facts["activate_task_s"] = self.task_seconds(run_v2).get("activate")
+        facts_load = {"requests": load.total, "failed": len(load.failures), "by_version": dict(load.versions)}
+        self.report["activation"] = {
+            **facts_load,
+            "seconds": facts["approve_to_100pct_s"],
+            "activate_task_s": facts["activate_task_s"],
+        }
+        print(f"  load during activation: {facts_load}")
+
+        with (
+            self.step(f"roll back to v{v1} (pushbutton__rollback DAG) under load") as facts,
+            Load(self.url, self.payload) as load,
+        ):
+            run = self.client.trigger("pushbutton__rollback", conf={"model": MODEL, "version": "previous"})
+            facts["run"] = self.client.wait_run("pushbutton__rollback", run["dag_run_id"], timeout=300)[
+                "state"
+            ]
+            self.until_serving(v1, timeout=30)
+        self.report["rollback"] = {
+            "requests": load.total,
+            "failed": len(load.failures),
+            "by_version": dict(load.versions),
+        }
+        print(f"  load during rollback: {self.report['rollback']}")
+
+        with self.step("push v3 and reject it: the champion keeps serving") as facts:
+            v3 = self.push_variant(c=0.5)["version"]
+            run_v3 = self.pipeline_run(v3)
+            self.approval(run_v3)
+            self.answer(run_v3, "Reject")
+            facts["run"] = self.finish(run_v3)
+            facts["serving"] = dict(self.ask(100))
+            facts["v3_status"] = registry.get(MODEL, v3).status
+            self.report["reject"] = {"version": v3, "status": facts["v3_status"], "serving": facts["serving"]}
+
+        champion = registry.by_alias(MODEL, "champion")
+        self.report |= {
+            "versions": {"v1": v1, "v2": v2, "v3": v3},
+            "champion": champion.version if champion else None,
+        }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pushbutton.demo", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--home",
+        type=Path,
+        default=REPO_ROOT / ".pushbutton" / "demo",
+        help="platform home for the demo (wiped first; default .pushbutton/demo)",
+    )
+    parser.add_argument("--keep-up", action="store_true", help="leave the stack running at the end")
+    parser.add_argument("--report", type=Path, help="write the figures as JSON to this file")
+    args = parser.parse_args(argv)
+
+    from pushbutton.stack import down, up
+
+    shutil.rmtree(args.home, ignore_errors=True)
+    os.environ["PUSHBUTTON_HOME"] = str(args.home)
+    settings.cache_clear()
+    cfg = settings()
+    started = time.perf_counter()
+    ok = False
+    demo: Demo | None = None
+    try:
+        print("▶ start the embedded stack (MLflow, gateway, airflow standalone)", flush=True)
+        info = up(cfg)
+        print(info.describe(), flush=True)
+        demo = Demo(cfg)
+        demo.run()
+        ok = True
+    except (PushbuttonError, httpx.HTTPError) as exc:
+        print(f"\n✗ demo failed: {exc}\n  logs: {cfg.home / 'logs'}", file=sys.stderr)
+    finally:
+        report = demo.report if demo else {"steps": []}
+        report |= {"ok": ok, "total_s": round(time.perf_counter() - started, 1)}
+        if args.report:
+            args.report.write_text(json.dumps(report, indent=2))
+        if args.keep_up and ok:
+            print(
+                f"\nstack left running; Airflow UI {cfg.airflow_url}, gateway {cfg.gateway_url}; "
+                "stop it with `PUSHBUTTON_HOME=" + str(args.home) + " .venv/bin/pushbutton down`"
+            )
+        else:
+            print("\n▶ stop the stack: " + (", ".join(down(cfg)) or "nothing was running"), flush=True)
+    if ok:
+        print(
+            f"\ndemo finished in {report['total_s']:.0f}s; lead time push → candidate {report['lead_time_s']}s, "
+            f"activation {report['activation']['seconds']}s with {report['activation']['failed']} failed requests"
+        )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""A real MLflow server (and the gateway, when present) started and stopped by the stack code."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import http.server
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+import pytest
+
+from pushbutton import stack
+from pushbutton.errors import StackError
+from pushbutton.procs import port_free
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def cfg(platform_home):
+    try:
+        yield platform_home
+    finally:
+        stack.down(platform_home)
+
+
+def _our_webhooks(cfg):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=cfg.mlflow_url, registry_uri=cfg.mlflow_url)
+    return client, [w for w in client.list_webhooks() if w.name == stack.WEBHOOK_NAME]
+
+
+@contextmanager
+def _receiver(host: str, port: int) -> Iterator[list[tuple[str, dict, bytes]]]:
+    """A stand-in for the Airflow plugin's webhook endpoint, recording each delivery."""
+    received: list[tuple[str, dict, bytes]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((self.path, dict(self.headers), body))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer((host, port), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield received
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_mlflow_up_twice_webhook_once_signed_after_restart_and_down_leaves_nothing(cfg):
+    first = stack.up(cfg, airflow=False)
+    assert first.components["mlflow"].started
+    assert httpx.get(f"{cfg.mlflow_url}/health").text == "OK"
+    if stack.gateway_available():
+        assert httpx.get(f"{cfg.gateway_url}/health").is_success
+    report = stack.status(cfg)["components"]
+    assert report["mlflow"] == {**report["mlflow"], "running": True, "healthy": True}
+    assert report["airflow"]["running"] is False
+
+    second = stack.up(cfg, airflow=False)
+    assert not second.components["mlflow"].started
+    assert second.components["mlflow"].pid == first.components["mlflow"].pid
+    assert "already running" in second.describe()
+    client, hooks = _our_webhooks(cfg)
+    assert len(hooks) == 1
+    assert hooks[0].webhook_id == first.webhook_id
+    assert second.webhook_id is None  # nothing started, nothing re-registered
+    assert hooks[0].url == f"{cfg.airflow_url}/pushbutton/webhooks/mlflow"
+    assert [str(e) for e in hooks[0].events] == ["model_version.created"]
+
+    # Restart MLflow: the stored secret must still decrypt (persistent encryption key) and sign.
+    assert "mlflow" in stack.down(cfg)
+    third = stack.up(cfg, airflow=False)
+    assert third.components["mlflow"].started
+    client, hooks = _our_webhooks(cfg)
+    assert [h.webhook_id for h in hooks] == [first.webhook_id] == [third.webhook_id]  # updated, not added
+    with _receiver(cfg.host, cfg.airflow_port) as received:
+        result = client.test_webhook(first.webhook_id)
+    assert result.success, result.error_message
+    path, headers, body = received[0]
+    assert path == stack.WEBHOOK_PATH
+    signed = f"{headers['X-MLflow-Delivery-Id']}.{headers['X-MLflow-Timestamp']}.".encode() + body
+    digest = hmac.new(stack.webhook_secret(cfg).encode(), signed, hashlib.sha256).digest()
+    assert headers["X-MLflow-Signature"] == "v1," + base64.b64encode(digest).decode()
+
+    pids = [c.pid for c in third.components.values()]
+    stopped = stack.down(cfg)
+    assert "mlflow" in stopped
+    assert stack.stack_processes(cfg) == []
+    assert not any(stack.process_cmdline(pid) != "?" for pid in pids)
+    assert stack.process_group(cfg).names() == []
+    assert port_free(cfg.host, cfg.mlflow_port)
+    assert stack.down(cfg) == []  # idempotent
+
+
+def test_failed_start_stops_what_it_started(cfg, monkeypatch):
+    original = stack.mlflow_command
+
+    def broken(settings):
+        return [*original(settings), "--no-such-option"]
+
+    monkeypatch.setattr(stack, "mlflow_command", broken)
+    with pytest.raises(StackError, match="MLflow tracking server exited during start-up") as err:
+        stack.up(cfg, airflow=False)
+    assert "no-such-option" in str(err.value)  # the log tail explains why
+    assert stack.process_group(cfg).names() == []
+    assert stack.stack_processes(cfg) == []
