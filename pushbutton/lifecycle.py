@@ -70,13 +70,12 @@ class Prepared:
 
 
 def serving_requirements(directory: Path, spec: ModelSpec) -> list[str]:
-    """The model's own requirements.txt if it has one, else what MLflow inferred (mlflow itself excluded:
-    the serving environment carries mlflow-skinny)."""
+    """The model directory's requirements plus what MLflow recorded with the model (e.g. ``skops``,
+    which loading an MLflow 3 sklearn model needs); ``mlflow`` becomes ``mlflow-skinny``."""
+    from pushbutton.serving.envs import read_requirements
+
     own = directory / "code" / (spec.requirements or "requirements.txt")
-    source = own if own.is_file() else directory / "model" / "requirements.txt"
-    lines = source.read_text().splitlines() if source.is_file() else []
-    wanted = [line.split("#")[0].strip() for line in lines]
-    return sorted({r for r in wanted if r and not r.lower().startswith(("mlflow", "-"))})
+    return read_requirements(own, directory / "model" / "requirements.txt")
 
 
 def prepare(p: Platform, name: str, version: str) -> Prepared:

@@ -1,0 +1,258 @@
+"""Serving environments: one isolated virtualenv per (Python, requirements) set.
+
+seldon-core pins clash with Airflow 3, so models are served (and tested) from their own venv:
+seldon-core + mlflow-skinny at the platform's MLflow version + the model's requirements. An env is
+keyed by a short hash of its full requirement set, built into a temporary directory and renamed
+into place, and reused as long as its completion marker exists.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+from pushbutton.errors import ServingError
+
+MARKER = ".pushbutton-env.json"
+INSTALL_TIMEOUT = 1800.0
+
+# seldon-core's own pins decide the Python range: 1.18.2 needs setuptools<81 (gunicorn 20 imports
+# pkg_resources); 1.19.0 is the first release that installs on 3.12.
+SELDON_BASE = {
+    "3.11": ("seldon-core==1.18.2", "setuptools<81"),
+    "3.12": ("seldon-core==1.19.0",),
+}
+COMMON_BASE = ("pandas<3", "numpy<2", "pytest")
+
+
+@dataclass(frozen=True)
+class ServingEnv:
+    """A built serving environment."""
+
+    key: str
+    path: Path
+    python: Path
+    created: bool = False
+    seconds: float = 0.0
+
+    def bin(self, name: str) -> Path:
+        return self.path / "bin" / name
+
+
+def platform_mlflow_version() -> str:
+    return importlib.metadata.version("mlflow")
+
+
+def base_requirements(python_version: str) -> list[str]:
+    """What every serving env holds for ``python_version`` (``major.minor``)."""
+    try:
+        seldon = SELDON_BASE[python_version]
+    except KeyError:
+        raise ServingError(
+            f"no seldon-core release is pinned for Python {python_version}; serve with Python "
+            f"{' or '.join(SELDON_BASE)} (set PUSHBUTTON_SERVING_PYTHON to such an interpreter)"
+        ) from None
+    return [*seldon, f"mlflow-skinny=={platform_mlflow_version()}", *COMMON_BASE]
+
+
+def normalize_requirement(line: str) -> str:
+    """One canonical requirement string; ``mlflow`` becomes ``mlflow-skinny`` (the full server
+    package pins cryptography/flask against seldon-core, and loading a model needs only skinny)."""
+    text = line.split(" #", 1)[0].strip()
+    try:
+        req = Requirement(text)
+    except InvalidRequirement as exc:
+        raise ServingError(f"invalid requirement '{line}': {exc}; write it as pip would accept it") from exc
+    name = canonicalize_name(req.name)
+    if name == "mlflow":
+        name = "mlflow-skinny"
+    extras = f"[{','.join(sorted(req.extras))}]" if req.extras else ""
+    out = f"{name}{extras} @ {req.url}" if req.url else f"{name}{extras}{req.specifier}"
+    if req.marker:
+        out += f"; {req.marker}"
+    return out
+
+
+def read_requirements(*paths: str | Path) -> list[str]:
+    """Requirement lines of existing ``requirements.txt`` files (comments and pip options dropped)."""
+    lines: list[str] = []
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            continue
+        for raw in path.read_text(encoding="utf-8").splitlines():
+            line = raw.split(" #", 1)[0].strip()
+            if line and not line.startswith(("#", "-")):
+                lines.append(line)
+    return lines
+
+
+def model_requirements(code_dir: str | Path, model_uri: str | None = None) -> list[str]:
+    """The model directory's ``requirements.txt`` plus a local MLflow model's ``requirements.txt``."""
+    paths = [Path(code_dir) / "requirements.txt"]
+    if model_uri:
+        local = model_uri.removeprefix("file://")
+        if "://" not in local and ":" not in local.split("/", 1)[0]:
+            paths.append(Path(local) / "requirements.txt")
+    return read_requirements(*paths)
+
+
+def full_requirements(python_version: str, requirements: Iterable[str]) -> list[str]:
+    """Base + model requirements, normalized, de-duplicated and sorted."""
+    lines = {normalize_requirement(r) for r in [*base_requirements(python_version), *requirements]}
+    return sorted(lines)
+
+
+def env_key(python_version: str, requirements: Iterable[str]) -> str:
+    """16 hex digits identifying the env for ``python_version`` (``3.11``) and the model's requirements.
+
+    The base requirements are part of the hash, so an upgrade of the platform's MLflow gives new keys.
+    """
+    lines = full_requirements(python_version, requirements)
+    digest = hashlib.sha256("\n".join([f"python {python_version}", *lines]).encode()).hexdigest()
+    return digest[:16]
+
+
+@functools.cache
+def python_version(python: str) -> str:
+    """``major.minor`` of the interpreter at ``python``."""
+    if os.path.realpath(python) == os.path.realpath(sys.executable):
+        return f"{sys.version_info[0]}.{sys.version_info[1]}"
+    try:
+        out = subprocess.run(
+            [python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ServingError(
+            f"cannot run serving interpreter '{python}': {exc}; "
+            "point PUSHBUTTON_SERVING_PYTHON at a working python3.11 or python3.12"
+        ) from exc
+    return out.stdout.strip()
+
+
+def _uv() -> list[str] | None:
+    if importlib.util.find_spec("uv") is not None:
+        return [sys.executable, "-m", "uv"]
+    found = shutil.which("uv")
+    return [found] if found else None
+
+
+def load_env(root: str | Path, key: str) -> ServingEnv:
+    """An already built env; ``ServingError`` if ``root/key`` is missing or incomplete."""
+    path = Path(root) / key
+    if not key or not (path / MARKER).is_file():
+        raise ServingError(
+            f"serving environment '{key}' is not built under {root}; build it with "
+            "pushbutton.serving.envs.ensure_env(<requirements>) (pushbutton's build step does this)"
+        )
+    return ServingEnv(key=key, path=path, python=path / "bin" / "python")
+
+
+@contextlib.contextmanager
+def file_lock(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_path`` (created if missing) for the ``with`` block."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ensure_env(requirements: Iterable[str], *, python: str | None = None, root: str | Path) -> ServingEnv:
+    """Build (or reuse) the serving env for ``requirements`` under ``root`` and return it.
+
+    Concurrent calls for the same key serialize on ``root/<key>.lock``; the second one reuses.
+    """
+    python = python or sys.executable
+    version = python_version(python)
+    lines = full_requirements(version, requirements)
+    key = env_key(version, requirements)
+    root = Path(root)
+    with file_lock(root / f"{key}.lock"):
+        with contextlib.suppress(ServingError):
+            return load_env(root, key)
+        final = root / key
+        if final.exists():  # no marker: not a finished build of ours (builds are renamed complete)
+            shutil.rmtree(final)
+        started = time.monotonic()
+        tmp = Path(tempfile.mkdtemp(prefix=f".build-{key}-", dir=root))
+        tmp.chmod(0o755)
+        try:
+            _build(tmp, python, lines, final)
+            seconds = time.monotonic() - started
+            marker = {"key": key, "python": version, "requirements": lines, "seconds": round(seconds, 2)}
+            (tmp / MARKER).write_text(json.dumps(marker, indent=2))
+            tmp.rename(final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return ServingEnv(key=key, path=final, python=final / "bin" / "python", created=True, seconds=seconds)
+
+
+def _run(argv: list[str], what: str, lines: list[str]) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
+    env["UV_PYTHON_DOWNLOADS"] = "never"
+    try:
+        proc = subprocess.run(
+            argv, capture_output=True, text=True, env=env, timeout=INSTALL_TIMEOUT, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ServingError(f"{what} for requirements {lines} failed: {exc}") from exc
+    if proc.returncode != 0:
+        output = "\n".join((proc.stdout + proc.stderr).splitlines()[-40:])
+        raise ServingError(
+            f"{what} for requirements {lines} failed (exit {proc.returncode}); fix or loosen the "
+            f"model's requirements.txt. Installer output (tail):\n{output}"
+        )
+
+
+def _build(target: Path, python: str, lines: list[str], final: Path) -> None:
+    uv = _uv()
+    if uv is not None:
+        # relocatable: entry points find their interpreter relative to themselves, so the
+        # rename from the build directory keeps `bin/seldon-core-microservice` working
+        _run([*uv, "venv", "--quiet", "--relocatable", "-p", python, str(target)], "uv venv", lines)
+        py = str(target / "bin" / "python")
+        install = [*uv, "pip", "install", "--quiet", "-p", py]
+        try:  # from uv's cache alone when it holds everything: ~1 s instead of ~7 s of index queries
+            _run([*install, "--offline", *lines], "uv pip install --offline", lines)
+        except ServingError:
+            _run([*install, *lines], "uv pip install", lines)
+        return
+    _run([python, "-m", "venv", str(target)], "python -m venv", lines)
+    py = str(target / "bin" / "python")
+    _run([py, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *lines], "pip install", lines)
+    _retarget_scripts(target, final)
+
+
+def _retarget_scripts(target: Path, final: Path) -> None:
+    """pip writes absolute shebangs; point them (and activate scripts) at the final location."""
+    old, new = str(target).encode(), str(final).encode()
+    for script in (target / "bin").iterdir():
+        if script.is_symlink() or not script.is_file() or script.stat().st_size > 1_000_000:
+            continue
+        data = script.read_bytes()
+        if old in data:
+            script.write_bytes(data.replace(old, new))

@@ -1,0 +1,196 @@
+"""The local runtime: ``kubectl apply`` of a ServingSpec without Kubernetes.
+
+Each predictor runs as a seldon-core microservice keyed by model and version (so activating a
+candidate only changes traffic), the gateway route is switched in one ``PUT`` once every
+microservice is ready, and microservices the spec no longer references are stopped only after
+the gateway reports no request in flight to them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from pushbutton.config import Settings
+from pushbutton.errors import ServingError
+from pushbutton.serving.envs import file_lock, load_env
+from pushbutton.serving.gateway import REQUEST_TIMEOUT, GatewayClient, Route
+from pushbutton.serving.microservice import (
+    READY_TIMEOUT,
+    Microservice,
+    Microservices,
+    service_name,
+)
+from pushbutton.serving.spec import Predictor, ServingSpec, traffic_plan
+
+
+def route_config(spec: ServingSpec, urls: Mapping[str, str]) -> dict[str, Any]:
+    """The gateway route (canonical form) serving ``spec`` from the microservice ``urls`` by role."""
+    plan = traffic_plan(spec)
+    backends = {p.name: {"url": urls[p.name], "version": p.version} for p in spec.predictors}
+    config = {"backends": backends, "weights": plan.weights, "shadows": list(plan.shadows)}
+    return Route.from_config(spec.namespace, spec.deployment, config).config()
+
+
+class LocalRuntime:
+    """Serve ServingSpecs with local microservices behind the gateway at ``settings.gateway_url``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        ready_timeout: float = READY_TIMEOUT,
+        drain_timeout: float = REQUEST_TIMEOUT + 5.0,
+        workers: int | None = None,
+        threads: int | None = None,
+    ):
+        self.settings = settings
+        self.services = Microservices(settings)
+        self.gateway = GatewayClient(settings.gateway_url)
+        self.envs_root = settings.home / "envs"
+        self.ready_timeout = ready_timeout
+        self.drain_timeout = drain_timeout
+        self.workers, self.threads = workers, threads  # None: seldon's GUNICORN_WORKERS/_THREADS
+
+    def _lock(self, namespace: str, deployment: str) -> Any:
+        return file_lock(self.services.meta_dir / f"{namespace}-{deployment}.lock")
+
+    # apply ------------------------------------------------------------------------------------
+
+    def apply(self, spec: ServingSpec) -> dict[str, Any]:
+        """Make the deployment serve ``spec``; idempotent. Raises ``ServingError`` with the route untouched."""
+        with self._lock(spec.namespace, spec.deployment):
+            started_at = time.monotonic()
+            current = self.gateway.route(spec.namespace, spec.deployment)  # fails fast if the gateway is down
+            started: list[Microservice] = []
+            reused: list[Microservice] = []
+            urls: dict[str, str] = {}
+            try:
+                for predictor in spec.predictors:
+                    svc, fresh = self._ensure(spec.namespace, predictor, current)
+                    (started if fresh else reused).append(svc)
+                    urls[predictor.name] = svc.url
+                desired = route_config(spec, urls)
+                changed = current is None or current["config"] != desired
+                if changed:
+                    self.gateway.put_route(spec.namespace, spec.deployment, **desired)
+            except ServingError:
+                for svc in started:  # the route never pointed at them: nothing can be in flight
+                    self.services.stop(svc.name)
+                raise
+            stopped = self._retire(spec.namespace, spec.deployment, keep={s.name for s in started + reused})
+            return {
+                "deployment": spec.key,
+                "path": spec.external_path,
+                "changed": changed or bool(started) or bool(stopped),
+                "route": desired,
+                "started": [s.name for s in started],
+                "reused": [s.name for s in reused],
+                "stopped": stopped,
+                "seconds": round(time.monotonic() - started_at, 2),
+            }
+
+    def _ensure(
+        self, namespace: str, predictor: Predictor, current: dict[str, Any] | None
+    ) -> tuple[Microservice, bool]:
+        """The running microservice of ``predictor`` (reused if it serves the same build) and whether it is new."""
+        name = service_name(namespace, predictor.model, predictor.version)
+        if not predictor.code_uri:
+            raise ServingError(
+                f"predictor '{predictor.name}' ({name}) has no code_uri; the local runtime needs it"
+            )
+        env = load_env(self.envs_root, predictor.env_key)
+        svc = self.services.get(name)
+        if svc is not None and svc.serves(
+            predictor.model_uri, predictor.class_ref, predictor.code_uri, str(env.path)
+        ):
+            self.services.wait_healthy(svc, self.ready_timeout)
+            return svc, False
+        if svc is not None and current and svc.url in {b["url"] for b in current["backends"].values()}:
+            raise ServingError(
+                f"{name} already serves model_uri={svc.model_uri} (code {svc.code_dir}, env {svc.env}), "
+                f"not {predictor.model_uri}; a version's artifacts are immutable: register a new version, "
+                "or remove the deployment first"
+            )
+        svc = self.services.start(
+            env,
+            namespace=namespace,
+            model=predictor.model,
+            version=predictor.version,
+            code_dir=predictor.code_uri,
+            class_ref=predictor.class_ref,
+            model_uri=predictor.model_uri,
+            workers=self.workers,
+            threads=self.threads,
+            timeout=self.ready_timeout,
+        )
+        return svc, True
+
+    def _retire(self, namespace: str, deployment: str, keep: set[str]) -> list[str]:
+        """Stop the deployment's microservices not in ``keep`` once the gateway has drained them.
+
+        Crashed ones are cleaned up too (pid file, leftover children) but not reported as stopped.
+        """
+        retired = [s for s in self.services.list(namespace, deployment, dead=True) if s.name not in keep]
+        if not retired:
+            return []
+        self.gateway.wait_drained([s.url for s in retired], timeout=self.drain_timeout)
+        return [s.name for s in retired if self.services.stop(s.name)]
+
+    # the rest of the runtime API --------------------------------------------------------------
+
+    def remove(self, namespace: str, deployment: str) -> dict[str, Any]:
+        """Delete the route, then stop the deployment's microservices once drained."""
+        with self._lock(namespace, deployment):
+            deleted = self.gateway.delete_route(namespace, deployment)
+            stopped = self._retire(namespace, deployment, keep=set())
+        return {"deployment": f"{namespace}/{deployment}", "route_deleted": deleted, "stopped": stopped}
+
+    def status(self, namespace: str, deployment: str) -> dict[str, Any]:
+        """Route, backends (health, counters, pid) and microservices of one deployment."""
+        services = self.services.list(namespace, deployment)
+        by_url = {s.url: s for s in services}
+        result: dict[str, Any] = {
+            "deployment": f"{namespace}/{deployment}",
+            "gateway": self.settings.gateway_url,
+            "route": None,
+            "backends": {},
+            "services": [
+                {"name": s.name, "version": s.version, "url": s.url, "pid": s.pid, "log": s.log}
+                for s in services
+            ],
+        }
+        try:
+            route = self.gateway.route(namespace, deployment)
+        except ServingError as exc:
+            result["error"] = str(exc)
+            return result
+        if route is not None:
+            result["path"] = route["path"]
+            result["route"] = route["config"]
+            for role, backend in route["backends"].items():
+                svc = by_url.get(backend["url"])
+                result["backends"][role] = {**backend, "service": svc.name if svc else None,
+                                            "pid": svc.pid if svc else None}  # fmt: skip
+        return result
+
+    def predict(self, namespace: str, deployment: str, payload: Any) -> dict[str, Any]:
+        """One prediction through the gateway: the response body plus who answered."""
+        resp = self.gateway.predict(namespace, deployment, payload)
+        if resp.status_code != 200:
+            raise ServingError(
+                f"prediction on {namespace}/{deployment} failed with HTTP {resp.status_code}: {resp.text[:500]}"
+            )
+        return {
+            "predictor": resp.headers.get("X-Pushbutton-Predictor"),
+            "version": resp.headers.get("X-Pushbutton-Version"),
+            "response": resp.json(),
+        }
+
+    def stop_all(self) -> list[str]:
+        """Stop every model microservice (stack shutdown); the gateway keeps its routes."""
+        return self.services.stop_all()
+
+    def close(self) -> None:
+        self.gateway.close()

@@ -1,0 +1,260 @@
+"""The local serving runtime end to end: real serving env, real seldon-core microservices, real gateway.
+
+Tests share one gateway and reuse microservices across tests (apply() keys them by model+version);
+each test applies the spec it needs, so any single test also runs alone.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from pushbutton.errors import ServingError
+from pushbutton.serving.checks import predict_in_env, run_model_tests
+from pushbutton.serving.envs import ensure_env, env_key, python_version
+from pushbutton.serving.microservice import READY_PATH, service_name
+from pushbutton.serving.spec import Predictor, ServingSpec, champion_only, with_candidate
+from pushbutton.spec.model import TrafficSpec
+from tests.integration.serving_fixtures import IrisBuild, Serving, iris_build_fixture, serving_fixture  # noqa: F401
+
+pytestmark = pytest.mark.integration
+
+NS, DEP = "models", "iris"
+
+
+def payload(build: IrisBuild, rows: int | None = None) -> dict:
+    frame = build.golden if rows is None else build.golden.head(rows)
+    return {"data": {"names": list(frame.columns), "ndarray": frame.to_numpy().tolist()}}
+
+
+def canary(build: IrisBuild) -> ServingSpec:
+    return with_candidate(build.spec, build.v2, build.v1)
+
+
+def shadow(build: IrisBuild) -> ServingSpec:
+    return with_candidate(
+        build.spec.model_copy(update={"traffic": TrafficSpec(mode="shadow")}), build.v2, build.v1
+    )
+
+
+def until(check, timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    delay = 0.02
+    while not check():
+        assert time.monotonic() < deadline, f"{what} not reached within {timeout}s"
+        time.sleep(delay)
+        delay = min(delay * 2, 0.5)
+
+
+def test_env_is_built_once_reused_and_failures_name_the_requirements(tmp_path):
+    requirements = ["scikit-learn==1.9.1"]
+    with ThreadPoolExecutor(2) as pool:  # two builds of one key: the lock makes the second reuse
+        built = list(pool.map(lambda _: ensure_env(requirements, root=tmp_path), range(2)))
+    assert sorted(e.created for e in built) == [False, True]
+    assert built[0].key == built[1].key == env_key(python_version(sys.executable), requirements)
+    assert (built[0].path / "bin" / "seldon-core-microservice").is_file()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".build-")]
+    again = ensure_env(requirements, root=tmp_path)
+    assert not again.created and again.path == built[0].path
+    with pytest.raises(ServingError, match=r"(?s)scikit-learn==0\.0\.1.*No solution"):
+        ensure_env(["scikit-learn==0.0.1"], root=tmp_path)
+
+
+def test_model_checks_run_in_the_serving_env(iris_build: IrisBuild):
+    b = iris_build
+    predicted = predict_in_env(b.env, b.code_dir, "predict:IrisClassifier", b.v1.model_uri, b.golden)
+    assert predicted == b.expected_v1
+    with pytest.raises(ServingError, match=r"stage 'load'.*corrupted"):
+        predict_in_env(b.env, b.code_dir, "broken:Broken", b.v1.model_uri, b.golden)
+    with pytest.raises(ServingError, match=r"stage 'predict'.*not in index"):
+        predict_in_env(b.env, b.code_dir, "predict:IrisClassifier", b.v1.model_uri, b.golden.iloc[:, :2])
+    passed, output = run_model_tests(b.env, b.code_dir, b.code_dir / "tests", b.v1.model_uri)
+    assert passed, output
+    assert "1 passed" in output
+    passed, output = run_model_tests(b.env, b.code_dir, b.code_dir / "tests", str(b.code_dir / "missing"))
+    assert not passed and "1 failed" in output
+
+
+def test_first_release_then_promotion_serves_right_answers(serving: Serving, iris_build: IrisBuild):
+    b = iris_build
+    first = serving.runtime.apply(with_candidate(b.spec, b.v1, None))
+    resp = serving.gateway.predict(NS, DEP, payload(b))
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["data"]["ndarray"] == b.expected_v1
+    assert resp.headers["X-Pushbutton-Predictor"] == "candidate"
+    assert resp.headers["X-Pushbutton-Version"] == "1"
+
+    svc = serving.runtime.services.get(service_name(NS, DEP, "1"))
+    assert httpx.get(svc.url + "/health/ping").text == "pong"
+    assert httpx.get(svc.url + READY_PATH).status_code == 200
+
+    promoted = serving.runtime.apply(champion_only(b.spec, b.v1))
+    assert promoted["started"] == [] and promoted["stopped"] == []  # same version: only the route changed
+    assert promoted["reused"] == [service_name(NS, DEP, "1")]
+    assert first["route"]["backends"]["candidate"]["url"] == promoted["route"]["backends"]["champion"]["url"]
+    resp = serving.gateway.predict(NS, DEP, payload(b))
+    assert resp.headers["X-Pushbutton-Predictor"] == "champion"
+    assert resp.json()["data"]["ndarray"] == b.expected_v1
+
+
+def test_apply_is_idempotent(serving: Serving, iris_build: IrisBuild):
+    spec = champion_only(iris_build.spec, iris_build.v1)
+    serving.runtime.apply(spec)
+    pids = {s.name: s.pid for s in serving.runtime.services.list(NS, DEP)}
+    route = serving.gateway.route(NS, DEP)["config"]
+    again = serving.runtime.apply(spec)
+    assert again["changed"] is False
+    assert again["started"] == [] and again["stopped"] == []
+    assert {s.name: s.pid for s in serving.runtime.services.list(NS, DEP)} == pids
+    assert serving.gateway.route(NS, DEP)["config"] == route
+
+
+def test_canary_split_follows_weights(serving: Serving, iris_build: IrisBuild):
+    b = iris_build
+    result = serving.runtime.apply(canary(b))
+    assert result["route"]["weights"] == {"candidate": 10, "champion": 90}
+    body = payload(b, rows=3)
+    seen: Counter[str] = Counter()
+    with httpx.Client(base_url=serving.settings.gateway_url) as client:
+        for _ in range(2000):
+            resp = client.post(f"/seldon/{NS}/{DEP}/api/v1.0/predictions", json=body)
+            assert resp.status_code == 200, resp.text
+            role = resp.headers["X-Pushbutton-Predictor"]
+            expected = b.expected_v1 if role == "champion" else b.expected_v2
+            assert resp.json()["data"]["ndarray"] == expected[:3]
+            seen[role] += 1
+    share = seen["candidate"] / 2000
+    print(f"canary split over 2000 requests: {dict(seen)} -> candidate {share:.3f}")
+    assert abs(share - 0.10) <= 0.03, seen
+    route = serving.gateway.route(NS, DEP)
+    assert route["backends"]["candidate"]["requests"] >= seen["candidate"]
+
+
+def test_shadow_answers_are_never_returned(serving: Serving, iris_build: IrisBuild):
+    b = iris_build
+    serving.runtime.apply(shadow(b))
+    before = serving.gateway.route(NS, DEP)["backends"]["candidate"]
+    for _ in range(300):
+        resp = serving.gateway.predict(NS, DEP, payload(b))
+        assert resp.status_code == 200
+        assert resp.headers["X-Pushbutton-Predictor"] == "champion"
+        assert resp.json()["data"]["ndarray"] == b.expected_v1  # v2 would answer differently on every row
+
+    def copies_served() -> bool:
+        now = serving.gateway.route(NS, DEP)["backends"]["candidate"]
+        return now["shadow_requests"] - before["shadow_requests"] >= 300 and now["inflight"] == 0
+
+    until(copies_served, what="300 shadow copies served")
+    after = serving.gateway.route(NS, DEP)["backends"]["candidate"]
+    assert after["requests"] == before["requests"]  # the shadow answered no client
+    assert after["shadow_errors"] == before["shadow_errors"]
+
+
+def test_a_model_that_fails_to_load_leaves_the_route_alone(serving: Serving, iris_build: IrisBuild):
+    b = iris_build
+    serving.runtime.apply(canary(b))
+    before = serving.gateway.route(NS, DEP)["config"]
+    broken = Predictor(
+        name="candidate",
+        model=DEP,
+        version="3",
+        model_uri=b.v1.model_uri,
+        class_ref="broken:Broken",
+        code_uri=str(b.code_dir),
+        env_key=b.env.key,
+        traffic=10,
+    )
+    spec = canary(b)
+    spec = ServingSpec(namespace=NS, deployment=DEP, predictors=[spec.predictor("champion"), broken])
+    with pytest.raises(ServingError) as failure:
+        serving.runtime.apply(spec)
+    message = str(failure.value)
+    assert service_name(NS, DEP, "3") in message
+    assert "corrupted (raised on purpose" in message  # the microservice's log tail
+    assert serving.gateway.route(NS, DEP)["config"] == before
+    assert serving.runtime.services.get(service_name(NS, DEP, "3")) is None
+    assert service_name(NS, DEP, "3") not in serving.group.names()  # the half-started process is gone
+    assert serving.gateway.predict(NS, DEP, payload(b)).status_code == 200
+
+
+def test_killed_candidate_is_marked_down_and_no_request_fails(serving: Serving, iris_build: IrisBuild):
+    b = iris_build
+    serving.runtime.apply(canary(b))
+    candidate = serving.runtime.services.get(service_name(NS, DEP, "2"))
+    failures: list[str] = []
+    roles: Counter[str] = Counter()
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(base_url=serving.settings.gateway_url, timeout=30) as client:
+            while not stop.is_set():
+                try:
+                    resp = client.post(f"/seldon/{NS}/{DEP}/api/v1.0/predictions", json=payload(b, 2))
+                except httpx.HTTPError as exc:
+                    failures.append(repr(exc))
+                    continue
+                if resp.status_code != 200:
+                    failures.append(f"{resp.status_code} {resp.text[:200]}")
+                else:
+                    roles[resp.headers["X-Pushbutton-Predictor"]] += 1
+
+    worker = threading.Thread(target=load)
+    worker.start()
+    try:
+        until(lambda: roles["candidate"] >= 5, what="candidate answering under load")
+        os.killpg(serving.group.get(candidate.name).pgid, signal.SIGKILL)  # crash it: no graceful stop
+        until(
+            lambda: serving.gateway.route(NS, DEP)["backends"]["candidate"]["up"] is False,
+            what="gateway reporting the candidate down",
+        )
+        served = roles.total()
+        until(lambda: roles.total() >= served + 200, what="200 more requests after the crash")
+    finally:
+        stop.set()
+        worker.join()
+    assert failures == []
+    candidate_state = serving.gateway.route(NS, DEP)["backends"]["candidate"]
+    assert candidate_state["up"] is False and candidate_state["last_error"]
+    status = serving.runtime.status(NS, DEP)
+    assert status["backends"]["candidate"]["up"] is False
+    assert status["backends"]["champion"]["up"] is True
+
+
+def test_gateway_restart_keeps_routes(serving: Serving, iris_build: IrisBuild):
+    serving.runtime.apply(champion_only(iris_build.spec, iris_build.v1))
+    before = serving.gateway.route(NS, DEP)["config"]
+    serving.stop_gateway()
+    serving.start_gateway()
+    assert serving.gateway.route(NS, DEP)["config"] == before
+    resp = serving.gateway.predict(NS, DEP, payload(iris_build))
+    assert resp.status_code == 200 and resp.json()["data"]["ndarray"] == iris_build.expected_v1
+
+
+def test_activation_retires_the_old_champion_and_remove_stops_everything(
+    serving: Serving, iris_build: IrisBuild
+):
+    b = iris_build
+    serving.runtime.apply(canary(b))  # restarts the candidate if an earlier test killed it
+    activated = serving.runtime.apply(champion_only(b.spec, b.v2))
+    assert activated["stopped"] == [service_name(NS, DEP, "1")]
+    assert [s.version for s in serving.runtime.services.list(NS, DEP)] == ["2"]
+    resp = serving.gateway.predict(NS, DEP, payload(b))
+    assert resp.headers["X-Pushbutton-Version"] == "2"
+    assert resp.json()["data"]["ndarray"] == b.expected_v2
+
+    removed = serving.runtime.remove(NS, DEP)
+    assert removed["route_deleted"] is True
+    assert removed["stopped"] == [service_name(NS, DEP, "2")]
+    assert serving.runtime.services.list(NS, DEP) == []
+    resp = serving.gateway.predict(NS, DEP, payload(b))
+    assert resp.status_code == 404 and "models/iris" in resp.json()["error"]
+    status = serving.runtime.status(NS, DEP)
+    assert status["route"] is None and status["services"] == []
