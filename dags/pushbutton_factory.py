@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
-from airflow.sdk import DAG, Param, TriggerRule
+from airflow.sdk import DAG, CronTriggerTimetable, Param, TriggerRule
 
 from operators.lifecycle import (
     MlflowCandidateAliasOperator,
@@ -53,9 +53,16 @@ def _doc(spec: ModelSpec, model_dir: Path, kind: str) -> str:
     )
 
 
+def _schedule(cron: str | None) -> dict[str, Any]:
+    """Cron schedules start at the *next* tick: no start_date, so Airflow does not replay the most
+    recent past tick the moment a model's DAG appears (an unasked-for retrain on every new model)."""
+    if cron is None or cron == "@once":
+        return {"schedule": cron, "start_date": START}
+    return {"schedule": CronTriggerTimetable(cron, timezone="UTC")}
+
+
 def _common(spec: ModelSpec, model_dir: Path, kind: str) -> dict[str, Any]:
     return {
-        "start_date": START,
         "catchup": False,
         "tags": ["pushbutton", kind, f"model:{spec.name}", *spec.tags],
         "doc_md": _doc(spec, model_dir, kind),
@@ -68,7 +75,7 @@ def cicd_dag(spec: ModelSpec, model_dir: Path) -> DAG:
     with DAG(
         dag_id=f"{spec.name}__cicd",
         description=f"Release pipeline of {spec.name}: build, test, register, deploy, approve, activate",
-        schedule=None,
+        **_schedule(None),
         max_active_runs=1,  # one CI/CD run per model at a time; later runs queue
         params={
             "version": Param(
@@ -110,7 +117,7 @@ def retrain_dag(spec: ModelSpec, model_dir: Path) -> DAG:
     with DAG(
         dag_id=f"{spec.name}__retrain",
         description=f"Retrain {spec.name} and register a new version (which starts its CI/CD)",
-        schedule=spec.schedules.retrain,
+        **_schedule(spec.schedules.retrain),
         max_active_runs=1,
         **_common(spec, model_dir, "retrain"),
     ) as dag:
@@ -122,7 +129,7 @@ def monitor_dag(spec: ModelSpec, model_dir: Path) -> DAG:
     with DAG(
         dag_id=f"{spec.name}__monitor",
         description=f"Monitor {spec.name} in production",
-        schedule=spec.schedules.monitor,
+        **_schedule(spec.schedules.monitor),
         max_active_runs=1,
         **_common(spec, model_dir, "monitor"),
     ) as dag:

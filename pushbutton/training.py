@@ -139,9 +139,13 @@ def _skops_types(fitted: Any) -> list[str]:
 
     We trained the model ourselves; loading stays gated by MLflow's MLFLOW_ALLOW_PICKLE_DESERIALIZATION.
     """
+    import warnings
+
     import skops.io
 
-    return skops.io.get_untrusted_types(data=skops.io.dumps(fitted))
+    with warnings.catch_warnings():  # skops scans many modules; keep their deprecation noise out of logs
+        warnings.simplefilter("ignore")
+        return skops.io.get_untrusted_types(data=skops.io.dumps(fitted))
 
 
 def git_commit(path: Path) -> str:

@@ -26,7 +26,8 @@ PARSE = textwrap.dedent(
         "dags": {
             d.dag_id: {
                 "tasks": {t.task_id: sorted(t.downstream_task_ids) for t in d.tasks},
-                "tags": sorted(d.tags), "owner": d.owner, "schedule": str(d.schedule),
+                "tags": sorted(d.tags), "owner": d.owner, "schedule": getattr(d.schedule, "expression", str(d.schedule)),
+                "start_date": str(d.start_date), "run_immediately": getattr(d.schedule, "run_immediately", None),
                 "params": sorted(d.params.keys()), "max_active_runs": d.max_active_runs,
                 "doc_md": d.doc_md or "", "fileloc": d.relative_fileloc,
             }
@@ -115,6 +116,14 @@ def test_schedules_come_from_the_spec(tmp_path: Path, models: Path) -> None:
     assert dags["iris__retrain"]["schedule"] == "0 3 * * 1"
     assert dags["iris__monitor"]["schedule"] == "*/30 * * * *"
     assert dags["iris__cicd"]["schedule"] == "None"
+
+
+def test_a_new_model_does_not_replay_the_last_cron_tick(tmp_path: Path, models: Path) -> None:
+    """No start_date and run_immediately=False: the first retrain is the next tick, not one right away."""
+    dags = parse(tmp_path, models)["dags"]
+    for dag_id in ("iris__retrain", "iris__monitor"):
+        assert dags[dag_id]["start_date"] == "None"
+        assert dags[dag_id]["run_immediately"] is False
 
 
 def test_parsing_imports_nothing_heavy(tmp_path: Path, models: Path) -> None:
