@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
-from airflow.sdk import DAG, CronTriggerTimetable, Param, TriggerRule
+from airflow.sdk import DAG, CronTriggerTimetable, Param, TriggerRule, task
 
 from operators.lifecycle import (
     MlflowCandidateAliasOperator,
@@ -110,7 +110,18 @@ def cicd_dag(spec: ModelSpec, model_dir: Path) -> DAG:
             trigger_rule=TriggerRule.ALL_SKIPPED,  # runs only when a rejection skipped `activate`
         )
         build >> test >> register >> deploy >> approve >> activate >> discard
+        # `discard_candidate` is the only leaf and is skipped on success *and* after a failure, so
+        # without a watcher a failed gate would leave the run "success"
+        [build, test, register, deploy, approve, activate, discard] >> fail_on_error()
     return dag
+
+
+@task(task_id="fail_on_error", trigger_rule=TriggerRule.ONE_FAILED, retries=0)
+def fail_on_error() -> None:
+    """Watcher: fail the run when any step failed (the champion was left untouched)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    raise AirflowFailException("a pipeline step failed; its log says which check and why")
 
 
 def retrain_dag(spec: ModelSpec, model_dir: Path) -> DAG:

@@ -121,16 +121,23 @@ def fit(spec: ModelSpec, model_dir: Path) -> Fitted:
 
 def flavor_kwargs(fitted: Fitted, infer_requirements: bool = True) -> dict[str, Any]:
     """How ``mlflow.sklearn`` saves/logs a fitted model: skops with the model's own trusted types, and
-    the model directory's requirements.txt (else MLflow infers them, unless told not to)."""
+    the model directory's requirements plus ``skops`` (needed to load it; MLflow records it only when
+    it infers requirements). Without a requirements file MLflow infers them, unless told not to."""
+    import importlib.metadata
+
     import mlflow.sklearn
 
-    requirements = fitted.model_dir / (fitted.spec.requirements or "requirements.txt")
+    skops = f"skops=={importlib.metadata.version('skops')}"
+    file = fitted.model_dir / (fitted.spec.requirements or "requirements.txt")
+    if file.is_file():
+        lines = [line.split("#")[0].strip() for line in file.read_text().splitlines()]
+        requirements: list[str] | None = [*(r for r in lines if r), skops]
+    else:
+        requirements = None if infer_requirements else [skops]
     return {
         "serialization_format": mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
         "skops_trusted_types": _skops_types(fitted.estimator),
-        "pip_requirements": str(requirements)
-        if requirements.is_file()
-        else (None if infer_requirements else []),
+        "pip_requirements": requirements,
     }
 
 

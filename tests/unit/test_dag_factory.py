@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import subprocess
@@ -95,14 +96,14 @@ def test_each_example_model_yields_its_three_dags(tmp_path: Path, models: Path) 
 
 def test_cicd_dag_shape_tags_owner_params(tmp_path: Path, models: Path) -> None:
     dag = parse(tmp_path, models)["dags"]["iris__cicd"]
+    steps = ["build", "test", "register", "deploy_candidate", "approve", "activate", "discard_candidate"]
     assert dag["tasks"] == {
-        "build": ["test"],
-        "test": ["register"],
-        "register": ["deploy_candidate"],
-        "deploy_candidate": ["approve"],
-        "approve": ["activate"],
-        "activate": ["discard_candidate"],
-        "discard_candidate": [],
+        **{
+            step: sorted([following, "fail_on_error"])
+            for step, following in itertools.pairwise(steps)
+        },
+        "discard_candidate": ["fail_on_error"],
+        "fail_on_error": [],
     }
     assert {"pushbutton", "cicd", "model:iris"} <= set(dag["tags"])
     assert dag["owner"] == "data-science@example.com"
