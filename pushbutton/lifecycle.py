@@ -7,6 +7,7 @@ registry aliases, and nothing moves before the checks pass.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import Any
 
 from pushbutton import registry as reg
 from pushbutton.config import Settings
-from pushbutton.errors import Conflict, GateFailed, NotFound, ServingError
+from pushbutton.errors import Conflict, GateFailed, NotFound, PushbuttonError, ServingError
 from pushbutton.gate import (
     Check,
     GateReport,
@@ -104,14 +105,6 @@ def build(p: Platform, name: str, version: str, run_id: str = "") -> dict[str, A
     }
 
 
-def _predict(prepared: Prepared, frame: Any) -> list[Any]:
-    from pushbutton.serving.checks import predict_in_env
-
-    return predict_in_env(
-        prepared.env, prepared.code_dir, prepared.spec.predict.class_, str(prepared.model_dir), frame
-    )
-
-
 def _signature_inputs(model_dir: Path) -> list[dict[str, Any]] | None:
     import yaml
 
@@ -120,10 +113,35 @@ def _signature_inputs(model_dir: Path) -> list[dict[str, Any]] | None:
     return json.loads(inputs) if inputs else None
 
 
+def _rows(frame: Any) -> list[list[Any]]:
+    return frame.to_numpy().tolist()
+
+
+def _champion_predictions(p: Platform, name: str, version: str, frame: Any) -> list[Any]:
+    """The champion's answers on the candidate's holdout: from its running microservice, else from a
+    one-off load in its serving environment."""
+    from pushbutton.serving.checks import predict_http, predict_in_env
+
+    incumbent = prepare(p, name, version)
+    spec = incumbent.spec
+    url = p.runtime.endpoint(spec.serving.namespace, name, version)
+    if url:
+        return predict_http(url, spec.feature_names, _rows(frame[spec.feature_names]))
+    return predict_in_env(
+        incumbent.env, incumbent.code_dir, spec.predict.class_, str(incumbent.model_dir), frame
+    )
+
+
 def evaluate(p: Platform, name: str, version: str) -> GateReport:
-    """Run every check of the gate in the version's serving environment; never raises on a failed check."""
+    """Run every check of the gate against the version's own seldon microservice; never raises on a
+    failed check. The model's tests and the champion's answers run concurrently with the load."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pandas as pd
+
     from pushbutton.data import split
-    from pushbutton.serving.checks import run_model_tests
+    from pushbutton.serving.checks import predict_http, run_model_tests
+    from pushbutton.serving.spec import predictor
 
     report = GateReport(name, str(version))
     try:
@@ -138,43 +156,49 @@ def evaluate(p: Platform, name: str, version: str) -> GateReport:
         report.checks.append(
             Check("input signature", False, f"MLmodel unreadable ({exc}); artifact corrupted?")
         )
-    data = split(spec, prepared.code_dir)
-    try:
-        predicted = _predict(prepared, data.x_holdout)
-    except ServingError as exc:
-        report.checks.append(Check("holdout predictions", False, str(exc)))
-        return report
+    champion = p.registry.by_alias(name, reg.CHAMPION)
+    incumbent = champion.version if champion is not None and champion.version != str(version) else None
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        serving = pool.submit(
+            p.runtime.warm, spec.serving.namespace, predictor(spec, "candidate", prepared.release)
+        )
+        tests = None
+        if spec.tests:
+            tests_dir = prepared.code_dir / spec.tests
+            tests = pool.submit(
+                run_model_tests, prepared.env, prepared.code_dir, tests_dir, str(prepared.model_dir)
+            )
+        data = split(spec, prepared.code_dir)  # while the microservice loads the model
+        golden = pd.read_csv(prepared.code_dir / str(spec.gate.golden)) if spec.gate.golden else None
+        theirs = pool.submit(_champion_predictions, p, name, incumbent, data.x_holdout) if incumbent else None
+        try:
+            url = serving.result()
+            predicted = predict_http(url, spec.feature_names, _rows(data.x_holdout))
+            golden_predicted = None
+            if golden is not None:
+                golden_predicted = predict_http(url, spec.feature_names, _rows(golden[spec.feature_names]))
+        except ServingError as exc:
+            report.checks.append(Check("serving", False, f"v{version} does not serve: {exc}"))
+            return report
     report.metrics = compute_metrics(spec.task, list(data.y_holdout), predicted)
     report.checks += threshold_checks(spec, report.metrics)
-    if spec.gate.golden:
-        report.checks.append(_golden(prepared))
-    if spec.tests:
-        passed, output = run_model_tests(
-            prepared.env, prepared.code_dir, prepared.code_dir / spec.tests, str(prepared.model_dir)
-        )
+    if golden is not None:
+        report.checks.append(golden_check(spec, golden["expected"].tolist(), golden_predicted))
+    if tests is not None:
+        passed, output = tests.result()
         last = output.strip().splitlines()[-1] if output.strip() else "no output"
         report.checks.append(Check("model tests", passed, last if passed else output[-1500:]))
-    champion = p.registry.by_alias(name, reg.CHAMPION)
-    if champion is not None and champion.version != str(version):
-        incumbent = prepare(p, name, champion.version)
-        champ_metrics = compute_metrics(spec.task, list(data.y_holdout), _predict(incumbent, data.x_holdout))
-        report.champion = {"version": champion.version, "metrics": champ_metrics}
-        report.checks.append(champion_check(spec, report.metrics, champ_metrics, champion.version))
+    if theirs is not None:
+        try:
+            champ_metrics = compute_metrics(spec.task, list(data.y_holdout), theirs.result())
+        except ServingError as exc:
+            report.checks.append(
+                Check("champion comparison", False, f"champion v{incumbent} did not answer: {exc}")
+            )
+        else:
+            report.champion = {"version": incumbent, "metrics": champ_metrics}
+            report.checks.append(champion_check(spec, report.metrics, champ_metrics, incumbent))
     return report
-
-
-def _golden(prepared: Prepared) -> Check:
-    import pandas as pd
-
-    spec = prepared.spec
-    path = prepared.code_dir / str(spec.gate.golden)
-    frame = pd.read_csv(path)
-    expected = frame["expected"].tolist()
-    try:
-        predicted = _predict(prepared, frame[spec.feature_names])
-    except ServingError as exc:
-        return Check("golden data", False, str(exc))
-    return golden_check(spec, expected, predicted)
 
 
 def test(p: Platform, name: str, version: str, run_id: str = "") -> GateReport:
@@ -193,6 +217,9 @@ def test(p: Platform, name: str, version: str, run_id: str = "") -> GateReport:
         tags |= {reg.STATUS: "failed", reg.REASON: "; ".join(report.failures)}
     p.registry.set_tags(name, version, tags)
     if not report.passed:
+        with contextlib.suppress(PushbuttonError):  # the candidate's microservice: nothing half-deployed
+            namespace = load_spec(p.release_dir(name, version) / "code").serving.namespace
+            p.runtime.release(namespace, name, str(version))
         raise GateFailed(report.failures, report)
     return report
 

@@ -1,18 +1,21 @@
 """MLflow Model Registry access: versions, aliases (never the deprecated stages), tags, artifacts.
 
-Transport and MLflow errors are re-raised as ``NotFound`` / ``AlreadyExists`` / ``PushbuttonError``
-``from`` the original. mlflow is imported lazily so importing this module stays cheap.
+MLflow errors are re-raised as ``NotFound`` / ``AlreadyExists`` / ``PushbuttonError``; metadata
+calls use MLflow's REST API directly, so importing and using this module stays cheap.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from pushbutton.errors import AlreadyExists, NotFound, PushbuttonError
 
@@ -45,6 +48,7 @@ class Version:
 
 @contextlib.contextmanager
 def _translate(what: str) -> Iterator[None]:
+    """MLflow client errors (artifact downloads) as pushbutton errors."""
     from mlflow.exceptions import MlflowException, RestException
 
     try:
@@ -53,28 +57,55 @@ def _translate(what: str) -> Iterator[None]:
         code = getattr(exc, "error_code", "")
         if code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND") or "not found" in str(exc).lower():
             raise NotFound(f"{what}: not found in the MLflow registry") from exc
-        if code == "RESOURCE_ALREADY_EXISTS":
-            raise AlreadyExists(f"{what}: already exists in the MLflow registry") from exc
         raise PushbuttonError(f"{what}: MLflow registry error: {exc}") from exc
-    except OSError as exc:  # connection refused, DNS, timeouts surface as requests/urllib3 OSErrors
+    except OSError as exc:
         raise PushbuttonError(f"{what}: MLflow is unreachable ({exc}); is `pushbutton up` running?") from exc
 
 
 class Registry:
-    """One MLflow tracking server's model registry."""
+    """One MLflow tracking server's model registry.
 
-    def __init__(self, tracking_uri: str):
-        from mlflow import MlflowClient
+    Metadata goes over MLflow's REST API (``/api/2.0/mlflow``) with httpx: a lifecycle task then
+    needs milliseconds, not the seconds ``import mlflow`` costs. Artifact downloads use mlflow.
+    Credentials follow MLflow's own variables (``MLFLOW_TRACKING_TOKEN`` or ``_USERNAME``/``_PASSWORD``).
+    """
 
-        self.tracking_uri = tracking_uri
-        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    def __init__(self, tracking_uri: str, timeout: float = 30.0):
+        self.tracking_uri = tracking_uri.rstrip("/")
+        token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+        user, password = (
+            os.environ.get("MLFLOW_TRACKING_USERNAME"),
+            os.environ.get("MLFLOW_TRACKING_PASSWORD"),
+        )
+        self.http = httpx.Client(
+            base_url=f"{self.tracking_uri}/api/2.0/mlflow",
+            timeout=timeout,
+            headers={"Authorization": f"Bearer {token}"} if token else None,
+            auth=(user, password) if user and password else None,
+        )
+
+    def _call(self, method: str, path: str, what: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise PushbuttonError(
+                f"{what}: MLflow is unreachable at {self.tracking_uri} ({exc}); is `pushbutton up` running?"
+            ) from exc
+        if response.is_success:
+            return response.json() if response.content else {}
+        try:
+            body = response.json()
+        except ValueError:
+            body = {"message": response.text[:300]}
+        code, message = body.get("error_code", ""), body.get("message", response.reason_phrase)
+        if response.status_code == 404 or code == "RESOURCE_DOES_NOT_EXIST" or "not found" in message.lower():
+            raise NotFound(f"{what}: not found in the MLflow registry ({message})")
+        if code == "RESOURCE_ALREADY_EXISTS":
+            raise AlreadyExists(f"{what}: already exists in the MLflow registry")
+        raise PushbuttonError(f"{what}: MLflow answered HTTP {response.status_code} {code}: {message}")
 
     def ping(self, timeout: float = 5.0) -> None:
-        """Fail fast (instead of MLflow's minutes of retries) when the tracking server is down."""
-        import httpx
-
-        if not self.tracking_uri.startswith(("http://", "https://")):
-            return
+        """Fail fast when the tracking server is down (instead of retrying for minutes)."""
         try:
             httpx.get(f"{self.tracking_uri}/health", timeout=timeout).raise_for_status()
         except httpx.HTTPError as exc:
@@ -83,71 +114,100 @@ class Registry:
                 "or point PUSHBUTTON_MLFLOW_PORT at the running server"
             ) from exc
 
-    def _version(self, mv: Any) -> Version:
+    @staticmethod
+    def _version(mv: dict[str, Any]) -> Version:
         return Version(
-            name=mv.name,
-            version=str(mv.version),
-            run_id=mv.run_id or "",
-            source=mv.source or "",
-            tags=dict(mv.tags or {}),
-            aliases=tuple(getattr(mv, "aliases", ()) or ()),
+            name=mv["name"],
+            version=str(mv["version"]),
+            run_id=mv.get("run_id", ""),
+            source=mv.get("source", ""),
+            tags={t["key"]: t.get("value", "") for t in mv.get("tags", [])},
+            aliases=tuple(mv.get("aliases", [])),
         )
 
     def get(self, name: str, version: str) -> Version:
-        with _translate(f"model '{name}' version {version}"):
-            return self._version(self.client.get_model_version(name, str(version)))
+        what = f"model '{name}' version {version}"
+        found = self._call("GET", "/model-versions/get", what, params={"name": name, "version": str(version)})
+        return self._version(found["model_version"])
 
     def by_alias(self, name: str, alias: str) -> Version | None:
         """The version an alias points at, or None when the alias (or the model) does not exist."""
         try:
-            with _translate(f"alias '{alias}' of model '{name}'"):
-                return self._version(self.client.get_model_version_by_alias(name, alias))
+            found = self._call(
+                "GET",
+                "/registered-models/alias",
+                f"alias '{alias}' of model '{name}'",
+                params={"name": name, "alias": alias},
+            )
         except NotFound:
             return None
+        return self._version(found["model_version"])
 
     def versions(self, name: str) -> list[Version]:
-        with _translate(f"versions of model '{name}'"):
-            found = self.client.search_model_versions(f"name = '{name}'")
-        return sorted((self._version(v) for v in found), key=lambda v: int(v.version))
+        found: list[Version] = []
+        params: dict[str, Any] = {"filter": f"name = '{name}'", "max_results": 1000}
+        while True:
+            page = self._call("GET", "/model-versions/search", f"versions of model '{name}'", params=params)
+            found += [self._version(v) for v in page.get("model_versions", [])]
+            if not page.get("next_page_token"):
+                return sorted(found, key=lambda v: int(v.version))
+            params["page_token"] = page["next_page_token"]
 
     def exists(self, name: str) -> bool:
         try:
-            with _translate(f"model '{name}'"):
-                self.client.get_registered_model(name)
+            self._call("GET", "/registered-models/get", f"model '{name}'", params={"name": name})
         except NotFound:
             return False
         return True
 
     def set_alias(self, name: str, alias: str, version: str) -> None:
-        with _translate(f"alias '{alias}' -> {name} v{version}"):
-            self.client.set_registered_model_alias(name, alias, str(version))
+        self._call(
+            "POST",
+            "/registered-models/alias",
+            f"alias '{alias}' -> {name} v{version}",
+            json={"name": name, "alias": alias, "version": str(version)},
+        )
 
     def delete_alias(self, name: str, alias: str) -> None:
-        with contextlib.suppress(NotFound), _translate(f"alias '{alias}' of model '{name}'"):
-            self.client.delete_registered_model_alias(name, alias)
+        with contextlib.suppress(NotFound):
+            self._call(
+                "DELETE",
+                "/registered-models/alias",
+                f"alias '{alias}' of model '{name}'",
+                json={"name": name, "alias": alias},
+            )
 
     def set_tags(self, name: str, version: str, tags: dict[str, Any]) -> None:
-        with _translate(f"tags of {name} v{version}"):
-            for key, value in tags.items():
-                text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
-                self.client.set_model_version_tag(name, str(version), key, text[:_TAG_LIMIT])
+        for key, value in tags.items():
+            text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+            self._call(
+                "POST",
+                "/model-versions/set-tag",
+                f"tag {key} of {name} v{version}",
+                json={"name": name, "version": str(version), "key": key, "value": text[:_TAG_LIMIT]},
+            )
 
     def ensure_model(self, name: str, description: str, tags: dict[str, str]) -> None:
         if self.exists(name):
             return
-        with contextlib.suppress(AlreadyExists), _translate(f"model '{name}'"):
-            self.client.create_registered_model(name, tags=tags, description=description)
+        body = {
+            "name": name,
+            "description": description,
+            "tags": [{"key": k, "value": v} for k, v in tags.items()],
+        }
+        with contextlib.suppress(AlreadyExists):
+            self._call("POST", "/registered-models/create", f"model '{name}'", json=body)
 
     def download(self, name: str, version: str, dest: Path) -> Path:
         """Materialise a version for serving: ``dest/model`` (MLflow model) and ``dest/code`` (model dir).
 
         Idempotent: a complete download (marker file) is reused; a partial one is replaced.
         """
-        import mlflow.artifacts
-
         marker = dest / ".complete"
         if marker.exists():
             return dest
+        import mlflow.artifacts
+
         mv = self.get(name, version)
         staging = dest.with_name(dest.name + ".partial")
         shutil.rmtree(staging, ignore_errors=True)

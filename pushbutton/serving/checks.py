@@ -135,3 +135,21 @@ def run_model_tests(
         except OSError as exc:
             raise ServingError(f"cannot run pytest with {env.python}: {exc}; rebuild the env") from exc
     return proc.returncode == 0, proc.stdout
+
+
+def predict_http(url: str, names: list[str], rows: list[list[Any]], timeout: float = 60.0) -> list[Any]:
+    """Predictions from a running seldon microservice (``POST /api/v1.0/predictions``)."""
+    import httpx
+
+    body = {"data": {"names": names, "ndarray": rows}}
+    try:
+        response = httpx.post(f"{url}/api/v1.0/predictions", json=body, timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise ServingError(f"{url} did not answer a prediction request: {exc}") from exc
+    if response.status_code != 200:
+        raise ServingError(f"predict at {url} failed with HTTP {response.status_code}: {response.text[:800]}")
+    data = response.json().get("data") or {}
+    values = data.get("ndarray", (data.get("tensor") or {}).get("values"))
+    if values is None:
+        raise ServingError(f"{url} answered without data.ndarray or data.tensor: {response.text[:300]}")
+    return values

@@ -140,6 +140,31 @@ class LocalRuntime:
 
     # the rest of the runtime API --------------------------------------------------------------
 
+    def warm(self, namespace: str, predictor: Predictor) -> str:
+        """Start (or reuse) one version's microservice without routing traffic to it; return its URL.
+
+        The test stage checks a version through the very service the deployment will then reuse.
+        """
+        with self._lock(namespace, predictor.model):
+            svc, _ = self._ensure(namespace, predictor, self.gateway.route(namespace, predictor.model))
+            return svc.url
+
+    def endpoint(self, namespace: str, model: str, version: str) -> str | None:
+        """URL of a version's running, healthy microservice (None if it is not running)."""
+        svc = self.services.get(service_name(namespace, model, version))
+        return svc.url if svc is not None and self.services.healthy(svc) else None
+
+    def release(self, namespace: str, model: str, version: str) -> bool:
+        """Stop a version's microservice unless the gateway routes traffic to it."""
+        with self._lock(namespace, model):
+            svc = self.services.get(service_name(namespace, model, version))
+            if svc is None:
+                return False
+            current = self.gateway.route(namespace, model)
+            if current and svc.url in {b["url"] for b in current["backends"].values()}:
+                return False
+            return self.services.stop(svc.name)
+
     def remove(self, namespace: str, deployment: str) -> dict[str, Any]:
         """Delete the route, then stop the deployment's microservices once drained."""
         with self._lock(namespace, deployment):

@@ -108,7 +108,7 @@ class Release:
     code_uri: str = ""
 
 
-def _predictor(
+def predictor(
     model: ModelSpec, role: Role, release: Release, traffic: int, shadow: bool = False
 ) -> Predictor:
     return Predictor(
@@ -132,7 +132,7 @@ def _spec(model: ModelSpec, predictors: list[Predictor]) -> ServingSpec:
 
 def champion_only(model: ModelSpec, champion: Release) -> ServingSpec:
     """Steady state: the champion takes all traffic."""
-    return _spec(model, [_predictor(model, "champion", champion, 100)])
+    return _spec(model, [predictor(model, "champion", champion, 100)])
 
 
 def with_candidate(model: ModelSpec, candidate: Release, champion: Release | None) -> ServingSpec:
@@ -141,13 +141,13 @@ def with_candidate(model: ModelSpec, candidate: Release, champion: Release | Non
     Without a champion (first release of a model) the candidate answers all requests.
     """
     if champion is None:
-        return _spec(model, [_predictor(model, "candidate", candidate, 100)])
+        return _spec(model, [predictor(model, "candidate", candidate, 100)])
     shadow = model.traffic.mode == "shadow"
     share = 0 if shadow else model.traffic.candidate_percent
     return _spec(
         model,
         [
-            _predictor(model, "champion", champion, 100 - share),
-            _predictor(model, "candidate", candidate, share, shadow),
+            predictor(model, "champion", champion, 100 - share),
+            predictor(model, "candidate", candidate, share, shadow),
         ],
     )

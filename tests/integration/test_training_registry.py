@@ -51,12 +51,15 @@ def test_push_registers_a_version_with_lineage_tags(registry: reg.Registry, push
 
 
 def test_run_holds_params_metrics_and_the_model_code(registry: reg.Registry, pushed) -> None:
-    run = registry.client.get_run(pushed.run_id)
+    from mlflow import MlflowClient
+
+    client = MlflowClient(registry.tracking_uri)
+    run = client.get_run(pushed.run_id)
     assert run.data.params["C"] == "1.0"
     assert run.data.params["data.source"] == "sklearn:iris"
     assert run.data.metrics["accuracy"] == pytest.approx(pushed.metrics["accuracy"])
     assert pushed.metrics["accuracy"] >= 0.85
-    code = {a.path for a in registry.client.list_artifacts(pushed.run_id, "code")}
+    code = {a.path for a in client.list_artifacts(pushed.run_id, "code")}
     assert {"code/model.yaml", "code/train.py", "code/predict.py"} <= code
     assert "code/__pycache__" not in code
 
