@@ -109,8 +109,9 @@ class Release:
 
 
 def predictor(
-    model: ModelSpec, role: Role, release: Release, traffic: int, shadow: bool = False
+    model: ModelSpec, role: Role, release: Release, traffic: int = 100, shadow: bool = False
 ) -> Predictor:
+    """One version of ``model`` as a predictor of its deployment."""
     return Predictor(
         name=role,
         model=model.name,

@@ -1,0 +1,223 @@
+"""The release lifecycle on real MLflow, real seldon-core microservices and the real gateway.
+
+Airflow is not involved here (the e2e test drives the same steps through the DAGs); these tests
+call ``pushbutton.lifecycle`` directly, so every failure shows the exact step.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pushbutton import registry as reg
+from pushbutton.config import REPO_ROOT
+from pushbutton.errors import Conflict, GateFailed, NotFound
+from pushbutton.lifecycle import (
+    Platform,
+    deploy_candidate,
+    make_champion,
+    register_candidate,
+    reject,
+)
+from pushbutton.lifecycle import (
+    test as run_gate,
+)
+from pushbutton.spec import load_model_dir
+from pushbutton.training import train_and_register
+from tests.integration.platform import platform_settings
+
+pytestmark = pytest.mark.integration
+IRIS = REPO_ROOT / "models" / "iris"
+ROW = [5.1, 3.5, 1.4, 0.2]
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory):
+    from pushbutton.stack import down, up
+
+    with platform_settings(tmp_path_factory.mktemp("lifecycle")) as cfg:
+        up(cfg, airflow=False)  # MLflow + gateway
+        try:
+            yield Platform.from_settings(cfg)
+        finally:
+            down(cfg)
+
+
+@pytest.fixture(scope="module")
+def variants(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("variants")
+
+    def make(label: str, edits: dict[str, str] | None = None, files: dict[str, str] | None = None) -> Path:
+        target = root / label
+        shutil.copytree(IRIS, target, ignore=shutil.ignore_patterns("__pycache__"))
+        spec = target / "model.yaml"
+        text = spec.read_text()
+        for old, new in (edits or {}).items():
+            assert old in text, old
+            text = text.replace(old, new)
+        spec.write_text(text)
+        for name, content in (files or {}).items():
+            (target / name).write_text(content)
+        return target
+
+    return make
+
+
+def push(p: Platform, model_dir: Path) -> str:
+    return train_and_register(load_model_dir(model_dir), model_dir, p.registry, source="test").version
+
+
+def ask(p: Platform, n: int) -> Counter[str]:
+    url = f"{p.settings.gateway_url}/seldon/models/iris/api/v1.0/predictions"
+    body = {"data": {"names": ["sepal_length_cm", "sepal_width_cm", "petal_length_cm", "petal_width_cm"],
+                     "ndarray": [ROW]}}  # fmt: skip
+    with httpx.Client(timeout=10) as client:
+        answers = [client.post(url, json=body) for _ in range(n)]
+    assert all(a.status_code == 200 for a in answers), [a.text for a in answers if a.status_code != 200][:1]
+    return Counter(a.headers["X-Pushbutton-Version"] for a in answers)
+
+
+def release(p: Platform, version: str) -> None:
+    run_gate(p, "iris", version, run_id="t")
+    register_candidate(p, "iris", version, run_id="t")
+    deploy_candidate(p, "iris", version, actor="pytest", run_id="t")
+
+
+def champion(p: Platform) -> str | None:
+    found = p.registry.by_alias("iris", reg.CHAMPION)
+    return found.version if found else None
+
+
+def candidate_service_running(p: Platform, version: str) -> bool:
+    return p.runtime.endpoint("models", "iris", version) is not None
+
+
+@pytest.fixture(scope="module")
+def v1(platform: Platform) -> str:
+    """The first release: tested, deployed alone, approved."""
+    version = push(platform, IRIS)
+    release(platform, version)
+    assert ask(platform, 10) == {version: 10}  # a first release answers everything, still as candidate
+    make_champion(platform, "iris", version, action="activate", actor="ann", run_id="r-1")
+    return version
+
+
+def test_first_release_becomes_champion(platform: Platform, v1: str) -> None:
+    assert champion(platform) == v1
+    assert platform.registry.by_alias("iris", reg.CANDIDATE) is None
+    version = platform.registry.get("iris", v1)
+    assert version.status == "champion" and version.tests_passed
+    report = version.tags["pushbutton.test_report"]
+    for check in ("input signature", "metric accuracy", "golden data", "model tests"):
+        assert check in report
+    assert [e["action"] for e in platform.history.events("iris")][:2] == ["activate", "deploy_candidate"]
+
+
+def test_activation_is_idempotent(platform: Platform, v1: str) -> None:
+    before = len(platform.history.events("iris"))
+    result = make_champion(platform, "iris", v1, action="activate", actor="ann", run_id="r-1")
+    assert result["champion"] == v1
+    assert len(platform.history.events("iris")) == before
+    assert ask(platform, 10) == {v1: 10}
+
+
+def test_canary_then_reject_restores_the_champion(platform: Platform, v1: str, variants) -> None:
+    v2 = push(platform, variants("canary", {"C: 1.0": "C: 10.0"}))
+    release(platform, v2)
+    report = platform.registry.get("iris", v2).tags["pushbutton.test_report"]
+    assert f"vs champion v{v1}" in report  # compared on the same holdout
+    split = ask(platform, 400)
+    assert set(split) == {v1, v2}
+    assert 0.04 <= split[v2] / 400 <= 0.18  # spec: 10% canary
+    reject(platform, "iris", v2, actor="bob", run_id="r-2", reason="rejected by bob: not now")
+    assert ask(platform, 20) == {v1: 20}
+    rejected = platform.registry.get("iris", v2)
+    assert rejected.status == "rejected" and "bob" in rejected.tags[reg.REASON]
+    assert platform.registry.by_alias("iris", reg.CANDIDATE) is None
+    assert not candidate_service_running(platform, v2)
+    assert champion(platform) == v1
+
+
+def test_activate_then_roll_back_to_previous(platform: Platform, v1: str, variants) -> None:
+    v3 = push(platform, variants("next", {"max_iter: 500": "max_iter: 600"}))  # same quality, new version
+    release(platform, v3)
+    make_champion(platform, "iris", v3, action="activate", actor="ann", run_id="r-3")
+    assert champion(platform) == v3 and ask(platform, 20) == {v3: 20}
+    assert platform.registry.by_alias("iris", reg.PREVIOUS).version == v1
+    make_champion(platform, "iris", "previous", action="rollback", actor="ann", run_id="r-4")
+    assert champion(platform) == v1 and ask(platform, 20) == {v1: 20}
+    assert platform.registry.by_alias("iris", reg.PREVIOUS).version == v3
+    latest = platform.history.events("iris")[0]
+    assert (latest["action"], latest["version"], latest["previous_version"]) == ("rollback", v1, v3)
+
+
+# -- bad input: each a clear error, the champion untouched ---------------------------------------
+
+
+def assert_champion_untouched(platform: Platform, version: str, expected: str) -> None:
+    assert champion(platform) == expected
+    assert ask(platform, 10) == {expected: 10}
+    assert not candidate_service_running(platform, version)
+    assert platform.registry.get("iris", version).status == "failed"
+
+
+def test_failing_gate_names_check_value_and_threshold(platform: Platform, v1: str, variants) -> None:
+    bad = push(platform, variants("strict", {"accuracy: {min: 0.85}": "accuracy: {min: 0.9999}"}))
+    with pytest.raises(GateFailed) as failed:
+        run_gate(platform, "iris", bad)
+    assert any(
+        f.startswith("metric accuracy: accuracy 0.") and "< min 0.9999" in f for f in failed.value.failures
+    )
+    assert "< min 0.9999" in platform.registry.get("iris", bad).tags[reg.REASON]
+    assert_champion_untouched(platform, bad, champion(platform))
+
+
+def test_model_whose_predict_raises(platform: Platform, v1: str, variants) -> None:
+    broken = (IRIS / "predict.py").read_text().replace(
+        "        return self.model.predict(frame[FEATURES])",
+        "        raise ValueError('predict exploded on purpose')",
+    )
+    bad = push(platform, variants("raises", files={"predict.py": broken}))
+    with pytest.raises(GateFailed) as failed:
+        run_gate(platform, "iris", bad)
+    assert any("serving" in f and "predict exploded on purpose" in f for f in failed.value.failures)
+    assert_champion_untouched(platform, bad, champion(platform))
+
+
+def test_corrupted_model_artifact(platform: Platform, v1: str) -> None:
+    bad = push(platform, IRIS)
+    model_dir = platform.registry.download("iris", bad, platform.release_dir("iris", bad)) / "model"
+    (model_dir / "model.skops").write_bytes(b"\x00 not a model \x00")
+    with pytest.raises(GateFailed) as failed:
+        run_gate(platform, "iris", bad)
+    assert any(f.startswith("serving: v") for f in failed.value.failures)
+    assert_champion_untouched(platform, bad, champion(platform))
+
+
+def test_signature_mismatch(platform: Platform, v1: str, variants) -> None:
+    edits = {"{name: petal_width_cm, type: double}": "{name: petal_width_cm, type: float}"}
+    bad = push(platform, variants("signature", edits))
+    with pytest.raises(GateFailed) as failed:
+        run_gate(platform, "iris", bad)
+    assert any("petal_width_cm: spec float, model double" in f for f in failed.value.failures)
+
+
+def test_promoting_a_failed_version_is_refused(platform: Platform, v1: str, variants) -> None:
+    bad = push(platform, variants("refused", {"accuracy: {min: 0.85}": "accuracy: {min: 0.9999}"}))
+    with pytest.raises(GateFailed):
+        run_gate(platform, "iris", bad)
+    current = champion(platform)
+    with pytest.raises(Conflict, match=rf"v{bad} did not pass its tests \(metric accuracy"):
+        make_champion(platform, "iris", bad, action="promote", actor="eve")
+    assert champion(platform) == current and ask(platform, 10) == {current: 10}
+
+
+def test_unknown_version_and_missing_alias(platform: Platform, v1: str) -> None:
+    with pytest.raises(NotFound, match="version 999"):
+        make_champion(platform, "iris", "999", action="promote")
+    with pytest.raises(NotFound, match="no 'candidate' alias"):
+        make_champion(platform, "iris", "candidate", action="promote")
