@@ -1,0 +1,113 @@
+"""The README's main job (`make demo`) under `airflow standalone`, then checks on the running stack:
+webhook security, the CLI status, and `pushbutton down` leaving no process behind."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from pushbutton.cli import main as cli
+from pushbutton.webhook import DELIVERY_ID, SIGNATURE, TIMESTAMP, sign
+from tests.integration.platform import platform_settings
+
+pytestmark = pytest.mark.e2e
+
+
+def signed(secret: str, body: bytes) -> dict[str, str]:
+    stamp = str(int(time.time()))
+    return {SIGNATURE: sign(secret, "e2e-1", stamp, body), DELIVERY_ID: "e2e-1", TIMESTAMP: stamp,
+            "Content-Type": "application/json"}  # fmt: skip
+
+
+def created(name: str, version: str) -> bytes:
+    return json.dumps(
+        {"entity": "model_version", "action": "created", "data": {"name": name, "version": version}}
+    ).encode()
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory):
+    """Run the demo to completion and keep its stack up for the checks below; stop it afterwards."""
+    from pushbutton.stack import down, stack_processes
+
+    root = tmp_path_factory.mktemp("demo")
+    home, report = root / "home", root / "report.json"
+    with platform_settings(home) as cfg:
+        proc = subprocess.run(
+            [sys.executable, "-m", "pushbutton.demo", "--home", str(home), "--report", str(report), "--keep-up"],
+            capture_output=True, text=True, timeout=2400,
+        )  # fmt: skip
+        try:
+            assert proc.returncode == 0, f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+            yield cfg, json.loads(report.read_text()), proc.stdout
+        finally:
+            down(cfg)
+            assert stack_processes(cfg) == [], "pushbutton down left processes behind"
+
+
+def test_demo_runs_the_whole_lifecycle(demo) -> None:
+    _, report, stdout = demo
+    v1, v2, v3 = (report["versions"][k] for k in ("v1", "v2", "v3"))
+    assert report["ok"] is True
+    assert 50 <= report["canary"][v2] <= 150  # 10% canary over 1 000 requests
+    assert report["activation"]["failed"] == 0 and report["activation"]["by_version"].get(v2, 0) > 0
+    assert report["rollback"]["failed"] == 0
+    assert report["reject"] == {"version": v3, "status": "rejected", "serving": {v1: 100}}
+    assert report["champion"] == v1  # rolled back to v1; v3 rejected
+    assert "Airflow UI → Browse → Required Actions" in stdout
+
+
+def test_webhook_with_a_bad_signature_is_refused_and_triggers_nothing(demo) -> None:
+    from pushbutton.airflow_client import AirflowClient
+
+    cfg, _, _ = demo
+    client = AirflowClient.from_settings(cfg)
+    before = len(client.list_runs("iris__cicd"))
+    body = created("iris", "77")
+    url = f"{cfg.airflow_url}/pushbutton/webhooks/mlflow"
+    forged = httpx.post(url, content=body, headers=signed("not-the-secret", body))
+    assert forged.status_code == 401 and "signature does not match" in forged.text
+    unsigned = httpx.post(url, content=body, headers={"Content-Type": "application/json"})
+    assert unsigned.status_code == 401
+    assert len(client.list_runs("iris__cicd")) == before
+
+
+def test_webhook_for_an_unknown_model_is_404_and_triggers_nothing(demo) -> None:
+    from pushbutton.stack import webhook_secret
+
+    cfg, _, _ = demo
+    body = created("no-such-model", "1")
+    answer = httpx.post(f"{cfg.airflow_url}/pushbutton/webhooks/mlflow", content=body,
+                        headers=signed(webhook_secret(cfg), body))  # fmt: skip
+    assert answer.status_code == 404
+    assert "no pushbutton model 'no-such-model'" in answer.json()["detail"]
+
+
+def test_redelivery_of_a_version_does_not_start_a_second_run(demo) -> None:
+    from pushbutton.stack import webhook_secret
+
+    cfg, report, _ = demo
+    body = created("iris", report["versions"]["v1"])
+    answer = httpx.post(f"{cfg.airflow_url}/pushbutton/webhooks/mlflow", content=body,
+                        headers=signed(webhook_secret(cfg), body))  # fmt: skip
+    assert answer.status_code == 200 and answer.json()["status"] == "already triggered"
+
+
+def test_cli_status_shows_aliases_serving_and_history(demo, capsys: pytest.CaptureFixture[str]) -> None:
+    _, report, _ = demo
+    assert cli(["status", "iris"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    v1, v2, v3 = (report["versions"][k] for k in ("v1", "v2", "v3"))
+    assert status["aliases"]["champion"] == v1 and status["aliases"]["previous"] == v2
+    assert {v["version"]: v["status"] for v in status["versions"]}[v3] == "rejected"
+    history = [(e["action"], e["version"]) for e in status["history"]]
+    assert history == [
+        ("reject", v3), ("deploy_candidate", v3), ("rollback", v1), ("activate", v2),
+        ("deploy_candidate", v2), ("activate", v1), ("deploy_candidate", v1),
+    ]  # fmt: skip
+    assert status["serving"]["route"] is not None
