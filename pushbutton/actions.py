@@ -110,7 +110,11 @@ def model_status(settings: Settings, model: str) -> dict[str, Any]:
             namespace = spec.serving.namespace
     return {
         "model": model,
-        "aliases": {alias: v.version for v in versions for alias in v.aliases},
+        "aliases": {  # MLflow's version search does not return aliases: ask for each
+            alias: found.version
+            for alias in (reg.CHAMPION, reg.CANDIDATE, reg.PREVIOUS)
+            if (found := registry.by_alias(model, alias)) is not None
+        },
         "versions": [
             {
                 "version": v.version,

@@ -54,7 +54,7 @@ def test_demo_runs_the_whole_lifecycle(demo) -> None:
     _, report, stdout = demo
     v1, v2, v3 = (report["versions"][k] for k in ("v1", "v2", "v3"))
     assert report["ok"] is True
-    assert 50 <= report["canary"][v2] <= 150  # 10% canary over 1 000 requests
+    assert 50 <= report["canary"]["v2"] <= 150  # 10% canary over 1 000 requests
     assert report["activation"]["failed"] == 0 and report["activation"]["by_version"].get(v2, 0) > 0
     assert report["rollback"]["failed"] == 0
     assert report["reject"] == {"version": v3, "status": "rejected", "serving": {v1: 100}}
