@@ -214,3 +214,59 @@ def http_ok(url: str, timeout: float = 2.0) -> Callable[[], bool]:
             return False
 
     return check
+
+
+# -- processes that left their group: found by an environment marker ------------------------
+
+
+def _ancestors() -> set[int]:
+    pids, pid = {os.getpid()}, os.getpid()
+    while pid > 1:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            pid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        except (OSError, ValueError):
+            break
+        pids.add(pid)
+    return pids
+
+
+def processes_with_env(key: str, value: str) -> list[int]:
+    """Pids (not ours, nor our ancestors') whose environment has ``key=value``."""
+    needle, skip, found = f"{key}={value}".encode(), _ancestors(), []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in skip:
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if needle in environ.split(b"\0"):
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def process_cmdline(pid: int) -> str:
+    """The command line of ``pid`` (for error messages), ``?`` when it is gone."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return "?"
+
+
+def kill_processes(pids: list[int], timeout: float = 10.0) -> None:
+    """SIGTERM ``pids``, SIGKILL what is left after ``timeout``; a reused pid is never signalled."""
+    ticks = {pid: _start_ticks(pid) for pid in pids}
+    live = {pid: t for pid, t in ticks.items() if t is not None}
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid, t in live.items():
+            if _start_ticks(pid) == t:  # still the same process, never a reused pid
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            _reap()
+            live = {pid: t for pid, t in live.items() if _start_ticks(pid) == t}
+            if not live:
+                return
+            time.sleep(0.1)

@@ -16,7 +16,6 @@ import importlib.util
 import json
 import os
 import secrets
-import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -29,7 +28,17 @@ import httpx
 from pushbutton.airflow_client import PASSWORD_FILE, is_healthy
 from pushbutton.config import Settings
 from pushbutton.errors import StackError
-from pushbutton.procs import ProcessGroup, ProcInfo, free_port, http_ok, require_port, tail
+from pushbutton.procs import (
+    ProcessGroup,
+    ProcInfo,
+    free_port,
+    http_ok,
+    kill_processes,
+    process_cmdline,
+    processes_with_env,
+    require_port,
+    tail,
+)
 
 MARKER = "PUSHBUTTON_STACK_HOME"
 ADMIN_USER = "admin"
@@ -513,64 +522,9 @@ def register_webhook(settings: Settings, secret: str, client: Any = None) -> str
 # -- down, status, stray processes -----------------------------------------------------------
 
 
-def _ancestors() -> set[int]:
-    pids, pid = {os.getpid()}, os.getpid()
-    while pid > 1:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            pid = int(stat[stat.rindex(")") + 2 :].split()[1])
-        except (OSError, ValueError):
-            break
-        pids.add(pid)
-    return pids
-
-
-def processes_with_env(key: str, value: str) -> list[int]:
-    """Pids (not ours, nor our ancestors') whose environment has ``key=value``."""
-    needle, skip, found = f"{key}={value}".encode(), _ancestors(), []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) in skip:
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if needle in environ.split(b"\0"):
-            found.append(int(entry.name))
-    return sorted(found)
-
-
 def stack_processes(settings: Settings) -> list[int]:
     """Live processes started by this stack (including ones that left their process group)."""
     return processes_with_env(MARKER, str(settings.home))
-
-
-def process_cmdline(pid: int) -> str:
-    """The command line of ``pid`` (for error messages), ``?`` when it is gone."""
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return "?"
-
-
-def kill_processes(pids: list[int], timeout: float = 10.0) -> None:
-    """SIGTERM ``pids``, SIGKILL what is left after ``timeout``; a reused pid is never signalled."""
-    from pushbutton.procs import _reap, _start_ticks
-
-    ticks = {pid: _start_ticks(pid) for pid in pids}
-    live = {pid: t for pid, t in ticks.items() if t is not None}
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid, t in live.items():
-            if _start_ticks(pid) == t:  # still the same process, never a reused pid
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, sig)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            _reap()
-            live = {pid: t for pid, t in live.items() if _start_ticks(pid) == t}
-            if not live:
-                return
-            time.sleep(0.1)
 
 
 def _stop_models(settings: Settings) -> tuple[list[str], str | None]:

@@ -25,7 +25,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def no_leftover_processes() -> Iterator[None]:
     """Fail the session if any process started by it is still alive at the end (and kill it)."""
     yield
-    from pushbutton.stack import kill_processes, process_cmdline, processes_with_env
+    from pushbutton.procs import kill_processes, process_cmdline, processes_with_env
 
     marker = os.environ[SESSION_MARKER]
     deadline = time.monotonic() + 10.0

@@ -15,6 +15,7 @@ from pushbutton.airflow_client import AirflowClient
 from pushbutton.cli import main
 from pushbutton.config import settings
 from pushbutton.errors import Conflict
+from pushbutton.procs import process_cmdline
 
 pytestmark = pytest.mark.e2e
 
@@ -111,7 +112,7 @@ def _pids_mentioning(home: Path) -> list[int]:
                 found.append(int(entry.name))
         except OSError:
             continue
-    return [pid for pid in found if pid != os.getpid() and stack.process_cmdline(pid) != "?"]
+    return [pid for pid in found if pid != os.getpid() and process_cmdline(pid) != "?"]
 
 
 def test_up_run_a_dag_down(cfg, capsys):

@@ -7,7 +7,6 @@ Import ``iris_build_fixture`` and ``serving_fixture`` into a test module; tests 
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from pushbutton.serving.gateway import GatewayClient, gateway_argv
 from pushbutton.serving.local import LocalRuntime
 from pushbutton.serving.spec import Release
 from pushbutton.spec import ModelSpec, load_model_dir
+from pushbutton.training import load_reference
 
 IRIS = Path(REPO_ROOT) / "models" / "iris"
 BROKEN_CLASS = """
@@ -64,14 +64,12 @@ def iris_build_fixture(tmp_path_factory: pytest.TempPathFactory) -> IrisBuild:
     shutil.copytree(IRIS, code_dir, ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache"))
     (code_dir / "broken.py").write_text(BROKEN_CLASS)
     spec = load_model_dir(code_dir)
-    loader = importlib.util.spec_from_file_location("iris_train_for_tests", code_dir / "train.py")
-    train_module = importlib.util.module_from_spec(loader)
-    loader.loader.exec_module(train_module)
+    train = load_reference(code_dir, spec.train.entry_point)
     data = split(spec, code_dir)
     golden = pd.read_csv(code_dir / "golden.csv")[spec.feature_names]
     models = {
-        "1": train_module.train(data.x_train, data.y_train, spec.train.params),
-        "2": train_module.train(data.x_train, (data.y_train + 1) % 3, spec.train.params),
+        "1": train(data.x_train, data.y_train, spec.train.params),
+        "2": train(data.x_train, (data.y_train + 1) % 3, spec.train.params),
     }
     releases = {}
     for version, model in models.items():

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import threading
-import time
-
 import pytest
 
 from pushbutton.errors import Conflict
 from pushbutton.history import HistoryStore
 from tests.integration.postgres import postgres_server
+from tests.unit.test_history import assert_lock_serialises
 
 pytestmark = pytest.mark.integration
 
@@ -30,24 +28,7 @@ def test_history_round_trip(pg_url: str) -> None:
 
 
 def test_advisory_lock_serialises_across_connections(pg_url: str) -> None:
-    store, other = HistoryStore(pg_url), HistoryStore(pg_url)
-    order: list[str] = []
-    inside = threading.Event()
-
-    def first() -> None:
-        with store.lock("pg-iris"):
-            order.append("first-in")
-            inside.set()
-            time.sleep(0.3)  # hold the lock while the other store waits for it
-            order.append("first-out")
-
-    thread = threading.Thread(target=first)
-    thread.start()
-    inside.wait(5)
-    with other.lock("pg-iris"):
-        order.append("second")
-    thread.join()
-    assert order == ["first-in", "first-out", "second"]
+    assert_lock_serialises(HistoryStore(pg_url), HistoryStore(pg_url), "pg-iris")
 
 
 def test_advisory_lock_timeout_is_a_conflict(pg_url: str) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from pushbutton import stack
 from pushbutton.errors import StackError
-from pushbutton.procs import port_free
+from pushbutton.procs import port_free, process_cmdline
 
 pytestmark = pytest.mark.integration
 
@@ -101,7 +101,7 @@ def test_mlflow_up_twice_webhook_once_signed_after_restart_and_down_leaves_nothi
     stopped = stack.down(cfg)
     assert "mlflow" in stopped
     assert stack.stack_processes(cfg) == []
-    assert not any(stack.process_cmdline(pid) != "?" for pid in pids)
+    assert not any(process_cmdline(pid) != "?" for pid in pids)
     assert stack.process_group(cfg).names() == []
     assert port_free(cfg.host, cfg.mlflow_port)
     assert stack.down(cfg) == []  # idempotent

@@ -37,24 +37,29 @@ def test_history_survives_a_new_store_object(tmp_path: Path) -> None:
     assert HistoryStore(url).events("iris")[0]["action"] == "rollback"
 
 
-def test_lock_serialises_two_promotions_of_one_model(store: HistoryStore) -> None:
+def assert_lock_serialises(first: HistoryStore, second: HistoryStore, model: str) -> None:
+    """While ``first`` holds the model's lock, ``second`` waits for it (shared with the PostgreSQL test)."""
     order: list[str] = []
     inside = threading.Event()
 
-    def first() -> None:
-        with store.lock("iris"):
+    def hold() -> None:
+        with first.lock(model):
             order.append("first-in")
             inside.set()
-            time.sleep(0.3)  # hold the lock while the second promotion tries to take it
+            time.sleep(0.3)  # hold the lock while the other promotion tries to take it
             order.append("first-out")
 
-    thread = threading.Thread(target=first)
+    thread = threading.Thread(target=hold)
     thread.start()
     inside.wait(5)
-    with store.lock("iris"):
+    with second.lock(model):
         order.append("second")
     thread.join()
     assert order == ["first-in", "first-out", "second"]
+
+
+def test_lock_serialises_two_promotions_of_one_model(store: HistoryStore) -> None:
+    assert_lock_serialises(store, store, "iris")
 
 
 def test_locks_of_different_models_do_not_block(store: HistoryStore) -> None:
