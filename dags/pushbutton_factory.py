@@ -189,3 +189,11 @@ if __name__ != "pushbutton_factory":  # parsed by Airflow as a DAG file (not imp
         sync_stubs(settings().models_dir, settings().dags_dir)
     except OSError as exc:  # read-only DAG bundle: stubs come from `pushbutton sync-dags` in CI instead
         log.warning("pushbutton: cannot write DAG stubs (%s); run `pushbutton sync-dags` in CI", exc)
+    if settings().strict_specs:  # CI: one broken spec anywhere is an import error of the factory itself
+        from pushbutton.spec import discover
+
+        broken = [
+            issue for found in discover(settings().models_dir) if found.error for issue in found.error.issues
+        ]
+        if broken:
+            raise SpecError(broken)

@@ -33,7 +33,8 @@ class Settings(BaseSettings):
     serving_python: str = Field(default_factory=lambda: sys.executable)
     webhook_secret: SecretStr | None = None
     store_url: str | None = None
-    strict_specs: bool = False
+    artifacts_destination: str | None = None  # e.g. s3://bucket/mlflow (MinIO/S3); default: under home
+    strict_specs: bool = False  # any broken spec fails DAG parsing of the factory itself (CI)
 
     @field_validator("home", "models_dir", "dags_dir", "plugins_dir")
     @classmethod

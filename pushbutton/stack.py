@@ -174,7 +174,7 @@ def mlflow_command(settings: Settings) -> list[str]:
     argv = [
         sys.executable, "-m", "mlflow", "server",
         "--backend-store-uri", f"sqlite:///{paths.mlflow_db}",
-        "--serve-artifacts", "--artifacts-destination", str(paths.artifacts),
+        "--serve-artifacts", "--artifacts-destination", settings.artifacts_destination or str(paths.artifacts),
         "--host", settings.host, "--port", str(settings.mlflow_port),
         "--workers", "1",
     ]  # fmt: skip

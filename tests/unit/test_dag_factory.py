@@ -42,7 +42,7 @@ PARSE = textwrap.dedent(
 )
 
 
-def parse(tmp_path: Path, models: Path) -> dict:
+def parse(tmp_path: Path, models: Path, **extra_env: str) -> dict:
     """Parse a copy of dags/ against ``models`` in a fresh interpreter (as Airflow's processor does)."""
     dags = tmp_path / "dags"
     dags.mkdir(exist_ok=True)
@@ -57,6 +57,7 @@ def parse(tmp_path: Path, models: Path) -> dict:
         "PUSHBUTTON_MODELS_DIR": str(models),
         "PUSHBUTTON_DAGS_DIR": str(dags),
         "PUSHBUTTON_HOME": str(tmp_path / "home"),
+        **extra_env,
     }
     proc = subprocess.run(
         [sys.executable, "-c", PARSE, str(dags)], capture_output=True, text=True, env=env, timeout=120
@@ -98,10 +99,7 @@ def test_cicd_dag_shape_tags_owner_params(tmp_path: Path, models: Path) -> None:
     dag = parse(tmp_path, models)["dags"]["iris__cicd"]
     steps = ["build", "test", "register", "deploy_candidate", "approve", "activate", "discard_candidate"]
     assert dag["tasks"] == {
-        **{
-            step: sorted([following, "fail_on_error"])
-            for step, following in itertools.pairwise(steps)
-        },
+        **{step: sorted([following, "fail_on_error"]) for step, following in itertools.pairwise(steps)},
         "discard_candidate": ["fail_on_error"],
         "fail_on_error": [],
     }
@@ -141,6 +139,13 @@ def test_broken_spec_fails_only_its_own_file(tmp_path: Path, models: Path) -> No
     assert "fix:" in message
     assert "iris__cicd" in result["dags"]
     assert not any(d.startswith("broken__") for d in result["dags"])
+
+
+def test_strict_mode_fails_the_factory_itself_on_any_broken_spec(tmp_path: Path, models: Path) -> None:
+    break_spec(models, "broken", "accuracy: {min: 0.85}", "accuracy: {min: 1.5}")
+    result = parse(tmp_path, models, PUSHBUTTON_STRICT_SPECS="true")
+    assert set(result["errors"]) == {"models/broken.py", "pushbutton_factory.py"}
+    assert "broken/model.yaml:" in result["errors"]["pushbutton_factory.py"]
 
 
 def test_duplicate_model_name_is_an_error_of_the_second_spec(tmp_path: Path, models: Path) -> None:
