@@ -130,9 +130,18 @@ def retrain_dag(spec: ModelSpec, model_dir: Path) -> DAG:
         description=f"Retrain {spec.name} and register a new version (which starts its CI/CD)",
         **_schedule(spec.schedules.retrain),
         max_active_runs=1,
+        params={
+            "reason": Param(
+                "scheduled", type="string", description="why this retrain runs (tagged on the version)"
+            )
+        },
         **_common(spec, model_dir, "retrain"),
     ) as dag:
-        MlflowTrainOperator(task_id="train_and_register", model_dir=str(model_dir))
+        MlflowTrainOperator(
+            task_id="train_and_register",
+            model_dir=str(model_dir),
+            version_tags={"pushbutton.retrain_reason": "{{ params.reason }}"},
+        )
     return dag
 
 

@@ -177,12 +177,20 @@ class MlflowTrainOperator(BaseOperator):
     Registration fires the registry webhook, which starts the model's CI/CD DAG.
     """
 
-    template_fields: Sequence[str] = ("model_dir", "source")
+    template_fields: Sequence[str] = ("model_dir", "source", "version_tags")
 
-    def __init__(self, *, model_dir: str, source: str = "retrain", **kwargs: Any):
+    def __init__(
+        self,
+        *,
+        model_dir: str,
+        source: str = "retrain",
+        version_tags: dict[str, str] | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(**kwargs)
         self.model_dir = model_dir
         self.source = source
+        self.version_tags = version_tags or {}
 
     def execute(self, context: Context) -> dict[str, Any]:
         from pathlib import Path
@@ -194,7 +202,12 @@ class MlflowTrainOperator(BaseOperator):
         spec = _final(lambda: load_model_dir(Path(self.model_dir)))
         result = _final(
             lambda: train_and_register(
-                spec, Path(self.model_dir), registry, source=self.source, actor=f"dag:{context['dag'].dag_id}"
+                spec,
+                Path(self.model_dir),
+                registry,
+                source=self.source,
+                actor=f"dag:{context['dag'].dag_id}",
+                extra_tags=self.version_tags,
             )
         )
         return result.as_dict()

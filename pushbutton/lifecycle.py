@@ -235,8 +235,13 @@ def _require_tested(p: Platform, name: str, version: str) -> reg.Version:
     return mv
 
 
+PAST_CANDIDATE = ("champion", "retired", "rejected")  # a re-run of an earlier step must not undo these
+
+
 def register_candidate(p: Platform, name: str, version: str, run_id: str = "") -> dict[str, Any]:
-    _require_tested(p, name, version)
+    mv = _require_tested(p, name, version)
+    if mv.status in PAST_CANDIDATE:
+        return {"model": name, "version": str(version), "unchanged": f"already {mv.status}"}
     p.registry.set_alias(name, reg.CANDIDATE, version)
     p.registry.set_tags(name, version, {reg.STATUS: "candidate", "pushbutton.dag_run_id": run_id})
     return {"model": name, "version": str(version), "alias": reg.CANDIDATE}
@@ -246,7 +251,9 @@ def deploy_candidate(
     p: Platform, name: str, version: str, actor: str = "", run_id: str = ""
 ) -> dict[str, Any]:
     """Serve the candidate beside the champion per the traffic policy (or alone on a first release)."""
-    _require_tested(p, name, version)
+    mv = _require_tested(p, name, version)
+    if mv.status in PAST_CANDIDATE:
+        return {"model": name, "version": str(version), "unchanged": f"already {mv.status}"}
     candidate = prepare(p, name, version)
     champion = p.registry.by_alias(name, reg.CHAMPION)
     incumbent = (
@@ -255,6 +262,8 @@ def deploy_candidate(
     serving = with_candidate(candidate.spec, candidate.release, incumbent)
     with p.history.lock(name):
         result = p.runtime.apply(serving)
+        if not result.get("changed", True):  # a re-run: the same candidate already serves
+            return {"model": name, "version": str(version), "path": serving.external_path, "serving": result}
         p.history.record(
             namespace=serving.namespace,
             model=name,
@@ -322,7 +331,12 @@ def reject(
 ) -> dict[str, Any]:
     """Take the candidate out of serving (the champion gets all traffic back) and tag it rejected."""
     with p.history.lock(name):
+        mv = p.registry.get(name, version)
         champion = p.registry.by_alias(name, reg.CHAMPION)
+        if mv.status == "rejected":
+            return {"model": name, "rejected": str(version), "unchanged": "already rejected"}
+        if champion is not None and champion.version == str(version):
+            raise Conflict(f"{name} v{version} is the champion; roll back instead of rejecting it")
         spec = load_spec(p.registry.download(name, version, p.release_dir(name, version)) / "code")
         if champion is not None and champion.version != str(version):
             incumbent = prepare(p, name, champion.version)

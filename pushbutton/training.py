@@ -172,7 +172,13 @@ def git_commit(path: Path) -> str:
 
 
 def train_and_register(
-    spec: ModelSpec, model_dir: Path, registry: reg.Registry, *, source: str = "push", actor: str = ""
+    spec: ModelSpec,
+    model_dir: Path,
+    registry: reg.Registry,
+    *,
+    source: str = "push",
+    actor: str = "",
+    extra_tags: dict[str, str] | None = None,
 ) -> TrainResult:
     """Train on the deterministic split, log everything, register a new version (tags set atomically)."""
     import mlflow
@@ -201,6 +207,7 @@ def train_and_register(
         "pushbutton.data_fingerprint": data.fingerprint,
         "pushbutton.spec_hash": spec_hash,
         "pushbutton.actor": actor,
+        **(extra_tags or {}),
     }
     with mlflow.start_run(run_name=f"{spec.name}-{source}", tags=tags) as run:
         mlflow.log_params(

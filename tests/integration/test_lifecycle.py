@@ -125,6 +125,18 @@ def test_activation_is_idempotent(platform: Platform, v1: str) -> None:
     assert ask(platform, 10) == {v1: 10}
 
 
+def test_rerunning_earlier_steps_after_activation_changes_nothing(platform: Platform, v1: str) -> None:
+    events = len(platform.history.events("iris"))
+    assert "unchanged" in register_candidate(platform, "iris", v1, run_id="again")
+    assert "unchanged" in deploy_candidate(platform, "iris", v1, actor="pytest", run_id="again")
+    assert platform.registry.by_alias("iris", reg.CANDIDATE) is None
+    assert platform.registry.get("iris", v1).status == "champion"
+    assert len(platform.history.events("iris")) == events
+    assert ask(platform, 10) == {v1: 10}
+    with pytest.raises(Conflict, match="is the champion; roll back instead"):
+        reject(platform, "iris", v1, actor="bob")
+
+
 def test_canary_then_reject_restores_the_champion(platform: Platform, v1: str, variants) -> None:
     v2 = push(platform, variants("canary", {"C: 1.0": "C: 10.0"}))
     release(platform, v2)
@@ -133,7 +145,11 @@ def test_canary_then_reject_restores_the_champion(platform: Platform, v1: str, v
     split = ask(platform, 400)
     assert set(split) == {v1, v2}
     assert 0.04 <= split[v2] / 400 <= 0.18  # spec: 10% canary
+    deploy_candidate(platform, "iris", v2, actor="pytest", run_id="t")  # a re-run: same route, no event
+    assert [e["action"] for e in platform.history.events("iris")][:2] == ["deploy_candidate", "activate"]
     reject(platform, "iris", v2, actor="bob", run_id="r-2", reason="rejected by bob: not now")
+    assert reject(platform, "iris", v2, actor="bob", run_id="r-2")["unchanged"] == "already rejected"
+    assert [e["action"] for e in platform.history.events("iris")][:2] == ["reject", "deploy_candidate"]
     assert ask(platform, 20) == {v1: 20}
     rejected = platform.registry.get("iris", v2)
     assert rejected.status == "rejected" and "bob" in rejected.tags[reg.REASON]
@@ -177,9 +193,13 @@ def test_failing_gate_names_check_value_and_threshold(platform: Platform, v1: st
 
 
 def test_model_whose_predict_raises(platform: Platform, v1: str, variants) -> None:
-    broken = (IRIS / "predict.py").read_text().replace(
-        "        return self.model.predict(frame[FEATURES])",
-        "        raise ValueError('predict exploded on purpose')",
+    broken = (
+        (IRIS / "predict.py")
+        .read_text()
+        .replace(
+            "        return self.model.predict(frame[FEATURES])",
+            "        raise ValueError('predict exploded on purpose')",
+        )
     )
     bad = push(platform, variants("raises", files={"predict.py": broken}))
     with pytest.raises(GateFailed) as failed:
