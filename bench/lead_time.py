@@ -84,7 +84,9 @@ def main() -> int:
             runs = [{"build": "cold (env created)", **one_push(demo, 1.0)}]
             print(json.dumps(runs[-1]), flush=True)
             for _ in range(args.repeat):
-                runs.append({"build": "warm (env reused)", **one_push(demo, 1.0)})  # same quality: passes the champion check
+                runs.append(
+                    {"build": "warm (env reused)", **one_push(demo, 1.0)}
+                )  # same quality: passes the champion check
                 print(json.dumps(runs[-1]), flush=True)
         finally:
             down(cfg)
@@ -97,7 +99,9 @@ def main() -> int:
         else None,
         "warm_build_s_median": statistics.median(r["build_s"] for r in warm) if warm else None,
         # a first release already answers 100%: activation is measured on the switches (warm runs)
-        "approve_to_100pct_s_median": statistics.median(r["approve_to_100pct_s"] for r in warm) if warm else None,
+        "approve_to_100pct_s_median": statistics.median(r["approve_to_100pct_s"] for r in warm)
+        if warm
+        else None,
     }
     print(json.dumps({"summary": summary}))
     return 0

@@ -84,7 +84,9 @@ class HistoryStore:
                 hashlib.sha256(f"pushbutton:{model}".encode()).digest()[:8], "big", signed=True
             )
             with self.engine.connect() as conn:
-                conn.execute(sa.text("SELECT set_config('lock_timeout', :ms, false)"), {"ms": f"{int(timeout * 1000)}"})
+                conn.execute(
+                    sa.text("SELECT set_config('lock_timeout', :ms, false)"), {"ms": f"{int(timeout * 1000)}"}
+                )
                 try:
                     conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": key})
                 except sa.exc.OperationalError as exc:

@@ -70,24 +70,16 @@ class Prepared:
         return self.directory / "model"
 
 
-def serving_requirements(directory: Path, spec: ModelSpec) -> list[str]:
-    """The model directory's requirements plus what MLflow recorded with the model (e.g. ``skops``,
-    which loading an MLflow 3 sklearn model needs); ``mlflow`` becomes ``mlflow-skinny``."""
-    from pushbutton.serving.envs import read_requirements
-
-    own = directory / "code" / (spec.requirements or "requirements.txt")
-    return read_requirements(own, directory / "model" / "requirements.txt")
-
-
 def prepare(p: Platform, name: str, version: str) -> Prepared:
     """Download the version and build (or reuse) its serving environment."""
-    from pushbutton.serving.envs import ensure_env
+    from pushbutton.serving.envs import ensure_env, model_requirements
 
     directory = p.registry.download(name, version, p.release_dir(name, version))
     spec = load_spec(directory / "code")
-    env = ensure_env(
-        serving_requirements(directory, spec), python=p.settings.serving_python, root=p.settings.home / "envs"
+    requirements = model_requirements(
+        directory / "code", str(directory / "model"), spec.requirements or "requirements.txt"
     )
+    env = ensure_env(requirements, python=p.settings.serving_python, root=p.settings.home / "envs")
     release = Release(str(version), str(directory / "model"), env.key, str(directory / "code"))
     return Prepared(spec, release, env, directory)
 

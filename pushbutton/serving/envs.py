@@ -104,9 +104,12 @@ def read_requirements(*paths: str | Path) -> list[str]:
     return lines
 
 
-def model_requirements(code_dir: str | Path, model_uri: str | None = None) -> list[str]:
-    """The model directory's ``requirements.txt`` plus a local MLflow model's ``requirements.txt``."""
-    paths = [Path(code_dir) / "requirements.txt"]
+def model_requirements(
+    code_dir: str | Path, model_uri: str | None = None, requirements_file: str = "requirements.txt"
+) -> list[str]:
+    """The model directory's requirements plus a local MLflow model's ``requirements.txt`` (which
+    records e.g. ``skops``, needed to load an MLflow 3 sklearn model)."""
+    paths = [Path(code_dir) / requirements_file]
     if model_uri:
         local = model_uri.removeprefix("file://")
         if "://" not in local and ":" not in local.split("/", 1)[0]:
