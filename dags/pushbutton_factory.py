@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
-from airflow.sdk import DAG, CronTriggerTimetable, Param, TriggerRule, task
+from airflow.sdk import DAG, CronTriggerTimetable, Param, TriggerRule
 
 from operators.lifecycle import (
     MlflowCandidateAliasOperator,
@@ -26,6 +26,7 @@ from operators.lifecycle import (
     SeldonBuildOperator,
     SeldonDeployCandidateOperator,
     SeldonDiscardCandidateOperator,
+    SeldonFailedRunOperator,
     SeldonModelTestOperator,
     SeldonProbeOperator,
 )
@@ -112,16 +113,14 @@ def cicd_dag(spec: ModelSpec, model_dir: Path) -> DAG:
         build >> test >> register >> deploy >> approve >> activate >> discard
         # `discard_candidate` is the only leaf and is skipped on success *and* after a failure, so
         # without a watcher a failed gate would leave the run "success"
-        [build, test, register, deploy, approve, activate, discard] >> fail_on_error()
+        [build, test, register, deploy, approve, activate, discard] >> SeldonFailedRunOperator(
+            task_id="fail_on_error",
+            model=spec.name,
+            version="{{ (ti.xcom_pull(task_ids='build') or {}).get('version', '') }}",  # none if build failed
+            trigger_rule=TriggerRule.ONE_FAILED,
+            retries=0,
+        )
     return dag
-
-
-@task(task_id="fail_on_error", trigger_rule=TriggerRule.ONE_FAILED, retries=0)
-def fail_on_error() -> None:
-    """Watcher: fail the run when any step failed (the champion was left untouched)."""
-    from airflow.sdk.exceptions import AirflowFailException
-
-    raise AirflowFailException("a pipeline step failed; its log says which check and why")
 
 
 def retrain_dag(spec: ModelSpec, model_dir: Path) -> DAG:

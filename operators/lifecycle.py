@@ -147,6 +147,18 @@ class SeldonDiscardCandidateOperator(_LifecycleOperator):
         )
 
 
+class SeldonFailedRunOperator(_LifecycleOperator):
+    """Watcher (trigger rule ``one_failed``): stop the version's microservice if the test step started
+    it and nothing routes to it, then fail the run. The champion and any routed candidate stay."""
+
+    def execute(self, context: Context) -> None:
+        from pushbutton.lifecycle import release_unrouted
+
+        if self.version and release_unrouted(platform(), self.model, self.version):
+            self.log.info("stopped the unrouted microservice of %s v%s", self.model, self.version)
+        raise AirflowFailException("a pipeline step failed; its log says which check and why")
+
+
 class SeldonPromoteOperator(_LifecycleOperator):
     """Promote a version (or an alias: ``candidate``, ``previous``) to champion; ``action`` names it
     in the serving history (``promote`` / ``rollback``)."""

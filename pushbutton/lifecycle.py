@@ -209,11 +209,20 @@ def test(p: Platform, name: str, version: str, run_id: str = "") -> GateReport:
         tags |= {reg.STATUS: "failed", reg.REASON: "; ".join(report.failures)}
     p.registry.set_tags(name, version, tags)
     if not report.passed:
-        with contextlib.suppress(PushbuttonError):  # the candidate's microservice: nothing half-deployed
-            namespace = load_spec(p.release_dir(name, version) / "code").serving.namespace
-            p.runtime.release(namespace, name, str(version))
+        release_unrouted(p, name, version)  # the candidate's microservice: nothing half-deployed
         raise GateFailed(report.failures, report)
     return report
+
+
+def release_unrouted(p: Platform, name: str, version: str) -> bool:
+    """Stop the version's microservice (started by the test step) unless the gateway routes to it.
+
+    Best effort, for failure paths: True only when a process was stopped.
+    """
+    with contextlib.suppress(PushbuttonError, OSError):
+        namespace = load_spec(p.release_dir(name, version) / "code").serving.namespace
+        return p.runtime.release(namespace, name, str(version))
+    return False
 
 
 def _require_tested(p: Platform, name: str, version: str) -> reg.Version:

@@ -7,6 +7,7 @@ call ``pushbutton.lifecycle`` directly, so every failure shows the exact step.
 from __future__ import annotations
 
 import shutil
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from pushbutton.lifecycle import (
     make_champion,
     register_candidate,
     reject,
+    release_unrouted,
 )
 from pushbutton.lifecycle import (
     test as run_gate,
@@ -156,6 +158,42 @@ def test_canary_then_reject_restores_the_champion(platform: Platform, v1: str, v
     assert platform.registry.by_alias("iris", reg.CANDIDATE) is None
     assert not candidate_service_running(platform, v2)
     assert champion(platform) == v1
+
+
+def test_shadow_candidate_gets_copies_and_answers_no_client(platform: Platform, v1: str, variants) -> None:
+    from pushbutton.serving.gateway import GatewayClient
+
+    shadow = push(platform, variants("shadow", {"mode: canary": "mode: shadow"}))
+    release(platform, shadow)
+    assert platform.history.events("iris")[0]["detail"]["mode"] == "shadow"
+    with GatewayClient(platform.settings.gateway_url) as gateway:
+        before = gateway.route("models", "iris")["backends"]["candidate"]
+        assert before["version"] == shadow
+        assert ask(platform, 100) == {v1: 100}  # every answer is the champion's
+
+        deadline = time.monotonic() + 30
+        while True:  # copies are sent after the answer; wait until all arrived
+            now = gateway.route("models", "iris")["backends"]["candidate"]
+            if now["shadow_requests"] - before["shadow_requests"] >= 100 and now["inflight"] == 0:
+                break
+            assert time.monotonic() < deadline, f"shadow copies not served: {now}"
+            time.sleep(0.05)
+        assert now["requests"] == before["requests"] and now["shadow_errors"] == before["shadow_errors"]
+    reject(platform, "iris", shadow, actor="bob", run_id="r-shadow")
+    assert ask(platform, 10) == {v1: 10} and not candidate_service_running(platform, shadow)
+
+
+def test_a_run_failing_after_its_test_releases_the_warm_microservice(
+    platform: Platform, v1: str, variants
+) -> None:
+    tested = push(platform, variants("abandoned", {"max_iter: 500": "max_iter: 550"}))
+    run_gate(platform, "iris", tested, run_id="t")  # passes: its microservice now runs, unrouted
+    assert candidate_service_running(platform, tested)
+    assert release_unrouted(platform, "iris", tested)  # what the cicd DAG's failure watcher calls
+    assert not candidate_service_running(platform, tested)
+    assert not release_unrouted(platform, "iris", tested)  # a re-run finds nothing to stop
+    assert not release_unrouted(platform, "iris", v1)  # the champion is routed: never stopped
+    assert ask(platform, 10) == {v1: 10}
 
 
 def test_activate_then_roll_back_to_previous(platform: Platform, v1: str, variants) -> None:
