@@ -111,3 +111,38 @@ def test_cli_status_shows_aliases_serving_and_history(demo, capsys: pytest.Captu
         ("deploy_candidate", v2), ("activate", v1), ("deploy_candidate", v1),
     ]  # fmt: skip
     assert status["serving"]["route"] is not None
+
+
+def test_a_failing_gate_fails_the_run_and_the_champion_keeps_serving(demo, tmp_path) -> None:
+    import shutil
+
+    from pushbutton.actions import push
+    from pushbutton.airflow_client import AirflowClient
+    from pushbutton.config import REPO_ROOT
+    from pushbutton.registry import REASON, Registry
+
+    cfg, report, _ = demo
+    strict = tmp_path / "iris"
+    shutil.copytree(REPO_ROOT / "models" / "iris", strict, ignore=shutil.ignore_patterns("__pycache__"))
+    spec = strict / "model.yaml"
+    spec.write_text(spec.read_text().replace("accuracy: {min: 0.85}", "accuracy: {min: 0.9999}"))
+    pushed = push(cfg, strict, trigger=True)  # webhook or REST API, whichever is first: one run
+    version, pipeline = pushed["version"], pushed["pipeline"]
+    with AirflowClient.from_settings(cfg) as client:
+        run = client.wait_run(pipeline["dag_id"], pipeline["run_id"], timeout=600)
+        states = {
+            t["task_id"]: t["state"] for t in client.task_instances(pipeline["dag_id"], pipeline["run_id"])
+        }
+    assert run["state"] == "failed"
+    assert states["build"] == "success" and states["test"] == "failed"
+    assert states["fail_on_error"] == "failed"  # the watcher ran (and rendered its version)
+    assert {states[t] for t in ("register", "deploy_candidate", "approve", "activate")} == {"upstream_failed"}
+    failed = Registry(cfg.mlflow_url).get("iris", version)
+    assert failed.status == "failed" and "accuracy" in failed.tags[REASON]
+    url = f"{cfg.gateway_url}/seldon/models/iris/api/v1.0/predictions"
+    body = {"data": {"names": ["sepal_length_cm", "sepal_width_cm", "petal_length_cm", "petal_width_cm"],
+                     "ndarray": [[5.1, 3.5, 1.4, 0.2]]}}  # fmt: skip
+    answers = [httpx.post(url, json=body, timeout=10) for _ in range(10)]
+    assert {(a.status_code, a.headers["X-Pushbutton-Version"]) for a in answers} == {
+        (200, report["champion"])
+    }
