@@ -4,12 +4,15 @@
 delivery with a valid ``X-MLflow-Signature`` (HMAC secret from the ``pushbutton_mlflow`` connection,
 extra ``webhook_secret``) triggers ``<model>__cicd`` with that version. A bad or missing signature
 is answered 401 and logged; nothing is triggered. A version of a model without a pushbutton spec is
-answered 404, also without triggering anything.
+answered 404, also without triggering anything. A model whose spec exists but whose DAG the DAG
+processor has not parsed yet (a brand-new model) is answered 503 with ``Retry-After``: MLflow's
+webhook delivery retries it.
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from airflow.plugins_manager import AirflowPlugin
 from fastapi import FastAPI, Request
@@ -20,6 +23,7 @@ from pushbutton.webhook import WebhookRejected, cicd_run_id, created_version, ve
 
 log = logging.getLogger("pushbutton.webhook")
 CONN_ID = "pushbutton_mlflow"
+RETRY_AFTER_SECONDS = 10
 
 app = FastAPI(
     title="pushbutton", description="pushbutton model lifecycle endpoints on the Airflow API server"
@@ -33,6 +37,15 @@ def _secret() -> str | None:
         return Connection.get_connection_from_secrets(CONN_ID).extra_dejson.get("webhook_secret")
     except Exception:  # AirflowNotFoundException: the connection is not defined
         return None
+
+
+def _spec_dir(name: str) -> str | None:
+    """The model directory that declares ``name`` (from the factory's last stub sync), if any."""
+    from airflow.configuration import conf
+
+    from pushbutton.dagstubs import name_owner
+
+    return name_owner(Path(conf.get("core", "dags_folder")), name)
 
 
 def _trigger(name: str, version: str, delivery: str) -> tuple[int, dict]:
@@ -52,6 +65,17 @@ def _trigger(name: str, version: str, delivery: str) -> tuple[int, dict]:
             note=f"MLflow registered {name} v{version} (delivery {delivery})",
         )
     except DagNotFound:
+        owner = _spec_dir(name)
+        if owner:  # a new model: its stub exists, the DAG processor has not registered the DAG yet
+            log.info(
+                "webhook for %s v%s: DAG %s not parsed yet; asked MLflow to retry", name, version, dag_id
+            )
+            detail = (
+                f"model '{name}' ({owner}) has no DAG {dag_id} yet: the DAG processor has not parsed it. "
+                f"Retry in {RETRY_AFTER_SECONDS}s; if it never appears, check Airflow's import errors "
+                f"for {owner}/model.yaml"
+            )
+            return 503, {"detail": detail, "retry_after": RETRY_AFTER_SECONDS}
         log.warning(
             "webhook for unknown model %r v%s: DAG %s does not exist; nothing triggered",
             name,
@@ -87,7 +111,8 @@ async def mlflow_webhook(request: Request) -> JSONResponse:
     if event is None:
         return JSONResponse({"status": "ignored", "reason": "not a model_version.created event"})
     status, payload = await run_in_threadpool(_trigger, *event, delivery)
-    return JSONResponse(payload, status)
+    headers = {"Retry-After": str(payload["retry_after"])} if "retry_after" in payload else None
+    return JSONResponse(payload, status, headers=headers)
 
 
 @app.get("/health")

@@ -19,10 +19,17 @@ def _client(settings: Settings) -> Any:
     return AirflowClient.from_settings(settings)
 
 
+DAG_WAIT_SECONDS = 180.0  # a brand-new model's stub is parsed within a DAG processor refresh or two
+
+
 def push(settings: Settings, path: Path, trigger: bool = False) -> dict[str, Any]:
     """Validate, train, log and register a new version. Registration fires the MLflow webhook that
     starts ``<model>__cicd``; ``trigger`` also starts it through the REST API (same run id, so the
-    two never produce two runs)."""
+    two never produce two runs), after waiting until Airflow has parsed the DAG of a new model.
+
+    A model directory under the models directory gets its DAG stub written first, so Airflow picks a
+    new model up at its next refresh. With ``trigger``, a model whose pipeline can never exist fails
+    before anything is trained."""
     from pushbutton.spec import load_model_dir
     from pushbutton.training import train_and_register
 
@@ -30,18 +37,44 @@ def push(settings: Settings, path: Path, trigger: bool = False) -> dict[str, Any
     spec = load_model_dir(model_dir)
     registry = reg.Registry(settings.mlflow_url)
     registry.ping()
-    result = train_and_register(spec, model_dir, registry, source="push").as_dict()
     dag_id = f"{spec.name}__cicd"
+    client = _client(settings) if trigger else None
+    if not _sync_dag_stub(settings, model_dir) and client is not None:
+        _expect_dag(settings, client, dag_id, model_dir)
+    result = train_and_register(spec, model_dir, registry, source="push").as_dict()
     result["pipeline"] = {"dag_id": dag_id, "run_id": cicd_run_id(result["version"])}
-    if trigger:
+    if client is not None:
+        client.wait_dag(dag_id, timeout=DAG_WAIT_SECONDS)
         try:
-            _client(settings).trigger(
-                dag_id, conf={"version": result["version"]}, run_id=cicd_run_id(result["version"])
-            )
+            client.trigger(dag_id, conf={"version": result["version"]}, run_id=cicd_run_id(result["version"]))
             result["pipeline"]["triggered_by"] = "rest-api"
         except Conflict:
             result["pipeline"]["triggered_by"] = "webhook"  # the webhook was first
     return result
+
+
+def _sync_dag_stub(settings: Settings, model_dir: Path) -> bool:
+    """Write the DAG stubs when ``model_dir`` lies under the models directory; False if it does not."""
+    from pushbutton.dagstubs import sync_stubs
+
+    models_dir = Path(settings.models_dir).resolve()
+    if not Path(model_dir).resolve().is_relative_to(models_dir):
+        return False
+    sync_stubs(models_dir, settings.dags_dir)
+    return True
+
+
+def _expect_dag(settings: Settings, client: Any, dag_id: str, model_dir: Path) -> None:
+    """A model outside the models directory: its CI/CD DAG must already exist (same name)."""
+    try:
+        client.get_dag(dag_id)
+    except NotFound as exc:
+        raise NotFound(
+            f"{model_dir} is not under the models directory {Path(settings.models_dir).resolve()} and "
+            f"Airflow has no DAG {dag_id}, so nothing would run its pipeline: move the model directory "
+            "under the models directory (or set PUSHBUTTON_MODELS_DIR), or push with --no-trigger to "
+            "register only"
+        ) from exc
 
 
 def request_promotion(

@@ -227,6 +227,25 @@ class AirflowClient:
         params = {"response_received": "false", "state": list(PENDING_HITL_STATES), "order_by": "created_at"}
         return list(self._paged(f"/dags/{_q(dag_id or '~')}/dagRuns/~/hitlDetails", "hitl_details", params))
 
+    def wait_hitl(self, dag_id: str, run_id: str, timeout: float = 600.0, poll: float = 1.0) -> dict:
+        """Wait until the run's HITL request (e.g. Approve/Reject) is pending; return it.
+
+        Fails early (StackError naming the failed tasks) when the run fails before asking.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            for item in self.pending_hitl(dag_id=dag_id):
+                if item["task_instance"]["dag_run_id"] == run_id:
+                    return item
+            if self.get_run(dag_id, run_id).get("state") == "failed":
+                failed = [
+                    t["task_id"] for t in self.task_instances(dag_id, run_id) if t.get("state") == "failed"
+                ]
+                raise StackError(f"{dag_id} run {run_id} failed in {failed}; see {self.base_url}")
+            if time.monotonic() >= deadline:
+                raise RunTimeout(f"{dag_id} run {run_id} did not reach its approval within {timeout:.0f}s")
+            time.sleep(poll)
+
     def respond_hitl(
         self,
         dag_id: str,

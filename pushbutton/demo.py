@@ -121,20 +121,7 @@ class Demo:
 
     def approval(self, run_id: str, timeout: float = 600.0) -> dict[str, Any]:
         """Wait until the run's Approve/Reject is pending; fail early when the run fails before it."""
-        dag_id = f"{MODEL}__cicd"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for item in self.client.pending_hitl(dag_id=dag_id):
-                if item["task_instance"]["dag_run_id"] == run_id:
-                    return item
-            run = self.client.get_run(dag_id, run_id)
-            if run["state"] == "failed":
-                failed = [
-                    t["task_id"] for t in self.client.task_instances(dag_id, run_id) if t["state"] == "failed"
-                ]
-                raise PushbuttonError(f"{dag_id} run {run_id} failed in {failed}; see {self.cfg.airflow_url}")
-            time.sleep(1)
-        raise PushbuttonError(f"{dag_id} run {run_id} did not reach its approval within {timeout:.0f}s")
+        return self.client.wait_hitl(f"{MODEL}__cicd", run_id, timeout=timeout)
 
     def answer(self, run_id: str, choice: str) -> None:
         print(

@@ -191,6 +191,8 @@ def mlflow_env(settings: Settings) -> dict[str, str]:
             "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",  # the Airflow plugin listens on plain http
             "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",  # ... on a loopback/private address
             "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": _mlflow_encryption_key(settings),
+            # a brand-new model's DAG may still be parsing: the plugin answers 503 + Retry-After 10
+            "MLFLOW_WEBHOOK_REQUEST_MAX_RETRIES": "8",
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # no huey job runners (GenAI jobs) needed
         }
     )

@@ -4,6 +4,7 @@ webhook security, the CLI status, and `pushbutton down` leaving no process behin
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -12,6 +13,7 @@ import httpx
 import pytest
 
 from pushbutton.cli import main as cli
+from pushbutton.config import REPO_ROOT
 from pushbutton.webhook import DELIVERY_ID, SIGNATURE, TIMESTAMP, sign
 from tests.integration.platform import platform_settings
 
@@ -36,8 +38,9 @@ def demo(tmp_path_factory: pytest.TempPathFactory):
     from pushbutton.stack import down, stack_processes
 
     root = tmp_path_factory.mktemp("demo")
-    home, report = root / "home", root / "report.json"
-    with platform_settings(home) as cfg:
+    home, report, models = root / "home", root / "report.json", root / "models"
+    shutil.copytree(REPO_ROOT / "models", models, ignore=shutil.ignore_patterns("__pycache__"))
+    with platform_settings(home, PUSHBUTTON_MODELS_DIR=str(models)) as cfg:  # a test adds a model
         proc = subprocess.run(
             [sys.executable, "-m", "pushbutton.demo", "--home", str(home), "--report", str(report), "--keep-up"],
             capture_output=True, text=True, timeout=2400,
@@ -114,11 +117,8 @@ def test_cli_status_shows_aliases_serving_and_history(demo, capsys: pytest.Captu
 
 
 def test_a_failing_gate_fails_the_run_and_the_champion_keeps_serving(demo, tmp_path) -> None:
-    import shutil
-
     from pushbutton.actions import push
     from pushbutton.airflow_client import AirflowClient
-    from pushbutton.config import REPO_ROOT
     from pushbutton.registry import REASON, Registry
 
     cfg, report, _ = demo
@@ -146,3 +146,34 @@ def test_a_failing_gate_fails_the_run_and_the_champion_keeps_serving(demo, tmp_p
     assert {(a.status_code, a.headers["X-Pushbutton-Version"]) for a in answers} == {
         (200, report["champion"])
     }
+
+
+def test_a_new_model_goes_from_init_to_serving_with_one_push_and_one_approval(demo) -> None:
+    """The data scientist's path: `pushbutton init` under the models directory, push while the platform
+    runs (its DAGs do not exist yet), Approve, and it serves. Only the MLflow webhook starts the run:
+    the plugin answers 503 + Retry-After until Airflow has parsed the new DAG, and MLflow retries."""
+    from pushbutton.actions import push, respond_approval
+    from pushbutton.airflow_client import AirflowClient
+    from pushbutton.spec import load_model_dir
+
+    cfg, _, _ = demo
+    assert cli(["init", "fresh", "--template", "sklearn-classifier", "--dir", str(cfg.models_dir)]) == 0
+    pushed = push(cfg, cfg.models_dir / "fresh", trigger=False)  # register only: the webhook triggers
+    dag_id, run_id = pushed["pipeline"]["dag_id"], pushed["pipeline"]["run_id"]
+    assert dag_id == "fresh__cicd"
+    with AirflowClient.from_settings(cfg) as client:
+        client.wait_dag(dag_id, timeout=180)
+        deadline = time.monotonic() + 120
+        while not (runs := client.list_runs(dag_id)):
+            assert time.monotonic() < deadline, "MLflow's webhook delivery did not start the pipeline"
+            time.sleep(1)
+        assert [(r["dag_run_id"], r["triggering_user_name"]) for r in runs] == [(run_id, "mlflow-webhook")]
+        client.wait_hitl(dag_id, run_id, timeout=600)
+        assert respond_approval(cfg, "fresh", approve=True)["answer"] == "Approve"
+        assert client.wait_run(dag_id, run_id, timeout=300)["state"] == "success"
+    assert cli(["status", "fresh"]) == 0
+    spec = load_model_dir(cfg.models_dir / "fresh")
+    url = f"{cfg.gateway_url}/seldon/{spec.serving.namespace}/fresh/api/v1.0/predictions"
+    body = {"data": {"names": spec.feature_names, "ndarray": [[0.5] * len(spec.feature_names)]}}
+    answer = httpx.post(url, json=body, timeout=10)
+    assert answer.status_code == 200 and answer.headers["X-Pushbutton-Version"] == pushed["version"]

@@ -1,0 +1,108 @@
+"""``pushbutton push`` around training: DAG stubs for new models, a clear error when no pipeline could
+ever run, waiting for a new model's DAG before triggering. Registry, training and Airflow are fakes."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+import pushbutton.training
+from pushbutton import actions
+from pushbutton import registry as reg
+from pushbutton.config import REPO_ROOT, Settings
+from pushbutton.dagstubs import STUB_DIR
+from pushbutton.errors import Conflict, NotFound
+
+
+class FakeAirflow:
+    def __init__(self, dags: set[str], webhook_first: bool = False):
+        self.dags, self.webhook_first, self.calls = dags, webhook_first, []
+
+    def get_dag(self, dag_id: str) -> dict:
+        self.calls.append(("get_dag", dag_id))
+        if dag_id not in self.dags:
+            raise NotFound(f"DAG {dag_id} not found")
+        return {"dag_id": dag_id}
+
+    def wait_dag(self, dag_id: str, timeout: float) -> dict:
+        self.calls.append(("wait_dag", dag_id))
+        return {"dag_id": dag_id}
+
+    def trigger(self, dag_id: str, conf: dict, run_id: str) -> dict:
+        self.calls.append(("trigger", dag_id, conf["version"], run_id))
+        if self.webhook_first:
+            raise Conflict("run exists")
+        return {"dag_run_id": run_id}
+
+
+class Trained:
+    version = "7"
+
+    def as_dict(self) -> dict:
+        return {"version": self.version}
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    models, dags = tmp_path / "models", tmp_path / "dags"
+    shutil.copytree(
+        REPO_ROOT / "models" / "iris", models / "iris", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    shutil.copytree(REPO_ROOT / "models" / "iris", tmp_path / "elsewhere" / "iris")
+    trained: list[str] = []
+    monkeypatch.setattr(reg.Registry, "ping", lambda self: None)
+    monkeypatch.setattr(
+        pushbutton.training,
+        "train_and_register",
+        lambda spec, *a, **k: trained.append(spec.name) or Trained(),
+    )
+    cfg = Settings(home=tmp_path / "home", models_dir=models, dags_dir=dags)
+    return cfg, tmp_path, trained
+
+
+def use(monkeypatch: pytest.MonkeyPatch, airflow: FakeAirflow) -> FakeAirflow:
+    monkeypatch.setattr(actions, "_client", lambda settings: airflow)
+    return airflow
+
+
+def test_a_new_model_under_the_models_dir_gets_its_stub_then_waits_for_its_dag(env, monkeypatch) -> None:
+    cfg, _, trained = env
+    airflow = use(monkeypatch, FakeAirflow(dags=set()))
+    result = actions.push(cfg, cfg.models_dir / "iris", trigger=True)
+    assert (cfg.dags_dir / STUB_DIR / "iris.py").is_file()  # written before training
+    assert trained == ["iris"]
+    assert airflow.calls == [
+        ("wait_dag", "iris__cicd"),
+        ("trigger", "iris__cicd", "7", result["pipeline"]["run_id"]),
+    ]
+    assert result["pipeline"]["triggered_by"] == "rest-api"
+
+
+def test_register_only_still_writes_the_stub_and_never_calls_airflow(env, monkeypatch) -> None:
+    cfg, _, trained = env
+    use(monkeypatch, None)  # any call would fail
+    result = actions.push(cfg, cfg.models_dir / "iris" / "model.yaml", trigger=False)
+    assert (cfg.dags_dir / STUB_DIR / "iris.py").is_file() and trained == ["iris"]
+    assert "triggered_by" not in result["pipeline"]
+
+
+def test_outside_the_models_dir_without_a_dag_fails_before_training(env, monkeypatch) -> None:
+    cfg, root, trained = env
+    use(monkeypatch, FakeAirflow(dags=set()))
+    with pytest.raises(NotFound) as failure:
+        actions.push(cfg, root / "elsewhere" / "iris", trigger=True)
+    message = str(failure.value)
+    assert (
+        "not under the models directory" in message and "iris__cicd" in message and "--no-trigger" in message
+    )
+    assert trained == []  # nothing trained, nothing registered
+    assert not (cfg.dags_dir / STUB_DIR).exists()
+
+
+def test_outside_the_models_dir_with_the_dag_the_webhook_may_win(env, monkeypatch) -> None:
+    cfg, root, trained = env
+    use(monkeypatch, FakeAirflow(dags={"iris__cicd"}, webhook_first=True))
+    result = actions.push(cfg, root / "elsewhere" / "iris", trigger=True)
+    assert trained == ["iris"] and result["pipeline"]["triggered_by"] == "webhook"

@@ -1,0 +1,102 @@
+"""The Airflow plugin's webhook endpoint (FastAPI app) with Airflow's ``trigger_dag`` replaced by a
+recorder: which delivery triggers what, and which status MLflow's webhook delivery sees.
+
+The end-to-end path (real MLflow webhook → plugin on the real API server → DAG run) is in
+``tests/e2e/test_demo.py``."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from airflow.exceptions import DagNotFound, DagRunAlreadyExists
+from fastapi.testclient import TestClient
+
+import plugins.pushbutton_plugin as plugin
+from pushbutton.dagstubs import INDEX, STUB_DIR
+from pushbutton.webhook import DELIVERY_ID, SIGNATURE, TIMESTAMP, cicd_run_id, sign
+
+SECRET = "s3cret-for-endpoint-tests"
+URL = "/webhooks/mlflow"
+
+
+def delivery(name: str, version: str = "3", secret: str = SECRET) -> tuple[bytes, dict[str, str]]:
+    body = json.dumps(
+        {"entity": "model_version", "action": "created", "data": {"name": name, "version": version}}
+    ).encode()
+    stamp = str(int(time.time()))
+    return body, {SIGNATURE: sign(secret, "d-1", stamp, body), DELIVERY_ID: "d-1", TIMESTAMP: stamp}
+
+
+@pytest.fixture
+def endpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The app, a DAGs folder whose stub index knows ``iris`` and ``fresh``, and DAGs for ``iris`` only."""
+    index = tmp_path / STUB_DIR / INDEX
+    index.parent.mkdir()
+    index.write_text(json.dumps({"iris": "/models/iris", "fresh": "/models/fresh"}))
+    monkeypatch.setenv("AIRFLOW__CORE__DAGS_FOLDER", str(tmp_path))
+    monkeypatch.setattr(plugin, "_secret", lambda: SECRET)
+    runs: dict[str, set[str]] = {"iris__cicd": set()}
+    calls: list[dict] = []
+
+    def trigger_dag(dag_id: str, run_id: str, conf: dict, **kwargs) -> None:
+        calls.append({"dag_id": dag_id, "run_id": run_id, "conf": conf})
+        if dag_id not in runs:
+            raise DagNotFound(f"Dag id {dag_id} not found")
+        if run_id in runs[dag_id]:
+            raise DagRunAlreadyExists(SimpleNamespace(dag_id=dag_id, run_id=run_id))
+        runs[dag_id].add(run_id)
+
+    monkeypatch.setattr("airflow.api.common.trigger_dag.trigger_dag", trigger_dag)
+    with TestClient(plugin.app) as client:
+        yield client, runs, calls
+
+
+def test_a_signed_delivery_triggers_cicd_once(endpoint) -> None:
+    client, runs, calls = endpoint
+    body, headers = delivery("iris")
+    first = client.post(URL, content=body, headers=headers)
+    assert first.status_code == 200 and first.json()["status"] == "triggered"
+    assert calls == [{"dag_id": "iris__cicd", "run_id": cicd_run_id("3"), "conf": {"version": "3"}}]
+    again = client.post(URL, content=body, headers=headers)
+    assert again.status_code == 200 and again.json()["status"] == "already triggered"
+    assert runs["iris__cicd"] == {cicd_run_id("3")}
+
+
+def test_a_bad_signature_is_401_and_triggers_nothing(endpoint) -> None:
+    client, _, calls = endpoint
+    body, headers = delivery("iris", secret="not-the-secret")
+    answer = client.post(URL, content=body, headers=headers)
+    assert answer.status_code == 401 and "signature" in answer.json()["detail"]
+    assert calls == []
+
+
+def test_an_unknown_model_is_404(endpoint) -> None:
+    client, _, _ = endpoint
+    body, headers = delivery("nobody")
+    answer = client.post(URL, content=body, headers=headers)
+    assert answer.status_code == 404 and "no pushbutton model 'nobody'" in answer.json()["detail"]
+    assert "Retry-After" not in answer.headers
+
+
+def test_a_new_model_whose_dag_is_not_parsed_yet_is_503_with_retry_after(endpoint) -> None:
+    client, _, _ = endpoint
+    body, headers = delivery("fresh")
+    answer = client.post(URL, content=body, headers=headers)
+    assert answer.status_code == 503  # MLflow's delivery retries 503, honouring Retry-After
+    assert answer.headers["Retry-After"] == str(plugin.RETRY_AFTER_SECONDS)
+    detail = answer.json()["detail"]
+    assert "/models/fresh" in detail and "not parsed" in detail and "import errors" in detail
+
+
+def test_other_events_are_ignored(endpoint) -> None:
+    client, _, calls = endpoint
+    body = json.dumps({"entity": "registered_model", "action": "created", "data": {"name": "iris"}}).encode()
+    stamp = str(int(time.time()))
+    headers = {SIGNATURE: sign(SECRET, "d-2", stamp, body), DELIVERY_ID: "d-2", TIMESTAMP: stamp}
+    answer = client.post(URL, content=body, headers=headers)
+    assert answer.status_code == 200 and answer.json()["status"] == "ignored"
+    assert calls == []
