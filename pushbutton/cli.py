@@ -175,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-trigger",
         dest="trigger",
         action="store_false",
-        help="register only; do not trigger the CI/CD DAG through the REST API",
+        help="register only (MLflow's webhook still starts the pipeline); by default also trigger "
+        "<model>__cicd through the REST API, waiting until Airflow has parsed a new model's DAG",
     )
     for name, handler, text in (
         ("promote", _promote, "make a version champion (default: the candidate)"),
