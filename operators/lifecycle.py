@@ -1,7 +1,8 @@
 """Thin operators over ``pushbutton.lifecycle``: build the Platform from hooks, call one step.
 
-Configuration and decision errors (bad spec, failed gate, promoting an untested version, unknown
-model) fail the task without retry (``AirflowFailException``); transport errors may retry.
+Configuration and decision errors (bad spec, failing model code, failed gate, promoting an untested
+version, unknown model) fail the task without retry (``AirflowFailException``); transport errors
+may retry.
 """
 
 from __future__ import annotations
@@ -28,11 +29,11 @@ def platform() -> Any:
 
 
 def _final(call: Callable[[], Any]) -> Any:
-    from pushbutton.errors import Conflict, GateFailed, NotFound, SpecError
+    from pushbutton.errors import Conflict, GateFailed, ModelCodeError, NotFound, SpecError
 
     try:
         return call()
-    except (SpecError, GateFailed, Conflict, NotFound) as exc:
+    except (SpecError, ModelCodeError, GateFailed, Conflict, NotFound) as exc:
         raise AirflowFailException(str(exc)) from exc
 
 

@@ -1,7 +1,7 @@
 """The small exception hierarchy every layer raises.
 
 Transport errors are wrapped (``raise NotFound(...) from exc``) so callers handle one family.
-``SpecError`` and ``GateFailed`` are configuration/decision errors: Airflow operators turn them
+``SpecError``, ``ModelCodeError`` and ``GateFailed`` are configuration/decision errors: Airflow operators turn them
 into ``AirflowFailException`` (no retry).
 """
 
@@ -33,6 +33,10 @@ class StackError(PushbuttonError):
 
 class ServingError(PushbuttonError):
     """Building, starting or routing to a serving environment failed."""
+
+
+class ModelCodeError(PushbuttonError):
+    """The model's own code failed: its train entry point raised or returned no estimator."""
 
 
 class GateFailed(PushbuttonError):

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pushbutton import registry as reg
-from pushbutton.errors import PushbuttonError, SpecError, SpecIssue
+from pushbutton.errors import ModelCodeError, SpecError, SpecIssue
 from pushbutton.spec.model import ModelSpec
 
 if TYPE_CHECKING:
@@ -110,11 +110,17 @@ def fit(spec: ModelSpec, model_dir: Path) -> Fitted:
     model_dir = Path(model_dir).resolve()
     data = split(spec, model_dir)
     train = load_reference(model_dir, spec.train.entry_point)
-    estimator = train(data.x_train, data.y_train, dict(spec.train.params))
+    where = f"{model_dir / 'model.yaml'}: train.entry_point '{spec.train.entry_point}'"
+    try:
+        estimator = train(data.x_train, data.y_train, dict(spec.train.params))
+    except Exception as exc:
+        raise ModelCodeError(
+            f"{where} raised {type(exc).__name__}: {exc}; fix the train function (its traceback is chained "
+            "to this error) and push again"
+        ) from exc
     if estimator is None or not hasattr(estimator, "predict"):
-        raise PushbuttonError(
-            f"{model_dir / 'model.yaml'}: train.entry_point '{spec.train.entry_point}' returned "
-            f"{type(estimator).__name__}; return the fitted estimator (an object with predict())"
+        raise ModelCodeError(
+            f"{where} returned {type(estimator).__name__}; return the fitted estimator (an object with predict())"
         )
     return Fitted(spec, model_dir, data, estimator)
 
