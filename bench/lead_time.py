@@ -9,7 +9,13 @@ Per push: train+log+register (CLI), webhook → run queued, build, test, registe
 durations and the orchestration time between them. Goals: push → candidate ≤ 60 s warm,
 activation ≤ 5 s.
 
+``--new-model`` instead times a model the running platform has never seen: ``pushbutton init``
+from the sklearn-classifier template into the models directory, ``pushbutton push --no-trigger``
+(only MLflow's webhook starts the pipeline, retried until Airflow has parsed the new DAG), until
+its first candidate answers.
+
     .venv/bin/python bench/lead_time.py --repeat 3
+    .venv/bin/python bench/lead_time.py --new-model
 """
 
 from __future__ import annotations
@@ -59,11 +65,56 @@ def one_push(demo: Demo, c: float) -> dict:
     return result
 
 
+def new_model(demo: Demo) -> dict:
+    """init → push (webhook only) → DAG parsed → run started → candidate answering, as splits."""
+    import httpx
+
+    from pushbutton.actions import push
+    from pushbutton.errors import NotFound
+    from pushbutton.spec import load_model_dir
+    from pushbutton.templates import init_model
+    from pushbutton.webhook import cicd_run_id
+
+    cfg, client, dag_id = demo.cfg, demo.client, "fresh__cicd"
+    started = time.perf_counter()
+    model_dir = init_model("fresh", "sklearn-classifier", cfg.models_dir)
+    pushed = push(cfg, model_dir)
+    marks = {"cli_push_s": time.perf_counter()}
+    client.wait_dag(dag_id, timeout=180)
+    marks["dag_parsed_s"] = time.perf_counter()
+    run_id, deadline = cicd_run_id(pushed["version"]), time.monotonic() + 120
+    while True:
+        try:
+            client.get_run(dag_id, run_id)
+            break
+        except NotFound:
+            if time.monotonic() > deadline:
+                raise SystemExit(
+                    f"MLflow's webhook did not start {dag_id} run {run_id} within 120 s"
+                ) from None
+            time.sleep(0.5)
+    marks["run_started_s"] = time.perf_counter()
+    client.wait_hitl(dag_id, run_id, timeout=600)
+    spec = load_model_dir(model_dir)
+    url = f"{cfg.gateway_url}/seldon/{spec.serving.namespace}/fresh/api/v1.0/predictions"
+    body = {"data": {"names": spec.feature_names, "ndarray": [[0.5] * len(spec.feature_names)]}}
+    answer = httpx.post(url, json=body, timeout=10)
+    answer.raise_for_status()
+    marks["candidate_answering_s"] = time.perf_counter()
+    result = {k: round(v - started, 1) for k, v in marks.items()}  # cumulative, from `init`
+    tasks = {t["task_id"]: t.get("duration") for t in client.task_instances(dag_id, run_id)}
+    result |= {f"{step}_s": round(tasks[step], 1) for step in STEPS if tasks.get(step) is not None}
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3, help="warm pushes after the first (default 3)")
     parser.add_argument(
         "--cold-uv-cache", action="store_true", help="empty uv package cache for the first build"
+    )
+    parser.add_argument(
+        "--new-model", action="store_true", help="time init → push → first candidate of a new model"
     )
     args = parser.parse_args()
     print(f"command: python {' '.join(sys.argv)}  (cpus: {os.cpu_count()})", flush=True)
@@ -72,6 +123,9 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="pushbutton-leadtime-") as home:
         os.environ["PUSHBUTTON_HOME"] = home
+        if args.new_model:
+            os.environ["PUSHBUTTON_MODELS_DIR"] = str(Path(home) / "models")
+            (Path(home) / "models").mkdir()
         if args.cold_uv_cache:
             os.environ["UV_CACHE_DIR"] = str(Path(home) / "uv-cache")
         settings.cache_clear()
@@ -79,6 +133,10 @@ def main() -> int:
         try:
             up(cfg)
             demo = Demo(cfg)
+            if args.new_model:
+                demo.client.wait_dag("pushbutton__promote", timeout=180)  # Airflow is parsing DAGs
+                print(json.dumps({"new_model": new_model(demo)}), flush=True)
+                return 0
             for dag_id in (f"{MODEL}__cicd", "pushbutton__promote"):
                 demo.client.wait_dag(dag_id, timeout=180)
             runs = [{"build": "cold (env created)", **one_push(demo, 1.0)}]

@@ -1,8 +1,8 @@
 """The small exception hierarchy every layer raises.
 
 Transport errors are wrapped (``raise NotFound(...) from exc``) so callers handle one family.
-``SpecError``, ``ModelCodeError`` and ``GateFailed`` are configuration/decision errors: Airflow operators turn them
-into ``AirflowFailException`` (no retry).
+``SpecError``, ``ModelCodeError`` and ``GateFailed`` are configuration/decision errors: Airflow
+operators turn them into ``AirflowFailException`` (no retry).
 """
 
 from __future__ import annotations
