@@ -198,6 +198,7 @@ def test(p: Platform, name: str, version: str, run_id: str = "") -> GateReport:
 
     A failed gate touches neither aliases nor serving: the champion keeps serving.
     """
+    before = p.registry.get(name, version).status
     report = evaluate(p, name, version)
     outcome = "passed" if report.passed else "failed"
     tags: dict[str, Any] = {
@@ -205,8 +206,11 @@ def test(p: Platform, name: str, version: str, run_id: str = "") -> GateReport:
         "pushbutton.test_report": report.as_dict(),
         "pushbutton.dag_run_id": run_id,
     }
-    if not report.passed:
+    if not report.passed and before not in PAST_CANDIDATE:  # a champion's status reflects serving
         tags |= {reg.STATUS: "failed", reg.REASON: "; ".join(report.failures)}
+    if report.passed and before == "failed":  # a re-run after a failure: forget the old verdict
+        tags[reg.STATUS] = "registered"
+        p.registry.delete_tags(name, version, [reg.REASON])
     p.registry.set_tags(name, version, tags)
     if not report.passed:
         release_unrouted(p, name, version)  # the candidate's microservice: nothing half-deployed

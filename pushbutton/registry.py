@@ -187,6 +187,17 @@ class Registry:
                 json={"name": name, "version": str(version), "key": key, "value": text[:_TAG_LIMIT]},
             )
 
+    def delete_tags(self, name: str, version: str, keys: list[str]) -> None:
+        """Remove tags from a version; a tag that is not set is not an error."""
+        for key in keys:
+            with contextlib.suppress(NotFound):
+                self._call(
+                    "DELETE",
+                    "/model-versions/delete-tag",
+                    f"tag {key} of {name} v{version}",
+                    json={"name": name, "version": str(version), "key": key},
+                )
+
     def ensure_model(self, name: str, description: str, tags: dict[str, str]) -> None:
         if self.exists(name):
             return

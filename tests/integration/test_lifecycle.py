@@ -17,6 +17,7 @@ import pytest
 from pushbutton import registry as reg
 from pushbutton.config import REPO_ROOT
 from pushbutton.errors import Conflict, GateFailed, NotFound
+from pushbutton.gate import Check, GateReport
 from pushbutton.lifecycle import (
     Platform,
     deploy_candidate,
@@ -194,6 +195,49 @@ def test_a_run_failing_after_its_test_releases_the_warm_microservice(
     assert not release_unrouted(platform, "iris", tested)  # a re-run finds nothing to stop
     assert not release_unrouted(platform, "iris", v1)  # the champion is routed: never stopped
     assert ask(platform, 10) == {v1: 10}
+
+
+FLAKY_TEST = """
+import os
+
+
+def test_feature_store_reachable():
+    assert os.environ.get("PB_TEST_FEATURE_STORE") == "up", "feature store unreachable (on purpose)"
+"""
+
+
+def test_a_passing_retest_after_a_failure_clears_the_verdict(
+    platform: Platform, v1: str, variants, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flaky = push(platform, variants("flaky", files={"tests/test_flaky.py": FLAKY_TEST}))
+    monkeypatch.delenv("PB_TEST_FEATURE_STORE", raising=False)
+    with pytest.raises(GateFailed, match="model tests"):
+        run_gate(platform, "iris", flaky, run_id="t")
+    failed = platform.registry.get("iris", flaky)
+    assert failed.status == "failed" and "model tests" in failed.tags[reg.REASON]
+    monkeypatch.setenv("PB_TEST_FEATURE_STORE", "up")  # the clear-and-retry of the test task
+    run_gate(platform, "iris", flaky, run_id="t")
+    passed = platform.registry.get("iris", flaky)
+    assert (passed.status, passed.tests_passed, reg.REASON in passed.tags) == ("registered", True, False)
+    assert release_unrouted(platform, "iris", flaky) and champion(platform) == v1
+
+
+def test_a_failing_retest_of_the_champion_keeps_its_status(
+    platform: Platform, v1: str, variants, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert platform.registry.get("iris", v1).status == "champion"
+    monkeypatch.setattr(
+        "pushbutton.lifecycle.evaluate",
+        lambda p, name, version: GateReport(name, version, checks=[Check("model tests", False, "flaky")]),
+    )
+    with pytest.raises(GateFailed):
+        run_gate(platform, "iris", v1, run_id="t")
+    again = platform.registry.get("iris", v1)
+    assert again.status == "champion" and not again.tests_passed  # serving unchanged; not re-promotable
+    assert ask(platform, 10) == {v1: 10}
+    monkeypatch.undo()
+    run_gate(platform, "iris", v1, run_id="t")  # the real gate passes again
+    assert platform.registry.get("iris", v1).tests_passed
 
 
 def test_activate_then_roll_back_to_previous(platform: Platform, v1: str, variants) -> None:
