@@ -112,7 +112,8 @@ def cicd_dag(spec: ModelSpec, model_dir: Path) -> DAG:
         )
         build >> test >> register >> deploy >> approve >> activate >> discard
         # `discard_candidate` is the only leaf and is skipped on success *and* after a failure, so
-        # without a watcher a failed gate would leave the run "success"
+        # without a watcher a failed gate would leave the run "success"; the watcher also withdraws
+        # whatever the failed run had put into serving
         [build, test, register, deploy, approve, activate, discard] >> SeldonFailedRunOperator(
             task_id="fail_on_error",
             model=spec.name,

@@ -149,14 +149,21 @@ class SeldonDiscardCandidateOperator(_LifecycleOperator):
 
 
 class SeldonFailedRunOperator(_LifecycleOperator):
-    """Watcher (trigger rule ``one_failed``): stop the version's microservice if the test step started
-    it and nothing routes to it, then fail the run. The champion and any routed candidate stay."""
+    """Watcher (trigger rule ``one_failed``): withdraw what the failed run put into serving (its
+    candidate, or a microservice its test step started), then fail the run. The champion stays."""
 
     def execute(self, context: Context) -> None:
-        from pushbutton.lifecycle import release_unrouted
+        from pushbutton.errors import PushbuttonError
+        from pushbutton.lifecycle import withdraw
 
-        if self.version and release_unrouted(platform(), self.model, self.version):
-            self.log.info("stopped the unrouted microservice of %s v%s", self.model, self.version)
+        run_id = self.run_id(context)
+        if self.version:
+            reason = f"CI/CD run {run_id} failed before activation"
+            try:
+                done = withdraw(platform(), self.model, self.version, run_id, reason)
+                self.log.info("%s v%s after the failed run: %s", self.model, self.version, done)
+            except PushbuttonError as exc:  # still fail the run with the original cause first in the UI
+                self.log.error("could not withdraw %s v%s: %s", self.model, self.version, exc)
         raise AirflowFailException("a pipeline step failed; its log says which check and why")
 
 

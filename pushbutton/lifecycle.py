@@ -229,6 +229,23 @@ def release_unrouted(p: Platform, name: str, version: str) -> bool:
     return False
 
 
+def withdraw(p: Platform, name: str, version: str, run_id: str = "", reason: str = "") -> str:
+    """After a failed CI/CD run: undo what the run did to serving, never touching the champion.
+
+    The version's candidate is rejected (the champion gets all traffic back; on a first release the
+    deployment is removed); otherwise a microservice its test step started is stopped. A version that
+    became champion, or is retired or rejected, stays as it is. Returns what was done.
+    """
+    mv = p.registry.get(name, version)
+    if mv.status in PAST_CANDIDATE:
+        return f"left as {mv.status}"
+    candidate = p.registry.by_alias(name, reg.CANDIDATE)
+    if candidate is not None and candidate.version == str(version):
+        reject(p, name, version, actor="pipeline", run_id=run_id, reason=reason or "its CI/CD run failed")
+        return "candidate withdrawn; the champion serves"
+    return "stopped its unrouted microservice" if release_unrouted(p, name, version) else "nothing to undo"
+
+
 def _require_tested(p: Platform, name: str, version: str) -> reg.Version:
     mv = p.registry.get(name, version)
     if not mv.tests_passed:

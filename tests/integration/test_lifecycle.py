@@ -25,6 +25,7 @@ from pushbutton.lifecycle import (
     register_candidate,
     reject,
     release_unrouted,
+    withdraw,
 )
 from pushbutton.lifecycle import (
     test as run_gate,
@@ -190,11 +191,24 @@ def test_a_run_failing_after_its_test_releases_the_warm_microservice(
     tested = push(platform, variants("abandoned", {"max_iter: 500": "max_iter: 550"}))
     run_gate(platform, "iris", tested, run_id="t")  # passes: its microservice now runs, unrouted
     assert candidate_service_running(platform, tested)
-    assert release_unrouted(platform, "iris", tested)  # what the cicd DAG's failure watcher calls
+    assert withdraw(platform, "iris", tested) == "stopped its unrouted microservice"  # the DAG's watcher
     assert not candidate_service_running(platform, tested)
-    assert not release_unrouted(platform, "iris", tested)  # a re-run finds nothing to stop
-    assert not release_unrouted(platform, "iris", v1)  # the champion is routed: never stopped
+    assert withdraw(platform, "iris", tested) == "nothing to undo"  # a re-run of the watcher
+    assert withdraw(platform, "iris", v1) == "left as champion"
     assert ask(platform, 10) == {v1: 10}
+
+
+def test_a_run_failing_after_deploy_withdraws_its_canary(platform: Platform, v1: str, variants) -> None:
+    canary = push(platform, variants("stranded", {"max_iter: 500": "max_iter: 560"}))
+    release(platform, canary)  # a 10% canary; then e.g. the approval task fails
+    assert set(ask(platform, 200)) == {v1, canary}
+    done = withdraw(platform, "iris", canary, run_id="r-9", reason="CI/CD run r-9 failed before activation")
+    assert done == "candidate withdrawn; the champion serves"
+    assert ask(platform, 20) == {v1: 20} and not candidate_service_running(platform, canary)
+    withdrawn = platform.registry.get("iris", canary)
+    assert withdrawn.status == "rejected" and "r-9 failed" in withdrawn.tags[reg.REASON]
+    assert platform.registry.by_alias("iris", reg.CANDIDATE) is None
+    assert withdraw(platform, "iris", canary) == "left as rejected"
 
 
 FLAKY_TEST = """
