@@ -70,7 +70,6 @@ def new_model(demo: Demo) -> dict:
     import httpx
 
     from pushbutton.actions import push
-    from pushbutton.errors import NotFound
     from pushbutton.spec import load_model_dir
     from pushbutton.templates import init_model
     from pushbutton.webhook import cicd_run_id
@@ -82,17 +81,7 @@ def new_model(demo: Demo) -> dict:
     marks = {"cli_push_s": time.perf_counter()}
     client.wait_dag(dag_id, timeout=180)
     marks["dag_parsed_s"] = time.perf_counter()
-    run_id, deadline = cicd_run_id(pushed["version"]), time.monotonic() + 120
-    while True:
-        try:
-            client.get_run(dag_id, run_id)
-            break
-        except NotFound:
-            if time.monotonic() > deadline:
-                raise SystemExit(
-                    f"MLflow's webhook did not start {dag_id} run {run_id} within 120 s"
-                ) from None
-            time.sleep(0.5)
+    run_id = client.wait_run_created(dag_id, cicd_run_id(pushed["version"]))["dag_run_id"]
     marks["run_started_s"] = time.perf_counter()
     client.wait_hitl(dag_id, run_id, timeout=600)
     spec = load_model_dir(model_dir)

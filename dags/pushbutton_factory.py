@@ -36,7 +36,8 @@ from pushbutton.spec import ModelSpec, load_model_dir
 
 log = logging.getLogger(__name__)
 START = datetime(2024, 1, 1)
-RESOLVED_VERSION = "{{ ti.xcom_pull(task_ids='build')['version'] }}"
+# the version `build` resolved ('latest' → a number); empty when build failed (only the watcher runs then)
+RESOLVED_VERSION = "{{ (ti.xcom_pull(task_ids='build') or {}).get('version', '') }}"
 
 
 def _doc(spec: ModelSpec, model_dir: Path, kind: str) -> str:
@@ -117,7 +118,7 @@ def cicd_dag(spec: ModelSpec, model_dir: Path) -> DAG:
         [build, test, register, deploy, approve, activate, discard] >> SeldonFailedRunOperator(
             task_id="fail_on_error",
             model=spec.name,
-            version="{{ (ti.xcom_pull(task_ids='build') or {}).get('version', '') }}",  # none if build failed
+            version=RESOLVED_VERSION,
             trigger_rule=TriggerRule.ONE_FAILED,
             retries=0,
         )

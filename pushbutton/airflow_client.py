@@ -203,6 +203,20 @@ class AirflowClient:
     def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
         return list(self._paged(f"/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances", "task_instances"))
 
+    def wait_run_created(self, dag_id: str, run_id: str, timeout: float = 120.0, poll: float = 0.5) -> dict:
+        """Wait until run ``run_id`` of ``dag_id`` exists (e.g. started by a webhook); return it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self.get_run(dag_id, run_id)
+            except NotFound:
+                if time.monotonic() >= deadline:
+                    raise RunTimeout(
+                        f"no run {run_id} of {dag_id} after {timeout:.0f}s: did the MLflow webhook reach "
+                        f"the pushbutton plugin at {self.base_url}/pushbutton/webhooks/mlflow?"
+                    ) from None
+            time.sleep(poll)
+
     def wait_run(self, dag_id: str, run_id: str, timeout: float = 600.0, poll: float = 2.0) -> dict:
         """Poll until the run is ``success`` or ``failed``; return it. RunTimeout lists the task states."""
         deadline = time.monotonic() + timeout

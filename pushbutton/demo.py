@@ -135,14 +135,7 @@ class Demo:
 
     def pipeline_run(self, version: str, timeout: float = 120.0) -> str:
         """The CI/CD run the MLflow webhook started for ``version``."""
-        run_id, deadline = cicd_run_id(version), time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                self.client.get_run(f"{MODEL}__cicd", run_id)
-                return run_id
-            except PushbuttonError:
-                time.sleep(0.5)
-        raise PushbuttonError(f"no {MODEL}__cicd run {run_id}: did the MLflow webhook reach the plugin?")
+        return self.client.wait_run_created(f"{MODEL}__cicd", cicd_run_id(version), timeout)["dag_run_id"]
 
     def task_seconds(self, run_id: str) -> dict[str, float]:
         return {

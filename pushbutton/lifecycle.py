@@ -30,6 +30,8 @@ from pushbutton.history import HistoryStore
 from pushbutton.serving.spec import Release, champion_only, with_candidate
 from pushbutton.spec import ModelSpec, load_spec
 
+PAST_CANDIDATE = ("champion", "retired", "rejected")  # a re-run of an earlier step must not undo these
+
 
 @dataclass
 class Platform:
@@ -255,9 +257,6 @@ def _require_tested(p: Platform, name: str, version: str) -> reg.Version:
             "fix the model and push a new version, or run its CI/CD DAG"
         )
     return mv
-
-
-PAST_CANDIDATE = ("champion", "retired", "rejected")  # a re-run of an earlier step must not undo these
 
 
 def register_candidate(p: Platform, name: str, version: str, run_id: str = "") -> dict[str, Any]:

@@ -133,11 +133,12 @@ def flavor_kwargs(fitted: Fitted, infer_requirements: bool = True) -> dict[str, 
 
     import mlflow.sklearn
 
+    from pushbutton.serving.envs import read_requirements
+
     skops = f"skops=={importlib.metadata.version('skops')}"
     file = fitted.model_dir / (fitted.spec.requirements or "requirements.txt")
     if file.is_file():
-        lines = [line.split("#")[0].strip() for line in file.read_text().splitlines()]
-        requirements: list[str] | None = [*(r for r in lines if r), skops]
+        requirements: list[str] | None = [*read_requirements(file), skops]
     else:
         requirements = None if infer_requirements else [skops]
     return {

@@ -7,29 +7,16 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
 
 from pushbutton.cli import main as cli
 from pushbutton.config import REPO_ROOT
-from pushbutton.webhook import DELIVERY_ID, SIGNATURE, TIMESTAMP, sign
 from tests.integration.platform import platform_settings
+from tests.webhook_deliveries import created_body, signed_headers
 
 pytestmark = pytest.mark.e2e
-
-
-def signed(secret: str, body: bytes) -> dict[str, str]:
-    stamp = str(int(time.time()))
-    return {SIGNATURE: sign(secret, "e2e-1", stamp, body), DELIVERY_ID: "e2e-1", TIMESTAMP: stamp,
-            "Content-Type": "application/json"}  # fmt: skip
-
-
-def created(name: str, version: str) -> bytes:
-    return json.dumps(
-        {"entity": "model_version", "action": "created", "data": {"name": name, "version": version}}
-    ).encode()
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +58,9 @@ def test_webhook_with_a_bad_signature_is_refused_and_triggers_nothing(demo) -> N
     cfg, _, _ = demo
     client = AirflowClient.from_settings(cfg)
     before = len(client.list_runs("iris__cicd"))
-    body = created("iris", "77")
+    body = created_body("iris", "77")
     url = f"{cfg.airflow_url}/pushbutton/webhooks/mlflow"
-    forged = httpx.post(url, content=body, headers=signed("not-the-secret", body))
+    forged = httpx.post(url, content=body, headers=signed_headers("not-the-secret", body, "e2e-1"))
     assert forged.status_code == 401 and "signature does not match" in forged.text
     unsigned = httpx.post(url, content=body, headers={"Content-Type": "application/json"})
     assert unsigned.status_code == 401
@@ -84,9 +71,9 @@ def test_webhook_for_an_unknown_model_is_404_and_triggers_nothing(demo) -> None:
     from pushbutton.stack import webhook_secret
 
     cfg, _, _ = demo
-    body = created("no-such-model", "1")
+    body = created_body("no-such-model", "1")
     answer = httpx.post(f"{cfg.airflow_url}/pushbutton/webhooks/mlflow", content=body,
-                        headers=signed(webhook_secret(cfg), body))  # fmt: skip
+                        headers=signed_headers(webhook_secret(cfg), body, "e2e-1"))  # fmt: skip
     assert answer.status_code == 404
     assert "no pushbutton model 'no-such-model'" in answer.json()["detail"]
 
@@ -95,9 +82,9 @@ def test_redelivery_of_a_version_does_not_start_a_second_run(demo) -> None:
     from pushbutton.stack import webhook_secret
 
     cfg, report, _ = demo
-    body = created("iris", report["versions"]["v1"])
+    body = created_body("iris", report["versions"]["v1"])
     answer = httpx.post(f"{cfg.airflow_url}/pushbutton/webhooks/mlflow", content=body,
-                        headers=signed(webhook_secret(cfg), body))  # fmt: skip
+                        headers=signed_headers(webhook_secret(cfg), body, "e2e-1"))  # fmt: skip
     assert answer.status_code == 200 and answer.json()["status"] == "already triggered"
 
 
@@ -163,10 +150,8 @@ def test_a_new_model_goes_from_init_to_serving_with_one_push_and_one_approval(de
     assert dag_id == "fresh__cicd"
     with AirflowClient.from_settings(cfg) as client:
         client.wait_dag(dag_id, timeout=180)
-        deadline = time.monotonic() + 120
-        while not (runs := client.list_runs(dag_id)):
-            assert time.monotonic() < deadline, "MLflow's webhook delivery did not start the pipeline"
-            time.sleep(1)
+        client.wait_run_created(dag_id, run_id, timeout=120)  # only MLflow's webhook can start it
+        runs = client.list_runs(dag_id)
         assert [(r["dag_run_id"], r["triggering_user_name"]) for r in runs] == [(run_id, "mlflow-webhook")]
         client.wait_hitl(dag_id, run_id, timeout=600)
         assert respond_approval(cfg, "fresh", approve=True)["answer"] == "Approve"

@@ -9,7 +9,6 @@ import pytest
 from mlflow.webhooks.delivery import _generate_hmac_signature
 
 from pushbutton.webhook import (
-    DELIVERY_ID,
     SIGNATURE,
     TIMESTAMP,
     WebhookRejected,
@@ -18,6 +17,7 @@ from pushbutton.webhook import (
     sign,
     verify,
 )
+from tests.webhook_deliveries import signed_headers
 
 SECRET = "s3cret-for-tests"
 BODY = json.dumps(
@@ -27,8 +27,7 @@ BODY = json.dumps(
 
 
 def headers(body: bytes = BODY, secret: str = SECRET, ts: int | None = None, delivery: str = "d-1") -> dict:
-    stamp = str(ts if ts is not None else int(time.time()))
-    return {SIGNATURE: sign(secret, delivery, stamp, body), DELIVERY_ID: delivery, TIMESTAMP: stamp}
+    return signed_headers(secret, body, delivery, ts)
 
 
 def test_our_signature_equals_mlflows() -> None:

@@ -7,7 +7,6 @@ The end-to-end path (real MLflow webhook → plugin on the real API server → D
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,18 +16,16 @@ from fastapi.testclient import TestClient
 
 import plugins.pushbutton_plugin as plugin
 from pushbutton.dagstubs import INDEX, STUB_DIR
-from pushbutton.webhook import DELIVERY_ID, SIGNATURE, TIMESTAMP, cicd_run_id, sign
+from pushbutton.webhook import cicd_run_id
+from tests.webhook_deliveries import created_body, signed_headers
 
 SECRET = "s3cret-for-endpoint-tests"
 URL = "/webhooks/mlflow"
 
 
 def delivery(name: str, version: str = "3", secret: str = SECRET) -> tuple[bytes, dict[str, str]]:
-    body = json.dumps(
-        {"entity": "model_version", "action": "created", "data": {"name": name, "version": version}}
-    ).encode()
-    stamp = str(int(time.time()))
-    return body, {SIGNATURE: sign(secret, "d-1", stamp, body), DELIVERY_ID: "d-1", TIMESTAMP: stamp}
+    body = created_body(name, version)
+    return body, signed_headers(secret, body)
 
 
 @pytest.fixture
@@ -95,8 +92,6 @@ def test_a_new_model_whose_dag_is_not_parsed_yet_is_503_with_retry_after(endpoin
 def test_other_events_are_ignored(endpoint) -> None:
     client, _, calls = endpoint
     body = json.dumps({"entity": "registered_model", "action": "created", "data": {"name": "iris"}}).encode()
-    stamp = str(int(time.time()))
-    headers = {SIGNATURE: sign(SECRET, "d-2", stamp, body), DELIVERY_ID: "d-2", TIMESTAMP: stamp}
-    answer = client.post(URL, content=body, headers=headers)
+    answer = client.post(URL, content=body, headers=signed_headers(SECRET, body, "d-2"))
     assert answer.status_code == 200 and answer.json()["status"] == "ignored"
     assert calls == []
