@@ -102,7 +102,11 @@ def cicd_dag(spec: ModelSpec, model_dir: Path) -> DAG:
             defaults="Reject",  # no answer within the timeout counts as a rejection
             response_timeout=timedelta(days=7),
             params={"comment": Param("", type="string", description="optional note for the serving history")},
-            retries=0,
+            # the plugin holds answers until the parked task has settled (HitlSettleMiddleware); should
+            # Airflow still fail the resumed task ("state changed externally"), ask again rather than
+            # let the failure watcher withdraw the candidate
+            retries=1,
+            retry_delay=timedelta(seconds=5),
         )
         activate = SeldonActivateOperator(task_id="activate", model=spec.name, version=RESOLVED_VERSION)
         discard = SeldonDiscardCandidateOperator(

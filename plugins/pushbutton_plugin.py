@@ -7,11 +7,23 @@ is answered 401 and logged; nothing is triggered. A version of a model without a
 answered 404, also without triggering anything. A model whose spec exists but whose DAG the DAG
 processor has not parsed yet (a brand-new model) is answered 503 with ``Retry-After``: MLflow's
 webhook delivery retries it.
+
+A root middleware, :class:`HitlSettleMiddleware`, holds an answer to a Human-in-the-loop request
+(the Approve/Reject button in the UI or ``PATCH .../hitlDetails`` on the REST API) that arrives
+within ``PUSHBUTTON_HITL_SETTLE_SECONDS`` (default 5) of the task parking, until that much time has
+passed. Airflow 3.3 fails the task ("state changed externally") when the answer resumes it before the
+scheduler has processed the executor event of the worker that parked it: with LocalExecutor the
+late event of the parking try removes the resumed try from the executor's running set.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import re
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 from airflow.plugins_manager import AirflowPlugin
@@ -22,6 +34,7 @@ from fastapi.responses import JSONResponse
 from pushbutton.webhook import WebhookRejected, cicd_run_id, created_version, verify
 
 log = logging.getLogger("pushbutton.webhook")
+hitl_log = logging.getLogger("pushbutton.hitl")
 CONN_ID = "pushbutton_mlflow"
 RETRY_AFTER_SECONDS = 10
 
@@ -115,6 +128,75 @@ async def mlflow_webhook(request: Request) -> JSONResponse:
     return JSONResponse(payload, status, headers=headers)
 
 
+HITL_ANSWER = re.compile(
+    r"/dags/(?P<dag_id>[^/]+)/dagRuns/(?P<run_id>[^/]+)/taskInstances/(?P<task_id>[^/]+)/(?P<map_index>-?\d+)/hitlDetails$"
+)
+DEFAULT_HITL_SETTLE_SECONDS = 5.0
+
+
+def _parked_since(dag_id: str, run_id: str, task_id: str, map_index: int) -> datetime | None:
+    """When the task instance started waiting for its answer; None if it is not waiting."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from airflow.utils.state import TaskInstanceState
+    from sqlalchemy import select
+
+    waiting = (TaskInstanceState.AWAITING_INPUT, TaskInstanceState.DEFERRED)
+    query = select(TaskInstance.updated_at).where(
+        TaskInstance.dag_id == dag_id,
+        TaskInstance.run_id == run_id,
+        TaskInstance.task_id == task_id,
+        TaskInstance.map_index == map_index,
+        TaskInstance.state.in_(waiting),
+    )
+    with create_session() as session:
+        return session.scalar(query)
+
+
+class HitlSettleMiddleware:
+    """Hold a HITL answer until the waiting task has been parked ``settle_seconds`` (see module doc)."""
+
+    def __init__(
+        self,
+        app: Callable,
+        settle_seconds: float | None = None,
+        parked_since: Callable[..., datetime | None] = _parked_since,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.app = app
+        if settle_seconds is None:
+            settle_seconds = float(
+                os.environ.get("PUSHBUTTON_HITL_SETTLE_SECONDS", DEFAULT_HITL_SETTLE_SECONDS)
+            )
+        self.settle_seconds = settle_seconds
+        self.parked_since = parked_since
+        self.sleep = sleep
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "http" and scope["method"] == "PATCH" and self.settle_seconds > 0:
+            match = HITL_ANSWER.search(scope["path"])
+            if match:
+                await self._settle(**match.groupdict())
+        await self.app(scope, receive, send)
+
+    async def _settle(self, dag_id: str, run_id: str, task_id: str, map_index: str) -> None:
+        try:
+            since = await run_in_threadpool(self.parked_since, dag_id, run_id, task_id, int(map_index))
+        except Exception:  # never block an answer on the check itself; Airflow answers the PATCH
+            hitl_log.exception(
+                "could not read the state of %s/%s/%s; answering at once", dag_id, run_id, task_id
+            )
+            return
+        if since is None:
+            return
+        wait = self.settle_seconds - (datetime.now(UTC) - since).total_seconds()
+        if wait > 0:
+            hitl_log.info(
+                "holding the answer to %s %s %s for %.1fs until it has settled", dag_id, run_id, task_id, wait
+            )
+            await self.sleep(wait)
+
+
 @app.get("/health")
 async def health() -> dict:
     return {"status": "ok"}
@@ -123,3 +205,4 @@ async def health() -> dict:
 class PushbuttonPlugin(AirflowPlugin):
     name = "pushbutton"
     fastapi_apps = [{"app": app, "url_prefix": "/pushbutton", "name": "pushbutton"}]
+    fastapi_root_middlewares = [{"middleware": HitlSettleMiddleware, "name": "pushbutton-hitl-settle"}]

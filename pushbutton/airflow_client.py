@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -53,8 +52,6 @@ class RunTimeout(StackError):
 
 class AirflowClient:
     """REST API v2 of one Airflow API server. Use as a context manager or call ``close()``."""
-
-    hitl_settle_seconds = 5.0  # see respond_hitl
 
     def __init__(
         self,
@@ -200,6 +197,17 @@ class AirflowClient:
             params["state"] = [state] if isinstance(state, str) else list(state)
         return list(self._paged(f"/dags/{_q(dag_id)}/dagRuns", "dag_runs", params))
 
+    def clear_tasks(self, dag_id: str, run_id: str, task_ids: list[str]) -> list[dict]:
+        """Clear these tasks (only) of a run so they run again; the run is set back to queued."""
+        body = {
+            "dag_run_id": run_id,
+            "task_ids": list(task_ids),
+            "dry_run": False,
+            "only_failed": False,
+            "reset_dag_runs": True,
+        }
+        return self.request("POST", f"/dags/{_q(dag_id)}/clearTaskInstances", json=body)["task_instances"]
+
     def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
         return list(self._paged(f"/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances", "task_instances"))
 
@@ -271,17 +279,10 @@ class AirflowClient:
     ) -> dict:
         """Answer a HITL task (e.g. ``["Approve"]``); Conflict if it was already answered.
 
-        Airflow 3.3.2 fails the task when the answer lands before the scheduler has processed
-        the executor event of the worker that parked it (``state changed externally``), so a
-        request younger than ``hitl_settle_seconds`` is answered only once it is that old.
+        The pushbutton plugin holds an answer to a request that has just appeared for a few seconds
+        (``HitlSettleMiddleware``), so this call may take that long.
         """
         path = f"/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances/{_q(task_id)}/{map_index}/hitlDetails"
-        detail = self.request("GET", path)
-        if not detail.get("response_received") and detail.get("created_at"):
-            created = datetime.fromisoformat(detail["created_at"].replace("Z", "+00:00"))
-            age = (datetime.now(UTC) - created).total_seconds()
-            if 0 <= age < self.hitl_settle_seconds:
-                time.sleep(self.hitl_settle_seconds - age)
         body = {"chosen_options": list(chosen_options), "params_input": params_input or {}}
         return self.request("PATCH", path, json=body)
 

@@ -307,25 +307,6 @@ def test_client_request_shapes_and_paging():
             client.wait_run("m__cicd", "r1", timeout=0, poll=0)
 
 
-def test_respond_hitl_lets_a_fresh_request_settle_first(monkeypatch):
-    from datetime import UTC, datetime
-
-    created = datetime.now(UTC).isoformat()
-    slept: list[float] = []
-    monkeypatch.setattr("pushbutton.airflow_client.time.sleep", slept.append)
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/auth/token":
-            return httpx.Response(201, json={"access_token": "t"})
-        if request.method == "GET":
-            return httpx.Response(200, json={"response_received": False, "created_at": created})
-        return httpx.Response(200, json={"chosen_options": ["Approve"]})
-
-    with _client(handler) as client:
-        assert client.respond_hitl("d", "r", "approve", ["Approve"]) == {"chosen_options": ["Approve"]}
-    assert len(slept) == 1 and 0 < slept[0] <= AirflowClient.hitl_settle_seconds
-
-
 def test_is_healthy_needs_every_component():
     good = {k: {"status": "healthy"} for k in ("metadatabase", "scheduler", "dag_processor", "triggerer")}
     assert is_healthy(good)
