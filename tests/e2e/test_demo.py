@@ -137,7 +137,7 @@ def test_a_failing_gate_fails_the_run_and_the_champion_keeps_serving(demo, tmp_p
 
 def test_a_new_model_goes_from_init_to_serving_with_one_push_and_one_approval(demo) -> None:
     """The data scientist's path: `pushbutton init` under the models directory, push while the platform
-    runs (its DAGs do not exist yet), Approve, and it serves. Only the MLflow webhook starts the run:
+    runs (its DAGs do not exist yet), Approve at once, and it serves. Only the MLflow webhook starts the run:
     the plugin answers 503 + Retry-After until Airflow has parsed the new DAG, and MLflow retries."""
     from pushbutton.actions import push, respond_approval
     from pushbutton.airflow_client import AirflowClient
@@ -153,12 +153,47 @@ def test_a_new_model_goes_from_init_to_serving_with_one_push_and_one_approval(de
         client.wait_run_created(dag_id, run_id, timeout=120)  # only MLflow's webhook can start it
         runs = client.list_runs(dag_id)
         assert [(r["dag_run_id"], r["triggering_user_name"]) for r in runs] == [(run_id, "mlflow-webhook")]
-        client.wait_hitl(dag_id, run_id, timeout=600)
+        client.wait_hitl(dag_id, run_id, timeout=600, poll=0.2)
+        # answered the instant it appears: the plugin holds the answer until the parked task has
+        # settled, so Airflow resumes it on its first try (without the hold it fails ~3 times in 4)
         assert respond_approval(cfg, "fresh", approve=True)["answer"] == "Approve"
         assert client.wait_run(dag_id, run_id, timeout=300)["state"] == "success"
+        approve = next(t for t in client.task_instances(dag_id, run_id) if t["task_id"] == "approve")
+        assert (approve["state"], approve["try_number"]) == ("success", 1)
     assert cli(["status", "fresh"]) == 0
     spec = load_model_dir(cfg.models_dir / "fresh")
     url = f"{cfg.gateway_url}/seldon/{spec.serving.namespace}/fresh/api/v1.0/predictions"
     body = {"data": {"names": spec.feature_names, "ndarray": [[0.5] * len(spec.feature_names)]}}
     answer = httpx.post(url, json=body, timeout=10)
     assert answer.status_code == 200 and answer.headers["X-Pushbutton-Version"] == pushed["version"]
+
+
+def test_rerunning_a_successful_runs_tasks_changes_nothing(demo) -> None:
+    """Idempotency at the DAG level: clear every task but the human's approval of v1's finished run
+    (v1 is the champion again after the demo's rollback); they run again, the run succeeds, and
+    aliases, statuses, serving (same microservice processes) and the history stay as they were."""
+    from pushbutton.actions import model_status
+    from pushbutton.airflow_client import AirflowClient
+    from pushbutton.webhook import cicd_run_id
+
+    cfg, report, _ = demo
+    dag_id, run_id = "iris__cicd", cicd_run_id(report["versions"]["v1"])
+    steps = ["build", "test", "register", "deploy_candidate", "activate"]
+    before = model_status(cfg, "iris")
+    assert before["aliases"]["champion"] == report["versions"]["v1"]
+    with AirflowClient.from_settings(cfg) as client:
+        tries = {t["task_id"]: t["try_number"] for t in client.task_instances(dag_id, run_id)}
+        cleared = client.clear_tasks(dag_id, run_id, steps)
+        assert sorted(t["task_id"] for t in cleared) == sorted(steps)
+        assert client.wait_run(dag_id, run_id, timeout=600)["state"] == "success"
+        after = {t["task_id"]: (t["state"], t["try_number"]) for t in client.task_instances(dag_id, run_id)}
+    assert {t: after[t] for t in steps} == {t: ("success", tries[t] + 1) for t in steps}
+    assert after["approve"] == ("success", tries["approve"])  # the human is not asked again
+    assert _state(model_status(cfg, "iris")) == _state(before)
+
+
+def _state(status: dict) -> dict:
+    """What a re-run must not change: everything in ``pushbutton status`` but the request counters."""
+    serving = status["serving"]
+    backends = {role: (b["service"], b["pid"], b["url"]) for role, b in serving["backends"].items()}
+    return {**status, "serving": {**serving, "backends": backends}}
