@@ -101,7 +101,9 @@ def cicd_dag(spec: ModelSpec, model_dir: Path) -> DAG:
             body="{{ ti.xcom_pull(task_ids='test', key='report_md') }}",
             defaults="Reject",  # no answer within the timeout counts as a rejection
             response_timeout=timedelta(days=7),
-            params={"comment": Param("", type="string", description="optional note for the serving history")},
+            params={  # nullable: a required field would disable the Approve button until filled
+                "comment": Param(None, type=["null", "string"], description="optional note for the history")
+            },
             # the plugin holds answers until the parked task has settled (HitlSettleMiddleware); should
             # Airflow still fail the resumed task ("state changed externally"), ask again rather than
             # let the failure watcher withdraw the candidate

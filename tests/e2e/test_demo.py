@@ -197,3 +197,37 @@ def _state(status: dict) -> dict:
     serving = status["serving"]
     backends = {role: (b["service"], b["pid"], b["url"]) for role, b in serving["backends"].items()}
     return {**status, "serving": {**serving, "backends": backends}}
+
+
+def test_one_click_on_approve_in_the_airflow_ui_releases_a_pushed_version(demo, tmp_path) -> None:
+    """The promise of the product, in a real browser: push, then a person opens Browse → Required
+    Actions, sees the test report and clicks Approve — no form to fill — and the version serves.
+    The click comes the moment the request appears (the plugin holds it until the task settled)."""
+    from pushbutton.actions import push
+    from pushbutton.airflow_client import AirflowClient
+    from tests.e2e.browser import airflow_ui
+
+    cfg, _, _ = demo
+    model_dir = tmp_path / "iris"
+    shutil.copytree(REPO_ROOT / "models" / "iris", model_dir, ignore=shutil.ignore_patterns("__pycache__"))
+    pushed = push(cfg, model_dir, trigger=True)
+    version, dag_id, run_id = pushed["version"], pushed["pipeline"]["dag_id"], pushed["pipeline"]["run_id"]
+    with AirflowClient.from_settings(cfg) as client, airflow_ui(cfg) as page:
+        page.goto(f"{cfg.airflow_url}/required_actions")  # Browse → Required Actions
+        client.wait_hitl(dag_id, run_id, timeout=600, poll=0.2)
+        page.reload()
+        page.get_by_role("link", name=f"Release iris v{version} to production?").click()
+        page.get_by_text(f"Test report: iris v{version} — PASSED").wait_for()
+        with page.expect_response(
+            lambda r: r.url.endswith("/hitlDetails") and r.request.method == "PATCH"
+        ) as sent:
+            page.get_by_role("button", name="Approve", exact=True).click()
+        assert sent.value.status == 200, sent.value.text()
+        assert client.wait_run(dag_id, run_id, timeout=300)["state"] == "success"
+        approve = next(t for t in client.task_instances(dag_id, run_id) if t["task_id"] == "approve")
+    assert (approve["state"], approve["try_number"]) == ("success", 1)
+    url = f"{cfg.gateway_url}/seldon/models/iris/api/v1.0/predictions"
+    body = {"data": {"names": ["sepal_length_cm", "sepal_width_cm", "petal_length_cm", "petal_width_cm"],
+                     "ndarray": [[5.1, 3.5, 1.4, 0.2]]}}  # fmt: skip
+    answers = [httpx.post(url, json=body, timeout=10) for _ in range(10)]
+    assert {(a.status_code, a.headers["X-Pushbutton-Version"]) for a in answers} == {(200, version)}
