@@ -37,7 +37,12 @@ from pushbutton.spec import ModelSpec, load_model_dir
 log = logging.getLogger(__name__)
 START = datetime(2024, 1, 1)
 # the version `build` resolved ('latest' → a number); empty when build failed (only the watcher runs then)
-RESOLVED_VERSION = "{{ (ti.xcom_pull(task_ids='build') or {}).get('version', '') }}"
+# the version `build` resolved; while `build` re-runs after a clear its result is gone, so the run's
+# own version number stands in ('' for a 'latest' run: the operators then fail saying so)
+RESOLVED_VERSION = (
+    "{{ (ti.xcom_pull(task_ids='build') or {}).get('version') "
+    "or (params.version if params.version != 'latest' else '') }}"
+)
 
 
 def _doc(spec: ModelSpec, model_dir: Path, kind: str) -> str:

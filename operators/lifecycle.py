@@ -56,6 +56,16 @@ class _LifecycleOperator(BaseOperator):
     def run_id(self, context: Context) -> str:
         return context["run_id"]
 
+    def release_version(self) -> str:
+        """The version this CI/CD run releases; fails (no retry) when it cannot be told."""
+        if not self.version:
+            raise AirflowFailException(
+                f"{self.task_id}: this run releases 'latest' of {self.model} and `build`, which resolves it, "
+                "has no result (it was cleared and runs again): clear `build` together with its downstream "
+                "tasks, or trigger the DAG with a version number"
+            )
+        return self.version
+
 
 class SeldonBuildOperator(_LifecycleOperator):
     """Download the version and build (or reuse, by hash) its seldon-core serving environment.
@@ -85,7 +95,7 @@ class SeldonModelTestOperator(_LifecycleOperator):
         from pushbutton.lifecycle import test
 
         try:
-            report = test(platform(), self.model, self.version, self.run_id(context))
+            report = test(platform(), self.model, self.release_version(), self.run_id(context))
         except GateFailed as exc:
             context["ti"].xcom_push(key="report_md", value=exc.report.markdown())
             raise AirflowFailException(str(exc)) from exc
@@ -99,7 +109,8 @@ class MlflowCandidateAliasOperator(_LifecycleOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from pushbutton.lifecycle import register_candidate
 
-        return _final(lambda: register_candidate(platform(), self.model, self.version, self.run_id(context)))
+        version = self.release_version()
+        return _final(lambda: register_candidate(platform(), self.model, version, self.run_id(context)))
 
 
 class SeldonDeployCandidateOperator(_LifecycleOperator):
@@ -108,10 +119,8 @@ class SeldonDeployCandidateOperator(_LifecycleOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from pushbutton.lifecycle import deploy_candidate
 
-        actor = f"dag:{context['dag'].dag_id}"
-        return _final(
-            lambda: deploy_candidate(platform(), self.model, self.version, actor, self.run_id(context))
-        )
+        actor, version = f"dag:{context['dag'].dag_id}", self.release_version()
+        return _final(lambda: deploy_candidate(platform(), self.model, version, actor, self.run_id(context)))
 
 
 class SeldonActivateOperator(_LifecycleOperator):
@@ -120,11 +129,12 @@ class SeldonActivateOperator(_LifecycleOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from pushbutton.lifecycle import make_champion
 
+        version = self.release_version()
         return _final(
             lambda: make_champion(
                 platform(),
                 self.model,
-                self.version,
+                version,
                 action="activate",
                 actor=approver(context),
                 run_id=self.run_id(context),
@@ -141,10 +151,9 @@ class SeldonDiscardCandidateOperator(_LifecycleOperator):
         answer = context["ti"].xcom_pull(task_ids="approve") or {}
         comment = (answer.get("params_input") or {}).get("comment") or ""
         reason = f"rejected by {approver(context)}" + (f": {comment}" if comment else "")
+        version = self.release_version()
         return _final(
-            lambda: reject(
-                platform(), self.model, self.version, approver(context), self.run_id(context), reason
-            )
+            lambda: reject(platform(), self.model, version, approver(context), self.run_id(context), reason)
         )
 
 
