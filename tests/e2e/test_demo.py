@@ -40,6 +40,15 @@ def demo(tmp_path_factory: pytest.TempPathFactory):
             assert stack_processes(cfg) == [], "pushbutton down left processes behind"
 
 
+def iris_answers(cfg, requests: int = 10) -> set[tuple[int, str]]:
+    """(status, answering version) of ``requests`` iris predictions through the gateway."""
+    url = f"{cfg.gateway_url}/seldon/models/iris/api/v1.0/predictions"
+    body = {"data": {"names": ["sepal_length_cm", "sepal_width_cm", "petal_length_cm", "petal_width_cm"],
+                     "ndarray": [[5.1, 3.5, 1.4, 0.2]]}}  # fmt: skip
+    answers = [httpx.post(url, json=body, timeout=10) for _ in range(requests)]
+    return {(a.status_code, a.headers.get("X-Pushbutton-Version")) for a in answers}
+
+
 def test_demo_runs_the_whole_lifecycle(demo) -> None:
     _, report, stdout = demo
     v1, v2, v3 = (report["versions"][k] for k in ("v1", "v2", "v3"))
@@ -126,13 +135,7 @@ def test_a_failing_gate_fails_the_run_and_the_champion_keeps_serving(demo, tmp_p
     assert {states[t] for t in ("register", "deploy_candidate", "approve", "activate")} == {"upstream_failed"}
     failed = Registry(cfg.mlflow_url).get("iris", version)
     assert failed.status == "failed" and "accuracy" in failed.tags[REASON]
-    url = f"{cfg.gateway_url}/seldon/models/iris/api/v1.0/predictions"
-    body = {"data": {"names": ["sepal_length_cm", "sepal_width_cm", "petal_length_cm", "petal_width_cm"],
-                     "ndarray": [[5.1, 3.5, 1.4, 0.2]]}}  # fmt: skip
-    answers = [httpx.post(url, json=body, timeout=10) for _ in range(10)]
-    assert {(a.status_code, a.headers["X-Pushbutton-Version"]) for a in answers} == {
-        (200, report["champion"])
-    }
+    assert iris_answers(cfg) == {(200, report["champion"])}
 
 
 def test_a_new_model_goes_from_init_to_serving_with_one_push_and_one_approval(demo) -> None:
@@ -226,8 +229,4 @@ def test_one_click_on_approve_in_the_airflow_ui_releases_a_pushed_version(demo, 
         assert client.wait_run(dag_id, run_id, timeout=300)["state"] == "success"
         approve = next(t for t in client.task_instances(dag_id, run_id) if t["task_id"] == "approve")
     assert (approve["state"], approve["try_number"]) == ("success", 1)
-    url = f"{cfg.gateway_url}/seldon/models/iris/api/v1.0/predictions"
-    body = {"data": {"names": ["sepal_length_cm", "sepal_width_cm", "petal_length_cm", "petal_width_cm"],
-                     "ndarray": [[5.1, 3.5, 1.4, 0.2]]}}  # fmt: skip
-    answers = [httpx.post(url, json=body, timeout=10) for _ in range(10)]
-    assert {(a.status_code, a.headers["X-Pushbutton-Version"]) for a in answers} == {(200, version)}
+    assert iris_answers(cfg) == {(200, version)}
