@@ -16,12 +16,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import DAG, CronTriggerTimetable, Param, TriggerRule
 
 from operators.lifecycle import (
     MlflowCandidateAliasOperator,
     MlflowTrainOperator,
+    ReleaseApprovalOperator,
     SeldonActivateOperator,
     SeldonBuildOperator,
     SeldonDeployCandidateOperator,
@@ -89,7 +89,8 @@ def cicd_dag(spec: ModelSpec, model_dir: Path) -> DAG:
                 "latest",
                 type="string",
                 pattern=r"^(latest|[0-9]+)$",
-                description="registered model version to release ('latest' = newest)",
+                title="Version",
+                description="registered model version to release: a number, or 'latest' (the newest)",
             ),
         },
         **_common(spec, model_dir, "cicd"),
@@ -100,14 +101,19 @@ def cicd_dag(spec: ModelSpec, model_dir: Path) -> DAG:
         deploy = SeldonDeployCandidateOperator(
             task_id="deploy_candidate", model=spec.name, version=RESOLVED_VERSION
         )
-        approve = ApprovalOperator(
+        approve = ReleaseApprovalOperator(
             task_id="approve",
             subject=f"Release {spec.name} v{RESOLVED_VERSION} to production?",
             body="{{ ti.xcom_pull(task_ids='test', key='report_md') }}",
             defaults="Reject",  # no answer within the timeout counts as a rejection
             response_timeout=timedelta(days=7),
             params={  # nullable: a required field would disable the Approve button until filled
-                "comment": Param(None, type=["null", "string"], description="optional note for the history")
+                "comment": Param(
+                    None,
+                    type=["null", "string"],
+                    title="Comment",
+                    description="optional note for the history",
+                )
             },
             # the plugin holds answers until the parked task has settled (HitlSettleMiddleware); should
             # Airflow still fail the resumed task ("state changed externally"), ask again rather than
@@ -125,8 +131,10 @@ def cicd_dag(spec: ModelSpec, model_dir: Path) -> DAG:
         build >> test >> register >> deploy >> approve >> activate >> discard
         # `discard_candidate` is the only leaf and is skipped on success *and* after a failure, so
         # without a watcher a failed gate would leave the run "success"; the watcher also withdraws
-        # whatever the failed run had put into serving
-        [build, test, register, deploy, approve, activate, discard] >> SeldonFailedRunOperator(
+        # whatever the failed run had put into serving. It is not a direct downstream of `approve`,
+        # which skips all of those on Reject: a failed `approve` still reaches it through `activate`
+        # (upstream_failed), and a failed `discard_candidate` after a Reject fails the run.
+        [build, test, register, deploy, activate, discard] >> SeldonFailedRunOperator(
             task_id="fail_on_error",
             model=spec.name,
             version=RESOLVED_VERSION,
@@ -144,7 +152,11 @@ def retrain_dag(spec: ModelSpec, model_dir: Path) -> DAG:
         max_active_runs=1,
         params={
             "reason": Param(
-                "scheduled", type="string", description="why this retrain runs (tagged on the version)"
+                None,
+                type=["null", "string"],
+                title="Reason",
+                description="why this retrain runs, tagged on the new version (empty: the run type, "
+                "e.g. 'scheduled' or 'manual')",
             )
         },
         **_common(spec, model_dir, "retrain"),
@@ -152,7 +164,7 @@ def retrain_dag(spec: ModelSpec, model_dir: Path) -> DAG:
         MlflowTrainOperator(
             task_id="train_and_register",
             model_dir=str(model_dir),
-            version_tags={"pushbutton.retrain_reason": "{{ params.reason }}"},
+            reason="{{ params.reason or '' }}",
         )
     return dag
 

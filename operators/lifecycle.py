@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 
@@ -37,11 +38,42 @@ def _final(call: Callable[[], Any]) -> Any:
         raise AirflowFailException(str(exc)) from exc
 
 
+ANSWER_KEY = "answer"
+
+
+class ReleaseApprovalOperator(ApprovalOperator):
+    """Airflow's ``ApprovalOperator`` that also keeps the answer (who, which option, the form) in the
+    XCom ``answer``: on Reject, Airflow skips the downstream tasks and stores no return value, so
+    without it a rejection would lose who rejected and why."""
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        if "error" not in event:
+            answer = {
+                "chosen_options": list(event.get("chosen_options") or []),
+                "params_input": dict(event.get("params_input") or {}),
+                "responded_by_user": event.get("responded_by_user"),
+                "timedout": bool(event.get("timedout")),
+            }
+            context["ti"].xcom_push(key=ANSWER_KEY, value=answer)
+        return super().execute_complete(context, event)
+
+
+def approval_answer(context: Context, task_id: str = "approve") -> dict[str, Any]:
+    ti = context["ti"]
+    return ti.xcom_pull(task_ids=task_id, key=ANSWER_KEY) or ti.xcom_pull(task_ids=task_id) or {}
+
+
 def approver(context: Context, task_id: str = "approve") -> str:
-    """Who answered the approval task (from its XCom), for the serving history."""
-    answer = context["ti"].xcom_pull(task_ids=task_id) or {}
+    """Who answered the approval task, for the serving history."""
+    answer = approval_answer(context, task_id)
     user = answer.get("responded_by_user") or {}
+    if not user and answer.get("timedout"):
+        return "nobody (approval timed out)"
     return user.get("name") or user.get("id") or "unknown"
+
+
+def approval_comment(context: Context, task_id: str = "approve") -> str:
+    return str((approval_answer(context, task_id).get("params_input") or {}).get("comment") or "").strip()
 
 
 class _LifecycleOperator(BaseOperator):
@@ -138,6 +170,7 @@ class SeldonActivateOperator(_LifecycleOperator):
                 action="activate",
                 actor=approver(context),
                 run_id=self.run_id(context),
+                comment=approval_comment(context),
             )
         )
 
@@ -148,8 +181,7 @@ class SeldonDiscardCandidateOperator(_LifecycleOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from pushbutton.lifecycle import reject
 
-        answer = context["ti"].xcom_pull(task_ids="approve") or {}
-        comment = (answer.get("params_input") or {}).get("comment") or ""
+        comment = approval_comment(context)
         reason = f"rejected by {approver(context)}" + (f": {comment}" if comment else "")
         version = self.release_version()
         return _final(
@@ -173,7 +205,21 @@ class SeldonFailedRunOperator(_LifecycleOperator):
                 self.log.info("%s v%s after the failed run: %s", self.model, self.version, done)
             except PushbuttonError as exc:  # still fail the run with the original cause first in the UI
                 self.log.error("could not withdraw %s v%s: %s", self.model, self.version, exc)
-        raise AirflowFailException("a pipeline step failed; its log says which check and why")
+        raise AirflowFailException(
+            f"{self.model} v{self.version or '?'}: {_failed_steps(context)} failed; "
+            "its log says which check and why"
+        )
+
+
+def _failed_steps(context: Context) -> str:
+    """The run's failed tasks, e.g. ``step 'test'`` (best effort: ``a pipeline step``)."""
+    try:
+        ti = context["ti"]
+        states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id]).get(ti.run_id, {})
+    except Exception:  # an older API server: the message still points at the logs
+        return "a pipeline step"
+    failed = sorted(t for t, state in states.items() if state == "failed" and t != ti.task_id)
+    return ("step " + ", ".join(f"'{t}'" for t in failed)) if failed else "a pipeline step"
 
 
 class SeldonPromoteOperator(_LifecycleOperator):
@@ -206,20 +252,29 @@ class MlflowTrainOperator(BaseOperator):
     Registration fires the registry webhook, which starts the model's CI/CD DAG.
     """
 
-    template_fields: Sequence[str] = ("model_dir", "source", "version_tags")
+    template_fields: Sequence[str] = ("model_dir", "source", "reason", "version_tags")
 
     def __init__(
         self,
         *,
         model_dir: str,
         source: str = "retrain",
+        reason: str = "",
         version_tags: dict[str, str] | None = None,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
         self.model_dir = model_dir
         self.source = source
+        self.reason = reason
         self.version_tags = version_tags or {}
+
+    def retrain_reason(self, context: Context) -> str:
+        """The given reason, else how the run started (``scheduled``, ``manual``, ``asset_triggered``)."""
+        if self.reason.strip():
+            return self.reason.strip()
+        run_type = context["dag_run"].run_type
+        return str(getattr(run_type, "value", run_type))
 
     def execute(self, context: Context) -> dict[str, Any]:
         from pathlib import Path
@@ -236,7 +291,7 @@ class MlflowTrainOperator(BaseOperator):
                 registry,
                 source=self.source,
                 actor=f"dag:{context['dag'].dag_id}",
-                extra_tags=self.version_tags,
+                extra_tags={**self.version_tags, "pushbutton.retrain_reason": self.retrain_reason(context)},
             )
         )
         return result.as_dict()

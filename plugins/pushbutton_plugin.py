@@ -38,8 +38,11 @@ hitl_log = logging.getLogger("pushbutton.hitl")
 CONN_ID = "pushbutton_mlflow"
 RETRY_AFTER_SECONDS = 10
 
-app = FastAPI(
-    title="pushbutton", description="pushbutton model lifecycle endpoints on the Airflow API server"
+app = FastAPI(  # no /docs: Swagger UI loads from a CDN (blank offline) and would be served without login
+    title="pushbutton",
+    description="pushbutton model lifecycle endpoints on the Airflow API server",
+    docs_url=None,
+    redoc_url=None,
 )
 
 

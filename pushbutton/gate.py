@@ -29,6 +29,7 @@ class Check:
     detail: str
     value: float | str | None = None
     threshold: str | None = None
+    skipped: bool = False  # did not apply to this version (passed stays True; the detail says why)
 
 
 @dataclass
@@ -57,7 +58,7 @@ class GateReport:
             "| check | result | detail |",
             "|---|---|---|",
         ]
-        lines += [f"| {c.name} | {'pass' if c.passed else '**FAIL**'} | {c.detail} |" for c in self.checks]
+        lines += [f"| {c.name} | {_result(c)} | {c.detail} |" for c in self.checks]
         if self.metrics:
             lines += ["", "| metric | candidate | champion |", "|---|---|---|"]
             champ = (self.champion or {}).get("metrics", {})
@@ -65,6 +66,10 @@ class GateReport:
                 other = champ.get(name)
                 lines.append(f"| {name} | {value:.4f} | {'' if other is None else f'{other:.4f}'} |")
         return "\n".join(lines)
+
+
+def _result(check: Check) -> str:
+    return "skipped" if check.skipped else "pass" if check.passed else "**FAIL**"
 
 
 def compute_metrics(task: str, y_true: Sequence[Any], y_pred: Sequence[Any]) -> dict[str, float]:
@@ -119,6 +124,31 @@ def champion_check(
         f"(tolerance {tol:.0%}: needs {relation})"
     )
     return Check("champion comparison", passed, detail, new, relation)
+
+
+def comparison_blocker(candidate: ModelSpec, champion: ModelSpec, champion_version: str) -> str | None:
+    """Why the champion cannot be scored on the candidate's holdout; None when it can."""
+    who = f"champion v{champion_version}"
+    if champion.task != candidate.task:
+        return f"{who} is a {champion.task} model, this version a {candidate.task} one"
+    if champion.data.target != candidate.data.target:
+        return f"{who} predicts '{champion.data.target}', this version '{candidate.data.target}'"
+    missing = [f for f in champion.feature_names if f not in candidate.feature_names]
+    if missing:
+        return (
+            f"{who} needs input(s) {', '.join(missing)} that this version's data lacks; clients must "
+            "send the new inputs once it serves"
+        )
+    return None
+
+
+def skipped_comparison(reason: str) -> Check:
+    return Check(
+        "champion comparison",
+        True,
+        f"skipped: {reason} (compare them yourself before approving)",
+        skipped=True,
+    )
 
 
 def golden_check(spec: ModelSpec, expected: Sequence[Any], predicted: Sequence[Any]) -> Check:

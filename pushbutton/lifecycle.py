@@ -21,9 +21,11 @@ from pushbutton.gate import (
     Check,
     GateReport,
     champion_check,
+    comparison_blocker,
     compute_metrics,
     golden_check,
     signature_check,
+    skipped_comparison,
     threshold_checks,
 )
 from pushbutton.history import HistoryStore
@@ -87,8 +89,25 @@ def prepare(p: Platform, name: str, version: str) -> Prepared:
 
 
 def build(p: Platform, name: str, version: str, run_id: str = "") -> dict[str, Any]:
+    """The first CI/CD step. A run releases a version once: a version another run (or a promotion)
+    already made champion, retired or rejected is refused, so no approval is asked for it again."""
+    mv = p.registry.get(name, version)
+    owner = mv.tags.get(reg.CICD_RUN)
+    if mv.status in PAST_CANDIDATE and not (run_id and owner == run_id):
+        how = (
+            "it serves all traffic already"
+            if mv.status == "champion"
+            else f"to serve it, run `pushbutton promote {name} --version {version}` or the "
+            "pushbutton__promote DAG"
+        )
+        raise Conflict(
+            f"{name} v{version} is already {mv.status}"
+            + (f" (CI/CD run {owner})" if owner else "")
+            + f"; a CI/CD run releases a version once, so this run stops before asking for approval: {how}"
+        )
     prepared = prepare(p, name, version)
-    p.registry.set_tags(name, version, {reg.BUILD: prepared.env.key, "pushbutton.dag_run_id": run_id})
+    tags = {reg.BUILD: prepared.env.key, "pushbutton.dag_run_id": run_id}
+    p.registry.set_tags(name, version, tags | ({reg.CICD_RUN: run_id} if run_id else {}))
     return {
         "model": name,
         "version": str(version),
@@ -111,13 +130,22 @@ def _rows(frame: Any) -> list[list[Any]]:
     return frame.to_numpy().tolist()
 
 
-def _champion_predictions(p: Platform, name: str, version: str, frame: Any) -> list[Any]:
+class Incomparable(Exception):
+    """The champion cannot be scored on the candidate's holdout (different inputs, task or target)."""
+
+
+def _champion_predictions(
+    p: Platform, name: str, version: str, frame: Any, candidate: ModelSpec
+) -> list[Any]:
     """The champion's answers on the candidate's holdout: from its running microservice, else from a
     one-off load in its serving environment."""
     from pushbutton.serving.checks import predict_http, predict_in_env
 
     incumbent = prepare(p, name, version)
     spec = incumbent.spec
+    blocker = comparison_blocker(candidate, spec, version)
+    if blocker:
+        raise Incomparable(blocker)
     url = p.runtime.endpoint(spec.serving.namespace, name, version)
     if url:
         return predict_http(url, spec.feature_names, _rows(frame[spec.feature_names]))
@@ -164,7 +192,11 @@ def evaluate(p: Platform, name: str, version: str) -> GateReport:
             )
         data = split(spec, prepared.code_dir)  # while the microservice loads the model
         golden = pd.read_csv(prepared.code_dir / str(spec.gate.golden)) if spec.gate.golden else None
-        theirs = pool.submit(_champion_predictions, p, name, incumbent, data.x_holdout) if incumbent else None
+        theirs = (
+            pool.submit(_champion_predictions, p, name, incumbent, data.x_holdout, spec)
+            if incumbent
+            else None
+        )
         try:
             url = serving.result()
             predicted = predict_http(url, spec.feature_names, _rows(data.x_holdout))
@@ -174,7 +206,14 @@ def evaluate(p: Platform, name: str, version: str) -> GateReport:
         except ServingError as exc:
             report.checks.append(Check("serving", False, f"v{version} does not serve: {exc}"))
             return report
-    report.metrics = compute_metrics(spec.task, list(data.y_holdout), predicted)
+    try:
+        report.metrics = compute_metrics(spec.task, list(data.y_holdout), predicted)
+    except (ValueError, TypeError) as exc:  # e.g. labels for a regression, text for numbers
+        report.checks.append(
+            Check("metrics", False, f"cannot score v{version}'s answers as {spec.task}: {exc}; "
+                  f"predict() must return one {'label' if spec.task == 'classification' else 'number'} per row")
+        )  # fmt: skip
+        return report
     report.checks += threshold_checks(spec, report.metrics)
     if golden is not None:
         report.checks.append(golden_check(spec, golden["expected"].tolist(), golden_predicted))
@@ -185,6 +224,8 @@ def evaluate(p: Platform, name: str, version: str) -> GateReport:
     if theirs is not None:
         try:
             champ_metrics = compute_metrics(spec.task, list(data.y_holdout), theirs.result())
+        except Incomparable as exc:
+            report.checks.append(skipped_comparison(str(exc)))
         except ServingError as exc:
             report.checks.append(
                 Check("champion comparison", False, f"champion v{incumbent} did not answer: {exc}")
@@ -201,7 +242,16 @@ def test(p: Platform, name: str, version: str, run_id: str = "") -> GateReport:
     A failed gate touches neither aliases nor serving: the champion keeps serving.
     """
     before = p.registry.get(name, version).status
-    report = evaluate(p, name, version)
+    try:
+        report = evaluate(p, name, version)
+    except Exception as exc:  # a bug or an outage: the version must not look untested-but-fine
+        if before not in PAST_CANDIDATE:
+            with contextlib.suppress(PushbuttonError):
+                p.registry.set_tags(
+                    name, version, {reg.STATUS: "failed", reg.REASON: f"the test step crashed: {exc!r}"[:500]}
+                )
+        release_unrouted(p, name, version)
+        raise
     outcome = "passed" if report.passed else "failed"
     tags: dict[str, Any] = {
         reg.TESTS: outcome,
@@ -312,16 +362,24 @@ def _resolve(p: Platform, name: str, target: str) -> str:
 
 
 def make_champion(
-    p: Platform, name: str, target: str, *, action: str, actor: str = "", run_id: str = ""
+    p: Platform,
+    name: str,
+    target: str,
+    *,
+    action: str,
+    actor: str = "",
+    run_id: str = "",
+    comment: str = "",
 ) -> dict[str, Any]:
     """Move all traffic to ``target`` (a version number or an alias), then move the aliases.
 
     Used by activate (``target`` = the candidate), promote and rollback (``previous``).
-    Serialised per model; idempotent when ``target`` already is the champion.
+    Serialised per model; idempotent when ``target`` already is the champion. ``comment`` (the
+    approver's note) goes into the serving history.
     """
     with p.history.lock(name):
         version = _resolve(p, name, target)
-        _require_tested(p, name, version)
+        mv = _require_tested(p, name, version)
         prepared = prepare(p, name, version)
         old = p.registry.by_alias(name, reg.CHAMPION)
         serving = champion_only(prepared.spec, prepared.release)
@@ -339,10 +397,13 @@ def make_champion(
                 previous_version=old.version if old else None,
                 actor=actor,
                 run_id=run_id,
+                detail={"comment": comment} if comment else None,
             )
         candidate = p.registry.by_alias(name, reg.CANDIDATE)
         if candidate is not None and candidate.version == version:
             p.registry.delete_alias(name, reg.CANDIDATE)
+        if reg.REASON in mv.tags:  # e.g. "rejected by …" of a version promoted anyway: no longer true
+            p.registry.delete_tags(name, version, [reg.REASON])
         p.registry.set_tags(name, version, {reg.STATUS: "champion", "pushbutton.dag_run_id": run_id})
     return {"model": name, "champion": version, "previous": old.version if old else None, "serving": result}
 

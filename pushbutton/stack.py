@@ -27,7 +27,7 @@ import httpx
 
 from pushbutton.airflow_client import PASSWORD_FILE, is_healthy
 from pushbutton.config import Settings
-from pushbutton.errors import StackError
+from pushbutton.errors import ServingError, StackError
 from pushbutton.procs import (
     ProcessGroup,
     ProcInfo,
@@ -443,6 +443,8 @@ def up(settings: Settings, *, airflow: bool = True) -> StackInfo:
                 if c.name == "mlflow" and {"mlflow", "airflow"} & set(t0):
                     info.webhook_id = register_webhook(settings, secret())
             info.components = {c.name: info.components[c.name] for c in components}
+            if "gateway" in info.components:
+                info.notes += _restore_models(settings)
         except BaseException:
             for name in reversed(started):
                 group.stop(name, STOP_TIMEOUT[name])
@@ -527,6 +529,25 @@ def register_webhook(settings: Settings, secret: str, client: Any = None) -> str
 def stack_processes(settings: Settings) -> list[int]:
     """Live processes started by this stack (including ones that left their process group)."""
     return processes_with_env(MARKER, str(settings.home))
+
+
+def _restore_models(settings: Settings) -> list[str]:
+    """Start the model servers the gateway routes to again (they stop with the stack)."""
+    from pushbutton.serving.local import LocalRuntime
+
+    runtime = LocalRuntime(settings)
+    try:
+        results = runtime.restore()
+    except ServingError as exc:
+        return [f"serving not restored: {exc}"]
+    finally:
+        runtime.close()
+    notes = []
+    for r in results:
+        if r["restarted"]:
+            notes.append(f"serving {r['deployment']} again: {', '.join(r['restarted'])} restarted")
+        notes += [f"serving {r['deployment']} is degraded: {e}" for e in r["errors"]]
+    return notes
 
 
 def _stop_models(settings: Settings) -> tuple[list[str], str | None]:

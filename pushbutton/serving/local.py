@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from pushbutton.config import Settings
@@ -214,8 +215,74 @@ class LocalRuntime:
         }
 
     def stop_all(self) -> list[str]:
-        """Stop every model microservice (stack shutdown); the gateway keeps its routes."""
-        return self.services.stop_all()
+        """Stop every model microservice (stack shutdown). The gateway keeps its routes and each
+        service its record, so ``restore`` brings back what served."""
+        return self.services.suspend_all()
+
+    def restore(self) -> list[dict[str, Any]]:
+        """Start again every microservice a gateway route points at but which is not running (after
+        ``down``/``up`` or a crash), then point the route at the new processes, weights unchanged.
+
+        One result per routed deployment: the ``restarted`` service names and ``errors`` (with the fix).
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        routes = self.gateway.routes()
+        with ThreadPoolExecutor(max_workers=max(1, min(4, len(routes)))) as pool:
+            return list(pool.map(lambda r: self._restore(r["namespace"], r["deployment"]), routes.values()))
+
+    def _restore(self, namespace: str, deployment: str) -> dict[str, Any]:
+        result: dict[str, Any] = {"deployment": f"{namespace}/{deployment}", "restarted": [], "errors": []}
+        try:
+            with self._lock(namespace, deployment):
+                route = self.gateway.route(namespace, deployment)
+                if route is None:  # removed meanwhile
+                    return result
+                config = route["config"]
+                backends = dict(config["backends"])
+                for role, backend in config["backends"].items():
+                    try:
+                        fresh = self._restart(namespace, deployment, role, backend)
+                    except ServingError as exc:  # the other backend may still come back
+                        result["errors"].append(str(exc))
+                        continue
+                    if fresh is not None:
+                        backends[role] = {"url": fresh.url, "version": backend["version"]}
+                        result["restarted"].append(fresh.name)
+                if result["restarted"]:
+                    self.gateway.put_route(
+                        namespace, deployment, backends, config["weights"], config["shadows"]
+                    )
+        except ServingError as exc:
+            result["errors"].append(str(exc))
+        return result
+
+    def _restart(
+        self, namespace: str, deployment: str, role: str, backend: Mapping[str, str]
+    ) -> Microservice | None:
+        """Start the recorded microservice behind ``backend`` again; None if it is running."""
+        records = {s.url: s for s in self.services.list(namespace, deployment, dead=True)}
+        svc = records.get(backend["url"])
+        if svc is not None and self.services.get(svc.name) is not None:
+            return None  # running; the gateway's probe reports its health
+        if svc is None:
+            raise ServingError(
+                f"the {role} v{backend['version']} of {namespace}/{deployment} ({backend['url']}) has no "
+                f"service record under {self.services.meta_dir}; redeploy it: "
+                f"`pushbutton promote {deployment} --version {backend['version']}`"
+            )
+        return self.services.start(
+            load_env(self.envs_root, Path(svc.env).name),
+            namespace=namespace,
+            model=svc.model,
+            version=svc.version,
+            code_dir=svc.code_dir,
+            class_ref=svc.class_ref,
+            model_uri=svc.model_uri,
+            workers=self.workers,
+            threads=self.threads,
+            timeout=self.ready_timeout,
+        )
 
     def close(self) -> None:
         self.gateway.close()

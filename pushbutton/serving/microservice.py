@@ -160,7 +160,10 @@ class Microservices:
     ) -> list[Microservice]:
         """Running microservices (with ``dead=True`` also recorded ones whose process has died)."""
         found = []
-        for name in self.group.names():
+        names = set(self.group.names())
+        if dead:  # records of services stopped with the stack have no pid file any more
+            names |= {path.stem for path in self.meta_dir.glob(f"{SERVICE_PREFIX}*.json")}
+        for name in sorted(names):
             if not name.startswith(SERVICE_PREFIX):
                 continue
             svc = self._record(name) if dead else self.get(name)
@@ -269,6 +272,11 @@ class Microservices:
 
     def stop_all(self) -> list[str]:
         return [n for n in self.group.names() if n.startswith(SERVICE_PREFIX) and self.stop(n)]
+
+    def suspend_all(self) -> list[str]:
+        """Stop every microservice but keep its record, so that it can be started again as it was."""
+        names = [n for n in self.group.names() if n.startswith(SERVICE_PREFIX)]
+        return [n for n in names if self.group.stop(n)]
 
     def log_tail(self, name: str, lines: int = 30) -> str:
         return tail(self.group.log_dir / f"{name}.log", lines)

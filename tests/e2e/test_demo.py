@@ -110,6 +110,11 @@ def test_cli_status_shows_aliases_serving_and_history(demo, capsys: pytest.Captu
         ("deploy_candidate", v2), ("activate", v1), ("deploy_candidate", v1),
     ]  # fmt: skip
     assert status["serving"]["route"] is not None
+    events = {(e["action"], e["version"]): e for e in status["history"]}
+    rejected = events[("reject", v3)]  # answered through the REST API as admin, with a comment
+    assert rejected["actor"] == "admin" and rejected["detail"]["reason"] == "rejected by admin: demo: Reject"
+    assert events[("activate", v2)]["actor"] == "admin"
+    assert events[("activate", v2)]["detail"] == {"comment": "demo: Approve"}
 
 
 def test_a_failing_gate_fails_the_run_and_the_champion_keeps_serving(demo, tmp_path) -> None:

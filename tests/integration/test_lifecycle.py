@@ -20,6 +20,7 @@ from pushbutton.errors import Conflict, GateFailed, NotFound
 from pushbutton.gate import Check, GateReport
 from pushbutton.lifecycle import (
     Platform,
+    build,
     deploy_candidate,
     make_champion,
     register_candidate,
@@ -165,7 +166,7 @@ def test_canary_then_reject_restores_the_champion(platform: Platform, v1: str, v
 def test_shadow_candidate_gets_copies_and_answers_no_client(platform: Platform, v1: str, variants) -> None:
     from pushbutton.serving.gateway import GatewayClient
 
-    shadow = push(platform, variants("shadow", {"mode: canary": "mode: shadow"}))
+    shadow = push(platform, variants("shadow", {"mode: canary\n  candidate_percent: 10": "mode: shadow"}))
     release(platform, shadow)
     assert platform.history.events("iris")[0]["detail"]["mode"] == "shadow"
     with GatewayClient(platform.settings.gateway_url) as gateway:
@@ -252,6 +253,43 @@ def test_a_failing_retest_of_the_champion_keeps_its_status(
     monkeypatch.undo()
     run_gate(platform, "iris", v1, run_id="t")  # the real gate passes again
     assert platform.registry.get("iris", v1).tests_passed
+
+
+def test_a_version_with_changed_inputs_is_tested_without_the_champion_comparison(
+    platform: Platform, v1: str, variants
+) -> None:
+    """The champion cannot be scored on data without its inputs: the report says so, nothing crashes."""
+    three = (IRIS / "predict.py").read_text().replace('"sepal_width_cm", ', "")
+    edits = {
+        "    - {name: sepal_width_cm, type: double}\n": "",
+        "tests: tests\n": "",
+        "  golden: golden.csv\n": "",
+    }
+    fewer = push(platform, variants("fewer-inputs", edits, files={"predict.py": three}))
+    report = run_gate(platform, "iris", fewer, run_id="t")
+    [check] = [c for c in report.checks if c.name == "champion comparison"]
+    assert check.passed and check.skipped
+    assert "needs input(s) sepal_width_cm that this version's data lacks" in check.detail
+    assert "| champion comparison | skipped |" in report.markdown()
+    assert platform.registry.get("iris", fewer).tests_passed
+    assert release_unrouted(platform, "iris", fewer)
+
+
+def test_a_cicd_run_releases_a_version_once(platform: Platform, v1: str, variants) -> None:
+    once = push(platform, variants("once", {"max_iter: 500": "max_iter: 570"}))
+    build(platform, "iris", once, run_id="run-a")
+    release(platform, once)
+    reject(platform, "iris", once, actor="bob", run_id="run-a", reason="rejected by bob: not yet")
+    build(platform, "iris", once, run_id="run-a")  # re-running the run's own task: fine
+    with pytest.raises(Conflict, match=rf"v{once} is already rejected \(CI/CD run run-a\)"):
+        build(platform, "iris", once, run_id="run-b")  # a new run would ask to approve it again
+
+    make_champion(platform, "iris", once, action="promote", actor="eve", run_id="p-1", comment="fine now")
+    promoted = platform.registry.get("iris", once)
+    assert promoted.status == "champion" and reg.REASON not in promoted.tags  # "rejected by bob" is gone
+    assert platform.history.events("iris")[0]["detail"] == {"comment": "fine now"}
+    make_champion(platform, "iris", v1, action="rollback", actor="eve", run_id="p-2")
+    assert champion(platform) == v1 and ask(platform, 10) == {v1: 10}
 
 
 def test_activate_then_roll_back_to_previous(platform: Platform, v1: str, variants) -> None:

@@ -57,4 +57,4 @@ def test_retrain_dag_trains_and_registers_a_version(tmp_path_factory: pytest.Tem
     assert len(versions) == 1
     assert versions[0].tags["pushbutton.source"] == "retrain"
     assert versions[0].tags["pushbutton.actor"] == "dag:iris__retrain"
-    assert versions[0].tags["pushbutton.retrain_reason"] == "scheduled"  # the Param's default, templated
+    assert versions[0].tags["pushbutton.retrain_reason"] == "manual"  # no reason given: the run type

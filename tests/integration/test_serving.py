@@ -238,6 +238,48 @@ def test_gateway_restart_keeps_routes(serving: Serving, iris_build: IrisBuild):
     assert resp.status_code == 200 and resp.json()["data"]["ndarray"] == iris_build.expected_v1
 
 
+def test_down_then_up_serves_the_same_release_again(serving: Serving, iris_build: IrisBuild):
+    """``pushbutton down`` stops model servers with the stack; ``up`` starts them again, same split."""
+    from pushbutton import stack
+    from pushbutton.procs import free_port
+
+    b = iris_build
+    serving.runtime.apply(canary(b))
+    before = serving.gateway.route(NS, DEP)["config"]
+    cfg = serving.settings.model_copy(update={"mlflow_port": free_port()})
+    stopped = stack.down(cfg)
+    assert {"gateway", service_name(NS, DEP, "1"), service_name(NS, DEP, "2")} <= set(stopped)
+
+    info = stack.up(cfg, airflow=False)
+    assert any(f"serving {NS}/{DEP} again" in note for note in info.notes), info.notes
+    after = serving.gateway.route(NS, DEP)
+    assert after["weights"] == before["weights"] and after["shadows"] == before["shadows"]
+    assert {r: x["version"] for r, x in after["backends"].items()} == {"champion": "1", "candidate": "2"}
+    assert all(x["url"] != before["backends"][r]["url"] for r, x in after["backends"].items())
+    answers = {
+        resp.headers["X-Pushbutton-Version"]: resp.json()["data"]["ndarray"]
+        for resp in (serving.gateway.predict(NS, DEP, payload(b)) for _ in range(200))
+    }
+    assert answers == {"1": b.expected_v1, "2": b.expected_v2}
+    assert all(not r["restarted"] and not r["errors"] for r in serving.runtime.restore())  # idempotent
+
+
+def test_restore_without_a_service_record_says_how_to_redeploy(serving: Serving, iris_build: IrisBuild):
+    b = iris_build
+    serving.runtime.apply(champion_only(b.spec, b.v1))
+    name = service_name(NS, DEP, "1")
+    serving.runtime.stop_all()
+    (serving.runtime.services.meta_dir / f"{name}.json").unlink()
+    try:
+        [result] = [r for r in serving.runtime.restore() if r["deployment"] == f"{NS}/{DEP}"]
+        assert result["restarted"] == []
+        assert len(result["errors"]) == 1 and "pushbutton promote iris --version 1" in result["errors"][0]
+        assert serving.gateway.predict(NS, DEP, payload(b)).status_code == 502
+    finally:
+        serving.runtime.apply(champion_only(b.spec, b.v1))
+    assert serving.gateway.predict(NS, DEP, payload(b)).json()["data"]["ndarray"] == b.expected_v1
+
+
 def test_activation_retires_the_old_champion_and_remove_stops_everything(
     serving: Serving, iris_build: IrisBuild
 ):

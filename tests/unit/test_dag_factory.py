@@ -100,6 +100,7 @@ def test_cicd_dag_shape_tags_owner_params(tmp_path: Path, models: Path) -> None:
     steps = ["build", "test", "register", "deploy_candidate", "approve", "activate", "discard_candidate"]
     assert dag["tasks"] == {
         **{step: sorted([following, "fail_on_error"]) for step, following in itertools.pairwise(steps)},
+        "approve": ["activate"],  # Reject skips approve's direct downstream: never the watcher
         "discard_candidate": ["fail_on_error"],
         "fail_on_error": [],
     }

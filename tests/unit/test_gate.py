@@ -10,9 +10,11 @@ from pushbutton.config import REPO_ROOT
 from pushbutton.gate import (
     GateReport,
     champion_check,
+    comparison_blocker,
     compute_metrics,
     golden_check,
     signature_check,
+    skipped_comparison,
     threshold_checks,
 )
 from pushbutton.spec import load_spec
@@ -119,3 +121,28 @@ def test_report_passes_only_when_every_check_passes(iris) -> None:
     assert not report.passed
     assert report.failures[0].startswith("champion comparison: accuracy 0.5000")
     assert "**FAIL**" in report.markdown() and report.as_dict()["passed"] is False
+
+
+def test_the_champion_is_compared_only_on_inputs_it_knows(iris, tmp_path: Path) -> None:
+    assert comparison_blocker(iris, iris, "3") is None
+    fewer = iris.model_copy(
+        update={"schema_": iris.schema_.model_copy(update={"inputs": iris.schema_.inputs[1:]})}
+    )
+    assert comparison_blocker(fewer, iris, "3") == (
+        "champion v3 needs input(s) sepal_length_cm that this version's data lacks; "
+        "clients must send the new inputs once it serves"
+    )
+    assert comparison_blocker(iris, fewer, "3") is None  # a new input: the champion ignores it
+    assert (
+        comparison_blocker(regressor(tmp_path), iris, "3")
+        == "champion v3 is a classification model, this version a regression one"
+    )
+    other = iris.model_copy(update={"data": iris.data.model_copy(update={"target": "genus"})})
+    assert comparison_blocker(other, iris, "3") == "champion v3 predicts 'species', this version 'genus'"
+
+
+def test_a_skipped_comparison_passes_and_says_so(iris) -> None:
+    check = skipped_comparison("champion v3 needs input(s) x")
+    report = GateReport("iris", "4", checks=[check])
+    assert report.passed and check.skipped
+    assert "| champion comparison | skipped | skipped: champion v3 needs input(s) x" in report.markdown()

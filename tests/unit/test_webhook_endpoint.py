@@ -95,3 +95,9 @@ def test_other_events_are_ignored(endpoint) -> None:
     answer = client.post(URL, content=body, headers=signed_headers(SECRET, body, "d-2"))
     assert answer.status_code == 200 and answer.json()["status"] == "ignored"
     assert calls == []
+
+
+def test_no_unauthenticated_api_docs(endpoint) -> None:
+    client, _, _ = endpoint
+    assert client.get("/docs").status_code == 404  # Swagger UI would load from a CDN and skip login
+    assert client.get("/redoc").status_code == 404
