@@ -34,9 +34,9 @@ def _dag(action: str, default: str, help_text: str) -> DAG:
             "version": Param(
                 default,
                 type="string",
-                pattern=rf"^({default}|candidate|previous|[0-9]+)$",
+                pattern=r"^(candidate|previous|[0-9]+)$",
                 title="Version",
-                description=f"a version number, or '{default}'",
+                description=f"a version number, 'candidate' or 'previous' (default '{default}')",
             ),
         },
         doc_md=f"## {action}\n\n{help_text}. Version accepts a number, `candidate` or `previous`.",

@@ -181,9 +181,9 @@ class SeldonDiscardCandidateOperator(_LifecycleOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from pushbutton.lifecycle import reject
 
+        version = self.release_version()
         comment = approval_comment(context)
         reason = f"rejected by {approver(context)}" + (f": {comment}" if comment else "")
-        version = self.release_version()
         return _final(
             lambda: reject(platform(), self.model, version, approver(context), self.run_id(context), reason)
         )

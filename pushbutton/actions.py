@@ -4,13 +4,18 @@ has a run id, a user and a log."""
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pushbutton import registry as reg
 from pushbutton.config import Settings
-from pushbutton.errors import Conflict, NotFound
+from pushbutton.errors import Conflict, NotFound, PushbuttonError, StackError
 from pushbutton.webhook import cicd_run_id
+
+if TYPE_CHECKING:
+    from pushbutton.spec import ModelSpec
 
 
 def _client(settings: Settings) -> Any:
@@ -28,8 +33,10 @@ def push(settings: Settings, path: Path, trigger: bool = False) -> dict[str, Any
     two never produce two runs), after waiting until Airflow has parsed the DAG of a new model.
 
     A model directory under the models directory gets its DAG stub written first, so Airflow picks a
-    new model up at its next refresh. With ``trigger``, a model whose pipeline can never exist fails
-    before anything is trained."""
+    new model up at its next refresh. With ``trigger``, an unreachable Airflow or a model whose
+    pipeline can never exist fails before anything is trained; a trigger failing after registration
+    is reported in ``pipeline.error`` next to the registered version. Whatever training and MLflow
+    print goes to stderr, so stdout carries only the caller's JSON."""
     from pushbutton.spec import load_model_dir
     from pushbutton.training import train_and_register
 
@@ -38,19 +45,41 @@ def push(settings: Settings, path: Path, trigger: bool = False) -> dict[str, Any
     registry = reg.Registry(settings.mlflow_url)
     registry.ping()
     dag_id = f"{spec.name}__cicd"
-    client = _client(settings) if trigger else None
+    client = _reachable_client(settings) if trigger else None
     if not _sync_dag_stub(settings, model_dir) and client is not None:
         _expect_dag(settings, client, dag_id, model_dir)
-    result = train_and_register(spec, model_dir, registry, source="push").as_dict()
-    result["pipeline"] = {"dag_id": dag_id, "run_id": cicd_run_id(result["version"])}
+    with contextlib.redirect_stdout(sys.stderr):
+        result = train_and_register(spec, model_dir, registry, source="push").as_dict()
+    run_id = cicd_run_id(result["version"])
+    result["pipeline"] = {"dag_id": dag_id, "run_id": run_id}
     if client is not None:
-        client.wait_dag(dag_id, timeout=DAG_WAIT_SECONDS)
         try:
-            client.trigger(dag_id, conf={"version": result["version"]}, run_id=cicd_run_id(result["version"]))
+            client.wait_dag(dag_id, timeout=DAG_WAIT_SECONDS)
+            client.trigger(dag_id, conf={"version": result["version"]}, run_id=run_id)
             result["pipeline"]["triggered_by"] = "rest-api"
         except Conflict:
             result["pipeline"]["triggered_by"] = "webhook"  # the webhook was first
+        except PushbuttonError as exc:
+            result["pipeline"]["error"] = (
+                f"registered {spec.name} version {result['version']}, but triggering {dag_id} failed: "
+                f"{exc}; MLflow's webhook may still start run {run_id}, else trigger it in the Airflow UI "
+                f'with {{"version": "{result["version"]}"}}'
+            )
     return result
+
+
+def _reachable_client(settings: Settings) -> Any:
+    """An Airflow client whose API answers, checked before anything is trained."""
+    try:
+        client = _client(settings)
+        client.health()
+    except StackError as exc:
+        raise StackError(
+            f"Airflow's API at {settings.airflow_url} is not reachable, so push could not trigger the "
+            f"pipeline ({exc}); start the stack with `pushbutton up`, or push with --no-trigger to "
+            "register only"
+        ) from exc
+    return client
 
 
 def _sync_dag_stub(settings: Settings, model_dir: Path) -> bool:
@@ -89,10 +118,9 @@ def request_promotion(
         final = client.wait_run(dag_id, run["dag_run_id"], timeout=600)
         result["state"] = final["state"]
         if final["state"] != "success":
-            failed = [
-                t for t in client.task_instances(dag_id, run["dag_run_id"]) if t.get("state") == "failed"
-            ]
-            result["failed_tasks"] = [t["task_id"] for t in failed]
+            reasons = client.failure_reasons(dag_id, run["dag_run_id"])
+            result["failed_tasks"] = list(reasons)
+            result["reasons"] = reasons
     return result
 
 
@@ -108,6 +136,13 @@ def respond_approval(
         if not run_id or h["task_instance"]["dag_run_id"] == run_id
     ]
     if not pending:
+        try:
+            client.get_dag(dag_id)
+        except NotFound as exc:
+            raise NotFound(
+                f"unknown model '{model}': Airflow has no DAG {dag_id}; check the name (`pushbutton "
+                "validate` lists the models) or push the model first"
+            ) from exc
         raise NotFound(f"no approval is waiting in {dag_id}" + (f" run {run_id}" if run_id else ""))
     if len(pending) > 1:
         runs = ", ".join(t["dag_run_id"] for t in pending)
@@ -129,19 +164,17 @@ def model_status(settings: Settings, model: str) -> dict[str, Any]:
     """Versions with their status and aliases, what the gateway serves, and the serving history."""
     from pushbutton.history import HistoryStore
     from pushbutton.serving.local import LocalRuntime
-    from pushbutton.spec import find_spec_dirs, load_spec
 
     registry = reg.Registry(settings.mlflow_url)
     registry.ping()
+    spec, unreadable = find_model_spec(settings.models_dir, model)
     versions = registry.versions(model)
     if not versions:
-        raise NotFound(f"model '{model}' has no registered version; push it with `pushbutton push <dir>`")
-    namespace = settings.namespace
-    for model_dir in find_spec_dirs(settings.models_dir):
-        spec = load_spec(model_dir)
-        if spec.name == model:
-            namespace = spec.serving.namespace
-    return {
+        raise NotFound(
+            f"model '{model}' has no registered version; push it with `pushbutton push <dir>`"
+            + _unreadable_note(settings, model, spec, unreadable)
+        )
+    status: dict[str, Any] = {
         "model": model,
         "aliases": {  # MLflow's version search does not return aliases: ask for each
             alias: found.version
@@ -157,6 +190,41 @@ def model_status(settings: Settings, model: str) -> dict[str, Any]:
             }
             for v in versions
         ],
-        "serving": LocalRuntime(settings).status(namespace, model),
-        "history": HistoryStore(settings.store).events(model, limit=20),
     }
+    if spec is None:
+        status["spec"] = _unreadable_note(settings, model, spec, unreadable).removeprefix("; ")
+    namespace = spec.serving.namespace if spec else settings.namespace
+    status["serving"] = LocalRuntime(settings).status(namespace, model)
+    status["history"] = HistoryStore(settings.store).events(model, limit=20)
+    return status
+
+
+def find_model_spec(models_dir: Path, model: str) -> tuple[ModelSpec | None, list[Path]]:
+    """The spec named ``model`` under ``models_dir`` (None if none), and the specs that could not be
+    read; a broken spec of another model never hides this one."""
+    from pushbutton.errors import SpecError
+    from pushbutton.spec import find_spec_dirs, load_spec
+
+    unreadable: list[Path] = []
+    for model_dir in find_spec_dirs(models_dir):
+        try:
+            spec = load_spec(model_dir)
+        except SpecError:
+            unreadable.append(model_dir / "model.yaml")
+            continue
+        if spec.name == model:
+            return spec, []
+    return None, unreadable
+
+
+def _unreadable_note(settings: Settings, model: str, spec: ModelSpec | None, unreadable: list[Path]) -> str:
+    if spec is not None:
+        return ""
+    note = f"; no spec named '{model}' under {settings.models_dir} (namespace '{settings.namespace}' assumed)"
+    if unreadable:
+        note += (
+            f"; these specs could not be read (one may be '{model}'): "
+            + ", ".join(map(str, unreadable))
+            + " (fix: `pushbutton validate` them)"
+        )
+    return note

@@ -9,6 +9,7 @@ raised ``from`` the httpx error and carrying Airflow's ``detail``.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from urllib.parse import quote
 
 import httpx
 
-from pushbutton.errors import Conflict, NotFound, StackError
+from pushbutton.errors import Conflict, NotFound, PushbuttonError, StackError
 
 HEALTH_COMPONENTS = ("metadatabase", "scheduler", "dag_processor", "triggerer")
 TERMINAL_RUN_STATES = frozenset({"success", "failed"})
@@ -95,8 +96,9 @@ class AirflowClient:
 
     def _send(self, method: str, path: str, *, auth: bool = True, **kwargs: Any) -> httpx.Response:
         what = f"{method} {self.base_url}{path}"
+        extra_headers = dict(kwargs.pop("headers", None) or {})
         for attempt in (1, 2):
-            headers = {}
+            headers = dict(extra_headers)
             if auth:
                 headers["Authorization"] = f"Bearer {self._token or self._login()}"
             try:
@@ -211,6 +213,32 @@ class AirflowClient:
     def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
         return list(self._paged(f"/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances", "task_instances"))
 
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int, map_index: int = -1) -> dict:
+        """One try's log as JSON: ``{"content": [{"event", "level", "error_detail", ...}], ...}``."""
+        path = f"/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances/{_q(task_id)}/logs/{try_number}"
+        return self.request(
+            "GET",
+            path,
+            params={"full_content": "true", "map_index": map_index},
+            headers={"Accept": "application/json"},
+        )
+
+    def failure_reasons(self, dag_id: str, run_id: str) -> dict[str, str]:
+        """task_id -> why it failed (the exception message of its last try) for each failed task."""
+        reasons: dict[str, str] = {}
+        for ti in self.task_instances(dag_id, run_id):
+            if ti.get("state") != "failed":
+                continue
+            try:
+                log = self.task_log(
+                    dag_id, run_id, ti["task_id"], int(ti.get("try_number") or 1), ti.get("map_index", -1)
+                )
+            except PushbuttonError as exc:
+                reasons[ti["task_id"]] = f"(its log could not be read: {exc})"
+                continue
+            reasons[ti["task_id"]] = failure_reason(log) or "(no error in its log; see the Airflow UI)"
+        return reasons
+
     def wait_run_created(self, dag_id: str, run_id: str, timeout: float = 120.0, poll: float = 0.5) -> dict:
         """Wait until run ``run_id`` of ``dag_id`` exists (e.g. started by a webhook); return it."""
         deadline = time.monotonic() + timeout
@@ -252,7 +280,7 @@ class AirflowClient:
     def wait_hitl(self, dag_id: str, run_id: str, timeout: float = 600.0, poll: float = 1.0) -> dict:
         """Wait until the run's HITL request (e.g. Approve/Reject) is pending; return it.
 
-        Fails early (StackError naming the failed tasks) when the run fails before asking.
+        Fails early (StackError naming the failed tasks and why) when the run fails before asking.
         """
         deadline = time.monotonic() + timeout
         while True:
@@ -260,10 +288,10 @@ class AirflowClient:
                 if item["task_instance"]["dag_run_id"] == run_id:
                     return item
             if self.get_run(dag_id, run_id).get("state") == "failed":
-                failed = [
-                    t["task_id"] for t in self.task_instances(dag_id, run_id) if t.get("state") == "failed"
-                ]
-                raise StackError(f"{dag_id} run {run_id} failed in {failed}; see {self.base_url}")
+                why = "; ".join(f"{t}: {r}" for t, r in self.failure_reasons(dag_id, run_id).items())
+                raise StackError(
+                    f"{dag_id} run {run_id} failed ({why or 'no failed task'}); see {self.base_url}"
+                )
             if time.monotonic() >= deadline:
                 raise RunTimeout(f"{dag_id} run {run_id} did not reach its approval within {timeout:.0f}s")
             time.sleep(poll)
@@ -285,6 +313,43 @@ class AirflowClient:
         path = f"/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances/{_q(task_id)}/{map_index}/hitlDetails"
         body = {"chosen_options": list(chosen_options), "params_input": params_input or {}}
         return self.request("PATCH", path, json=body)
+
+
+_EXCEPTION_LINE = re.compile(r"^(?:[\w.]+\.)?((?:\w*(?:Error|Exception|Failed)): .*)$")
+_WRAPPERS = {"AirflowFailException", "AirflowException", "AirflowTaskTimeout"}
+
+
+def failure_reason(log: dict[str, Any] | None) -> str | None:
+    """The exception message of the last error in a task log (``task_log``), without traceback.
+
+    Airflow 3 logs a failure as the event "Task failed with exception" whose ``error_detail`` lists
+    the exception first, then its causes; Airflow's own wrapper types are not named. Without one, the
+    last error-level event or exception line (a log Airflow could not parse) stands in.
+    """
+    detailed = plain = None
+    for entry in (log or {}).get("content") or []:
+        if isinstance(entry, str):
+            try:
+                entry = json.loads(entry)
+            except ValueError:
+                found = _EXCEPTION_LINE.match(entry.strip())
+                plain = _reason(*found.group(1).split(": ", 1)) if found else plain
+                continue
+        if not isinstance(entry, dict) or str(entry.get("level", "")).lower() not in ("error", "critical"):
+            continue
+        details = [d for d in entry.get("error_detail") or [] if isinstance(d, dict)]
+        if details:
+            detailed = _reason(str(details[0].get("exc_type", "")), str(details[0].get("exc_value", "")))
+        elif entry.get("event"):
+            plain = str(entry["event"]).strip()
+    return detailed or plain
+
+
+def _reason(kind: str, value: str) -> str:
+    value = value.strip()
+    if not value:
+        return kind
+    return value if kind in _WRAPPERS else f"{kind}: {value}"
 
 
 def _q(segment: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -11,6 +12,11 @@ from pathlib import Path
 from pushbutton.errors import PushbuttonError, SpecError
 
 Handler = Callable[[argparse.Namespace], int]
+DESCRIPTION = (
+    "Model lifecycle on Airflow: validate a model directory, push it (train, log, register), approve, "
+    "promote or roll back its releases, and run the embedded stack (MLflow, gateway, Airflow)."
+)
+VERSION_CHOICE = re.compile(r"^(candidate|previous|[0-9]+)$")  # as the promote/rollback DAGs' Param
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -18,21 +24,26 @@ def _validate(args: argparse.Namespace) -> int:
 
     failed = 0
     checked = 0
+    missing: list[str] = []
     for target in args.paths:
         path = Path(target)
-        if path.is_dir() and not (path / "model.yaml").exists() and find_spec_dirs(path):
+        if not path.exists():
+            missing.append(f"{path} does not exist")
+            continue
+        if path.is_dir() and not (path / "model.yaml").exists():
+            if not find_spec_dirs(path):
+                missing.append(f"no model.yaml found under {path}")
+                continue
             results = discover(path)  # a directory of models: also checks names are unique
         else:
             try:
                 spec = load_model_dir(path.parent if path.name == "model.yaml" else path)
                 print(f"ok   {path}: model '{spec.name}'")
-                checked += 1
-                continue
             except SpecError as exc:
                 print(f"FAIL {path}:\n{_indent(str(exc))}", file=sys.stderr)
                 failed += 1
-                checked += path.is_file() or (path / "model.yaml").is_file()
-                continue
+            checked += 1
+            continue
         for found in results:
             checked += 1
             if found.error:
@@ -40,10 +51,14 @@ def _validate(args: argparse.Namespace) -> int:
                 print(f"FAIL {found.model_dir}:\n{_indent(str(found.error))}", file=sys.stderr)
             else:
                 print(f"ok   {found.model_dir}: model '{found.spec.name}'")
+    for problem in missing:
+        print(
+            f"error: {problem} (fix: pass a model directory, its model.yaml or a models root)",
+            file=sys.stderr,
+        )
     if checked == 0:
-        print(f"no model.yaml found under {', '.join(args.paths)}", file=sys.stderr)
         return 2
-    return 1 if failed else 0
+    return 1 if failed or missing else 0
 
 
 def _indent(text: str) -> str:
@@ -51,9 +66,12 @@ def _indent(text: str) -> str:
 
 
 def _init(args: argparse.Namespace) -> int:
+    from pushbutton.config import settings
     from pushbutton.templates import init_model
 
-    target = init_model(args.name, args.template, Path(args.dir))
+    models_dir = settings().models_dir
+    parent = Path(args.dir) if args.dir else models_dir
+    target = init_model(args.name, args.template, parent, models_dir=models_dir)
     print(f"created {target} from template '{args.template}'; next: pushbutton validate {target}")
     return 0
 
@@ -71,8 +89,8 @@ def _sync_dags(args: argparse.Namespace) -> int:
     from pushbutton.dagstubs import sync_stubs
 
     cfg = settings()
-    changed = sync_stubs(cfg.models_dir, cfg.dags_dir)
-    print(f"DAG stubs in {cfg.dags_dir / 'models'}: {len(changed)} written or removed")
+    stubs = [p for p in sync_stubs(cfg.models_dir, cfg.dags_dir) if p.suffix == ".py"]
+    print(f"DAG stubs in {cfg.dags_dir / 'models'}: {len(stubs)} written or removed")
     return 0
 
 
@@ -115,25 +133,38 @@ def _push(args: argparse.Namespace) -> int:
 
     result = push(settings(), Path(args.path), trigger=args.trigger)
     print(json.dumps(result, indent=2, default=str))
+    error = result["pipeline"].get("error")
+    if error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     return 0
 
 
 def _promote(args: argparse.Namespace) -> int:
-    from pushbutton.actions import request_promotion
-    from pushbutton.config import settings
-
-    result = request_promotion(settings(), "promote", args.model, args.version, wait=not args.no_wait)
-    print(json.dumps(result, indent=2, default=str))
-    return 0 if result.get("state") in ("success", "queued", "running") else 1
+    return _promotion("promote", args)
 
 
 def _rollback(args: argparse.Namespace) -> int:
+    return _promotion("rollback", args)
+
+
+def _promotion(action: str, args: argparse.Namespace) -> int:
     from pushbutton.actions import request_promotion
     from pushbutton.config import settings
 
-    result = request_promotion(settings(), "rollback", args.model, args.version, wait=not args.no_wait)
+    result = request_promotion(settings(), action, args.model, args.version, wait=not args.no_wait)
     print(json.dumps(result, indent=2, default=str))
+    for task, reason in (result.get("reasons") or {}).items():
+        print(f"error: {action} of '{args.model}' failed in task '{task}': {reason}", file=sys.stderr)
     return 0 if result.get("state") in ("success", "queued", "running") else 1
+
+
+def _version(value: str) -> str:
+    if not VERSION_CHOICE.match(value):
+        raise argparse.ArgumentTypeError(
+            f"'{value}' is not a version; use a version number (e.g. 3), 'candidate' or 'previous'"
+        )
+    return value
 
 
 def _approve(args: argparse.Namespace) -> int:
@@ -146,8 +177,8 @@ def _approve(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pushbutton", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="pushbutton", description=DESCRIPTION)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
@@ -157,20 +188,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(
         "validate", _validate, "validate model specs (a model directory, a model.yaml, or a models root)"
     )
-    p.add_argument("paths", nargs="+")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="model directory, model.yaml or models root")
     p = command("init", _init, "create a model directory from a template")
-    p.add_argument("name")
-    p.add_argument("--template", "-t", default="sklearn-classifier")
-    p.add_argument("--dir", default="models", help="parent directory (default: models)")
+    p.add_argument("name", help="model name: lowercase letters, digits and '-', starting with a letter")
+    p.add_argument(
+        "--template",
+        "-t",
+        default="sklearn-classifier",
+        help="template name (list them with: pushbutton templates)",
+    )
+    p.add_argument("--dir", help="parent directory (default: the models directory, PUSHBUTTON_MODELS_DIR)")
     command("templates", _templates, "list model templates")
     command("sync-dags", _sync_dags, "write one Airflow DAG stub per model spec (and remove stale ones)")
     p = command("up", _up, "start the embedded stack: MLflow, gateway, airflow standalone")
     p.add_argument("--no-airflow", action="store_true", help="start MLflow and the gateway only")
     command("down", _down, "stop every process the stack started")
     p = command("status", _status, "stack status, or a model's serving status with MODEL")
-    p.add_argument("model", nargs="?")
+    p.add_argument("model", nargs="?", metavar="MODEL", help="a registered model name")
     p = command("push", _push, "validate, train, log and register a new model version")
-    p.add_argument("path")
+    p.add_argument("path", metavar="PATH", help="the model directory (or its model.yaml)")
     p.add_argument(
         "--no-trigger",
         dest="trigger",
@@ -178,18 +214,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="register only (MLflow's webhook still starts the pipeline); by default also trigger "
         "<model>__cicd through the REST API, waiting until Airflow has parsed a new model's DAG",
     )
-    for name, handler, text in (
-        ("promote", _promote, "make a version champion (default: the candidate)"),
-        ("rollback", _rollback, "restore the previous champion (or --version)"),
+    for name, handler, text, default in (
+        ("promote", _promote, "make a version champion (default: the candidate)", "candidate"),
+        ("rollback", _rollback, "restore the previous champion (or --version)", "previous"),
     ):
         p = command(name, handler, text)
-        p.add_argument("model")
-        p.add_argument("--version", default="candidate" if name == "promote" else "previous")
-        p.add_argument("--no-wait", action="store_true")
+        p.add_argument("model", metavar="MODEL", help="a registered model name")
+        p.add_argument(
+            "--version",
+            type=_version,
+            default=default,
+            help=f"a version number, 'candidate' or 'previous' (default: {default})",
+        )
+        p.add_argument("--no-wait", action="store_true", help="return once the DAG run is queued")
     p = command("approve", _approve, "answer the pending Approve/Reject of a model's CI/CD run")
-    p.add_argument("model")
-    p.add_argument("--reject", action="store_true")
-    p.add_argument("--run-id")
+    p.add_argument("model", metavar="MODEL", help="a model name (its DAG is MODEL__cicd)")
+    p.add_argument("--reject", action="store_true", help="reject instead of approve")
+    p.add_argument("--run-id", help="which run, when several wait for an answer")
     return parser
 
 
@@ -200,6 +241,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PushbuttonError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

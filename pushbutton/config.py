@@ -9,9 +9,12 @@ from __future__ import annotations
 import functools
 import sys
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pushbutton.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,7 +68,33 @@ class Settings(BaseSettings):
         return target
 
 
+_EXPECTED = {int: "an integer", bool: "true or false", Path: "a path", str: "a string"}
+
+
 @functools.cache
 def settings() -> Settings:
-    """Process-wide settings; tests call ``settings.cache_clear()`` after changing the environment."""
-    return Settings()
+    """Process-wide settings; tests call ``settings.cache_clear()`` after changing the environment.
+
+    A bad ``PUSHBUTTON_*`` value is a ``ConfigError`` naming the variable and what it must hold."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigError("; ".join(_problem(error) for error in exc.errors())) from None
+
+
+def _problem(error: Any) -> str:
+    field = str(error["loc"][0]) if error["loc"] else ""
+    variable = f"PUSHBUTTON_{field.upper()}"
+    info = Settings.model_fields.get(field)
+    annotation = info.annotation if info else None
+    expected = next((text for kind, text in _EXPECTED.items() if annotation is kind), "a valid value")
+    metadata = info.metadata if info else []
+    low = next((m.ge for m in metadata if hasattr(m, "ge")), None)
+    high = next((m.le for m in metadata if hasattr(m, "le")), None)
+    if annotation is int and low is not None and high is not None:
+        expected = f"an integer from {low} to {high}"
+    message = str(error["msg"])
+    return (
+        f"environment variable {variable}={error.get('input')!r} is invalid: {message[0].lower()}"
+        f"{message[1:]} (fix: set it to {expected}, or unset it for the default)"
+    )

@@ -56,13 +56,28 @@ def load_frame(spec: ModelSpec, model_dir: Path) -> pd.DataFrame:
         bunch = getattr(sklearn.datasets, SKLEARN_DATASETS[rest])(as_frame=True)
         frame = bunch.frame.rename(columns=snake_case).rename(columns={"target": spec.data.target})
     elif scheme == "csv":
-        frame = pd.read_csv(model_dir / rest)
+        try:
+            frame = pd.read_csv(model_dir / rest)
+        except pd.errors.EmptyDataError:
+            raise _data_issue(spec, model_dir, f"data file '{rest}' is empty (no header, no rows)") from None
     else:
         frame = pd.read_parquet(model_dir / rest)
     issues = _missing_columns(spec, model_dir, [str(c) for c in frame.columns])
     if issues:
         raise SpecError(issues)
+    if frame.empty:
+        raise _data_issue(spec, model_dir, f"data file '{rest}' has no rows (only a header)")
     return frame[[*spec.feature_names, spec.data.target]]
+
+
+def _data_issue(spec: ModelSpec, model_dir: Path, problem: str, fix: str = "") -> SpecError:
+    """A problem of the data ``data.source`` points at, reported on that field."""
+    from pushbutton.spec.loader import compose, field_line
+
+    file = model_dir / "model.yaml"
+    fix = fix or "add rows of inputs and target under a header naming the columns"
+    line = field_line(compose(file), "data.source")
+    return SpecError([SpecIssue(str(file), "data.source", problem, fix, line=line)])
 
 
 def _missing_columns(spec: ModelSpec, model_dir: Path, columns: list[str]) -> list[SpecIssue]:
@@ -103,9 +118,18 @@ def split(spec: ModelSpec, model_dir: Path) -> Split:
     frame = load_frame(spec, model_dir)
     digest = hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).values.tobytes()).hexdigest()
     stratify = frame[spec.data.target] if spec.task == "classification" else None
-    train, holdout = train_test_split(
-        frame, test_size=spec.data.holdout_fraction, random_state=spec.data.seed, stratify=stratify
-    )
+    try:
+        train, holdout = train_test_split(
+            frame, test_size=spec.data.holdout_fraction, random_state=spec.data.seed, stratify=stratify
+        )
+    except ValueError as exc:  # too few rows for the holdout, or a class too rare to stratify
+        raise _data_issue(
+            spec,
+            model_dir,
+            f"cannot cut a {spec.data.holdout_fraction:g} holdout from '{spec.data.source}' "
+            f"({len(frame)} rows): {exc}",
+            "add rows (every class needs at least 2) or change data.holdout_fraction",
+        ) from exc
     target = spec.data.target
     return Split(
         x_train=train[spec.feature_names],

@@ -15,6 +15,10 @@ class PushbuttonError(Exception):
     """Base class of every error pushbutton raises on purpose."""
 
 
+class ConfigError(PushbuttonError):
+    """A ``PUSHBUTTON_*`` setting has a value of the wrong type or range."""
+
+
 class NotFound(PushbuttonError):
     """A model, version, alias, deployment or file that was asked for does not exist."""
 

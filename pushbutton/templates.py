@@ -23,7 +23,15 @@ from typing import TYPE_CHECKING, Any
 
 from pushbutton.config import REPO_ROOT
 from pushbutton.errors import AlreadyExists, NotFound, PushbuttonError, SpecError, SpecIssue
-from pushbutton.spec import SPEC_FILE, ModelSpec, check_model_dir, load_model_dir, load_spec
+from pushbutton.spec import (
+    SPEC_FILE,
+    ModelSpec,
+    check_model_dir,
+    declared_name,
+    find_spec_dirs,
+    load_model_dir,
+    load_spec,
+)
 from pushbutton.spec.model import _dns_name
 from pushbutton.training import fit, flavor_kwargs, load_reference
 
@@ -41,8 +49,18 @@ def list_templates(templates_dir: Path = TEMPLATES_DIR) -> list[str]:
     return sorted(p.name for p in templates_dir.iterdir() if (p / SPEC_FILE).is_file())
 
 
-def init_model(name: str, template: str, parent: Path, *, templates_dir: Path = TEMPLATES_DIR) -> Path:
-    """Create ``parent/name`` from ``template``; all or nothing (rendered aside, then renamed)."""
+def init_model(
+    name: str,
+    template: str,
+    parent: Path,
+    *,
+    templates_dir: Path = TEMPLATES_DIR,
+    models_dir: Path | None = None,
+) -> Path:
+    """Create ``parent/name`` from ``template``; all or nothing (rendered aside, then renamed).
+
+    Refuses a name some spec under ``models_dir`` (or ``parent``) already declares: model names are
+    unique in the repository."""
     parent = Path(parent)
     target = parent / name
     try:
@@ -56,7 +74,13 @@ def init_model(name: str, template: str, parent: Path, *, templates_dir: Path = 
         raise NotFound(f"template '{template}' not found in {templates_dir}; use one of: {choices}")
     if target.exists() or target.is_symlink():
         raise AlreadyExists(f"{target} already exists; choose another name or --dir, or remove it first")
-    parent.mkdir(parents=True, exist_ok=True)
+    if parent.exists() and not parent.is_dir():
+        raise PushbuttonError(f"--dir {parent} is a file, not a directory; pass a directory (or omit --dir)")
+    _check_name_is_new(name, [r for r in (models_dir, parent) if r is not None])
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PushbuttonError(f"--dir {parent} cannot be created ({exc.strerror}); pass a directory") from exc
     staging = parent / f".{name}.init-{secrets.token_hex(4)}"  # hidden: discovery skips it
     staging.mkdir()
     try:
@@ -69,6 +93,20 @@ def init_model(name: str, template: str, parent: Path, *, templates_dir: Path = 
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target
+
+
+def _check_name_is_new(name: str, roots: list[Path]) -> None:
+    seen: set[Path] = set()
+    for root in roots:
+        if not root.is_dir() or root.resolve() in seen:
+            continue
+        seen.add(root.resolve())
+        for model_dir in find_spec_dirs(root):
+            if declared_name(model_dir) == name:
+                raise AlreadyExists(
+                    f"a model named '{name}' already exists: {model_dir / SPEC_FILE}; model names are "
+                    "unique in the repository, choose another name"
+                )
 
 
 def _render(source: Path, dest: Path, values: dict[str, str]) -> None:

@@ -66,7 +66,7 @@ def load_reference(model_dir: Path, ref: str, field: str = "train.entry_point") 
     sys.path.insert(0, str(model_dir))
     try:
         module_spec.loader.exec_module(module)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # sys.exit() at import time is model code failing too
         raise SpecError(
             [
                 SpecIssue(
@@ -113,16 +113,41 @@ def fit(spec: ModelSpec, model_dir: Path) -> Fitted:
     where = f"{model_dir / 'model.yaml'}: train.entry_point '{spec.train.entry_point}'"
     try:
         estimator = train(data.x_train, data.y_train, dict(spec.train.params))
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         raise ModelCodeError(
-            f"{where} raised {type(exc).__name__}: {exc}; fix the train function (its traceback is chained "
-            "to this error) and push again"
+            f"{where} {_raised(exc)}; fix the train function (its traceback is chained to this error) and "
+            "push again"
         ) from exc
     if estimator is None or not hasattr(estimator, "predict"):
         raise ModelCodeError(
             f"{where} returned {type(estimator).__name__}; return the fitted estimator (an object with predict())"
         )
+    _check_predicts(estimator, data, where)
     return Fitted(spec, model_dir, data, estimator)
+
+
+def _raised(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):
+        return f"called sys.exit({exc.code!r}); raise an exception instead of exiting"
+    return f"raised {type(exc).__name__}: {exc}"
+
+
+def _check_predicts(estimator: Any, data: Split, where: str) -> None:
+    """The returned estimator must predict: an unfitted one fails here, not deep in logging."""
+    from sklearn.exceptions import NotFittedError
+
+    try:
+        estimator.predict(data.x_train.head(5))
+    except NotFittedError as exc:
+        raise ModelCodeError(
+            f"{where} returned an unfitted {type(estimator).__name__}; train must return a fitted "
+            "estimator: call estimator.fit(X, y) and return it"
+        ) from exc
+    except (Exception, SystemExit) as exc:
+        raise ModelCodeError(
+            f"{where} returned a {type(estimator).__name__} whose predict() {_raised(exc)} on 5 training "
+            "rows; train must return a fitted estimator that predicts the schema's inputs"
+        ) from exc
 
 
 def flavor_kwargs(fitted: Fitted, infer_requirements: bool = True) -> dict[str, Any]:
@@ -160,6 +185,31 @@ def _skops_types(fitted: Any) -> list[str]:
     with warnings.catch_warnings():  # skops scans many modules; keep their deprecation noise out of logs
         warnings.simplefilter("ignore")
         return skops.io.get_untrusted_types(data=skops.io.dumps(fitted))
+
+
+_REGISTER_CHATTER = (
+    "Successfully registered model",
+    "already exists. Creating a new version",
+    "Created version",
+)
+
+
+def _register(model_uri: str, name: str, tags: dict[str, str]) -> Any:
+    """``mlflow.register_model`` without its status lines on stderr: the registered model always exists
+    by now (``Registry.ensure_model``), so "already exists. Creating a new version" would mislead on a
+    first push. Anything else it writes (warnings) still reaches stderr."""
+    import contextlib
+    import io
+
+    import mlflow
+
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            return mlflow.register_model(model_uri, name, tags=tags)
+    finally:
+        lines = captured.getvalue().splitlines(keepends=True)
+        sys.stderr.write("".join(line for line in lines if not any(c in line for c in _REGISTER_CHATTER)))
 
 
 def git_commit(path: Path) -> str:
@@ -241,7 +291,7 @@ def train_and_register(
         spec.name, spec.description.strip(), {"owner": spec.owner, "pushbutton.task": spec.task}
     )
     version_tags = {**tags, reg.STATUS: "registered", "pushbutton.run_id": run.info.run_id}
-    mv = mlflow.register_model(info.model_uri, spec.name, tags=version_tags)
+    mv = _register(info.model_uri, spec.name, version_tags)
     timings["log_and_register"] = time.perf_counter() - started
     return TrainResult(
         spec.name, str(mv.version), run.info.run_id, metrics, data.fingerprint, commit, timings

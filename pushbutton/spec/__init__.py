@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pushbutton.spec.checks import check_model_dir, load_model_dir
-from pushbutton.spec.discovery import Discovered, discover, find_spec_dirs
+from pushbutton.spec.discovery import Discovered, declared_name, discover, find_spec_dirs
 from pushbutton.spec.loader import SPEC_FILE, load_spec
 from pushbutton.spec.model import API_VERSION, ModelSpec
 
@@ -13,6 +13,7 @@ __all__ = [
     "Discovered",
     "ModelSpec",
     "check_model_dir",
+    "declared_name",
     "discover",
     "find_spec_dirs",
     "load_model_dir",

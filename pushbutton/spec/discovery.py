@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from pushbutton.spec.loader import SPEC_FILE, compose, field_line
 from pushbutton.spec.model import ModelSpec
 
 MAX_DEPTH = 3
+_NAME_LINE = re.compile(r"^name:\s*['\"]?([^'\"\s#]+)", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,15 @@ def find_spec_dirs(root: Path) -> list[Path]:
             found.append(Path(current))
             dirs[:] = []  # a model directory does not contain other models
     return sorted(found)
+
+
+def declared_name(model_dir: Path) -> str | None:
+    """The top-level ``name:`` of a directory's model.yaml, read without validating the spec."""
+    try:
+        found = _NAME_LINE.search((Path(model_dir) / SPEC_FILE).read_text(errors="replace"))
+    except OSError:
+        return None
+    return found.group(1) if found else None
 
 
 def discover(root: Path) -> list[Discovered]:

@@ -68,11 +68,12 @@ def _cron(value: str | None) -> str | None:
         return value
     from croniter import croniter  # Airflow's own cron parser, so the scheduler agrees with us
 
+    fix = "use five fields 'min hour day month weekday' (e.g. '0 3 * * 1') or a preset such as '@daily'"
+    fields = len(value.split())
+    if fields != 5 and croniter.is_valid(value):  # croniter also reads a sixth field (seconds)
+        raise ValueError(f"'{value}' has {fields} fields, not a five-field cron expression; {fix}")
     if not croniter.is_valid(value):
-        raise ValueError(
-            f"'{value}' is not a valid cron expression; use five fields 'min hour day month weekday' "
-            "(e.g. '0 3 * * 1') or a preset such as '@daily'"
-        )
+        raise ValueError(f"'{value}' is not a valid cron expression; {fix}")
     return value
 
 
@@ -96,7 +97,7 @@ class DataSpec(_Strict):
     source: str
     target: str = Field(min_length=1)
     holdout_fraction: float = Field(0.2, gt=0.0, lt=1.0)
-    seed: int = 42
+    seed: int = Field(42, ge=0, lt=2**32)  # scikit-learn's random_state range
 
     @field_validator("source")
     @classmethod
@@ -253,6 +254,12 @@ class TrafficSpec(_Strict):
             raise ValueError(
                 f"candidate_percent: canary with candidate_percent {self.candidate_percent} is not a "
                 "canary; use 1..99, or mode 'shadow' to mirror traffic without serving candidate answers"
+            )
+        if self.mode == "shadow" and "candidate_percent" in self.model_fields_set:
+            raise ValueError(
+                f"candidate_percent: mode 'shadow' serves no candidate answers, so candidate_percent "
+                f"{self.candidate_percent} would have no effect; remove candidate_percent, or use mode "
+                "'canary' to serve that share"
             )
         return self
 

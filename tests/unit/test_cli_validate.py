@@ -6,6 +6,7 @@ Exit codes of validate: 0 every spec is valid, 1 some spec is not, 2 no model.ya
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -126,3 +127,55 @@ def test_init_does_not_overwrite(capsys, tmp_path: Path) -> None:
     code, _, err = run(capsys, "init", "churn-model", "--dir", tmp_path)
     assert code == 1
     assert f"error: {tmp_path / 'churn-model'} already exists" in err
+
+
+def test_a_missing_path_gets_one_message(capsys, tmp_path: Path) -> None:
+    code, out, err = run(capsys, "validate", tmp_path / "nonexistent")
+    assert (code, out) == (2, "")
+    assert (
+        err
+        == f"error: {tmp_path / 'nonexistent'} does not exist (fix: pass a model directory, its model.yaml or a models root)\n"
+    )
+
+
+def test_an_empty_directory_gets_one_message(capsys, tmp_path: Path) -> None:
+    code, _, err = run(capsys, "validate", tmp_path)
+    assert code == 2 and err.count("\n") == 1 and "FAIL" not in err
+
+
+@pytest.fixture
+def models_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    from pushbutton.config import settings
+
+    models = tmp_path / "models"
+    monkeypatch.setenv("PUSHBUTTON_MODELS_DIR", str(models))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # not where the models are
+    settings.cache_clear()
+    yield models
+    settings.cache_clear()
+
+
+def test_init_defaults_to_the_configured_models_dir(capsys, models_dir: Path, tmp_path: Path) -> None:
+    code, _, err = run(capsys, "init", "churn")
+    assert (code, err) == (0, "")
+    assert (models_dir / "churn" / "model.yaml").is_file()
+    assert not (tmp_path / "elsewhere" / "models").exists()
+
+
+def test_init_into_a_file_is_a_clear_error(capsys, models_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("x")
+    code, out, err = run(capsys, "init", "x1", "--dir", tmp_path / "notes.txt")
+    assert (code, out) == (1, "")
+    assert (
+        err
+        == f"error: --dir {tmp_path / 'notes.txt'} is a file, not a directory; pass a directory (or omit --dir)\n"
+    )
+
+
+def test_init_refuses_a_name_another_spec_already_has(capsys, models_dir: Path, tmp_path: Path) -> None:
+    shutil.copytree(REPO_ROOT / "models" / "iris", models_dir / "team" / "flowers")
+    code, out, err = run(capsys, "init", "iris", "--dir", tmp_path / "scratch")
+    assert (code, out) == (1, "")
+    assert f"a model named 'iris' already exists: {models_dir / 'team' / 'flowers' / 'model.yaml'}" in err
+    assert not (tmp_path / "scratch" / "iris").exists()

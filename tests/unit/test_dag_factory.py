@@ -152,8 +152,8 @@ def test_strict_mode_fails_the_factory_itself_on_any_broken_spec(tmp_path: Path,
 def test_duplicate_model_name_is_an_error_of_the_second_spec(tmp_path: Path, models: Path) -> None:
     break_spec(models, "zz-copy", "", "", name="iris")
     result = parse(tmp_path, models)
-    assert list(result["errors"]) == ["models/zz_copy.py"]
-    assert "already used by" in result["errors"]["models/zz_copy.py"]
+    assert list(result["errors"]) == ["models/zz-copy.py"]
+    assert "already used by" in result["errors"]["models/zz-copy.py"]
     assert result["dags"]["iris__cicd"]["fileloc"] == "models/iris.py"
 
 
@@ -167,3 +167,22 @@ def test_sync_is_idempotent_and_removes_stale_stubs(tmp_path: Path, models: Path
     assert dags / "models" / "iris.py" in removed
     assert not (dags / "models" / "iris.py").exists()
     assert "iris" not in json.loads((dags / "models" / "_names.json").read_text())
+
+
+def test_nested_and_look_alike_model_directories_each_get_their_dags(tmp_path: Path, models: Path) -> None:
+    """Stub file names are one per directory ('team/fraud' -> team.fraud.py, 'fraud-x' and 'fraud_x'
+    apart, 'v1.2' escaped) and still import under Airflow's module naming."""
+    (models / "team").mkdir()
+    for directory, name in (
+        ("team/fraud", "fraud"),
+        ("fraud-x", "fraud-x"),
+        ("fraud_x", "fraud-y"),
+        ("v1.2", "v12"),
+    ):
+        break_spec(models, directory, "", "", name=name)
+    result = parse(tmp_path, models)
+    assert result["errors"] == {}
+    for name in ("fraud", "fraud-x", "fraud-y", "v12"):
+        assert f"{name}__cicd" in result["dags"]
+    files = {d["fileloc"] for d in result["dags"].values()}
+    assert {"models/team.fraud.py", "models/fraud-x.py", "models/fraud_x.py", "models/v1%2E2.py"} <= files

@@ -1,24 +1,35 @@
 """``pushbutton push`` around training: DAG stubs for new models, a clear error when no pipeline could
-ever run, waiting for a new model's DAG before triggering. Registry, training and Airflow are fakes."""
+ever run (or Airflow is down), waiting for a new model's DAG before triggering, stdout that is only
+JSON. Registry, training and Airflow are fakes."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import pytest
 
+import pushbutton.config
 import pushbutton.training
 from pushbutton import actions
 from pushbutton import registry as reg
+from pushbutton.cli import main
 from pushbutton.config import REPO_ROOT, Settings
 from pushbutton.dagstubs import STUB_DIR
-from pushbutton.errors import Conflict, NotFound
+from pushbutton.errors import Conflict, NotFound, StackError
 
 
 class FakeAirflow:
-    def __init__(self, dags: set[str], webhook_first: bool = False):
+    def __init__(self, dags: set[str], webhook_first: bool = False, up: bool = True, trigger_error=None):
         self.dags, self.webhook_first, self.calls = dags, webhook_first, []
+        self.up, self.trigger_error = up, trigger_error
+
+    def health(self) -> dict:
+        self.calls.append(("health",))
+        if not self.up:
+            raise StackError("GET http://127.0.0.1:8080/api/v2/monitor/health failed: ConnectError()")
+        return {}
 
     def get_dag(self, dag_id: str) -> dict:
         self.calls.append(("get_dag", dag_id))
@@ -32,6 +43,8 @@ class FakeAirflow:
 
     def trigger(self, dag_id: str, conf: dict, run_id: str) -> dict:
         self.calls.append(("trigger", dag_id, conf["version"], run_id))
+        if self.trigger_error:
+            raise self.trigger_error
         if self.webhook_first:
             raise Conflict("run exists")
         return {"dag_run_id": run_id}
@@ -74,6 +87,7 @@ def test_a_new_model_under_the_models_dir_gets_its_stub_then_waits_for_its_dag(e
     assert (cfg.dags_dir / STUB_DIR / "iris.py").is_file()  # written before training
     assert trained == ["iris"]
     assert airflow.calls == [
+        ("health",),  # before training
         ("wait_dag", "iris__cicd"),
         ("trigger", "iris__cicd", "7", result["pipeline"]["run_id"]),
     ]
@@ -106,3 +120,56 @@ def test_outside_the_models_dir_with_the_dag_the_webhook_may_win(env, monkeypatc
     use(monkeypatch, FakeAirflow(dags={"iris__cicd"}, webhook_first=True))
     result = actions.push(cfg, root / "elsewhere" / "iris", trigger=True)
     assert trained == ["iris"] and result["pipeline"]["triggered_by"] == "webhook"
+
+
+def test_an_unreachable_airflow_fails_before_training(env, monkeypatch) -> None:
+    cfg, _, trained = env
+    use(monkeypatch, FakeAirflow(dags={"iris__cicd"}, up=False))
+    with pytest.raises(
+        StackError, match=r"Airflow's API at http://127\.0\.0\.1:8080 is not reachable"
+    ) as failure:
+        actions.push(cfg, cfg.models_dir / "iris", trigger=True)
+    assert "`pushbutton up`" in str(failure.value) and "--no-trigger" in str(failure.value)
+    assert trained == []
+
+
+def cli_push(capsys, monkeypatch, cfg: Settings, *argv: str) -> tuple[int, str, str]:
+    monkeypatch.setattr(pushbutton.config, "settings", lambda: cfg)
+    code = main(["push", str(cfg.models_dir / "iris"), *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_a_failed_trigger_still_reports_the_registered_version(env, monkeypatch, capsys) -> None:
+    cfg, _, trained = env
+    use(monkeypatch, FakeAirflow(dags={"iris__cicd"}, trigger_error=StackError("POST … answered 500")))
+    code, out, err = cli_push(capsys, monkeypatch, cfg)
+    assert code == 1 and trained == ["iris"]
+    result = json.loads(out)
+    assert result["version"] == "7" and "triggered_by" not in result["pipeline"]
+    assert err.startswith("error: registered iris version 7, but triggering iris__cicd failed: POST")
+    assert f"MLflow's webhook may still start run {result['pipeline']['run_id']}" in err
+
+
+def test_stdout_is_only_json_whatever_training_prints(env, monkeypatch, capsys) -> None:
+    cfg, _, _ = env
+
+    def chatty_training(spec, *args, **kwargs) -> Trained:
+        print("🏃 View run iris-push at: http://127.0.0.1:5000/#/experiments/1/runs/abc")
+        return Trained()
+
+    monkeypatch.setattr(pushbutton.training, "train_and_register", chatty_training)
+    code, out, err = cli_push(capsys, monkeypatch, cfg, "--no-trigger")
+    assert code == 0
+    assert json.loads(out)["version"] == "7"
+    assert "🏃 View run iris-push" in err
+
+
+def test_ctrl_c_during_push_says_interrupted_and_exits_130(env, monkeypatch, capsys) -> None:
+    cfg, _, _ = env
+
+    def interrupted(spec, *args, **kwargs) -> Trained:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pushbutton.training, "train_and_register", interrupted)
+    assert cli_push(capsys, monkeypatch, cfg, "--no-trigger") == (130, "", "interrupted\n")

@@ -50,7 +50,7 @@ def test_a_step_without_a_version_fails_without_retry_and_touches_nothing(operat
     context = {
         "run_id": "manual__1",
         "dag": SimpleNamespace(dag_id="iris__cicd"),
-        "ti": SimpleNamespace(xcom_pull=lambda task_ids: None),
+        "ti": SimpleNamespace(xcom_pull=lambda task_ids, key="return_value": None),
     }
     with pytest.raises(AirflowFailException, match="clear `build` together with its downstream tasks"):
         operator(task_id="step", model="iris", version="").execute(context)

@@ -66,6 +66,20 @@ CATALOG: dict[str, tuple[Expect, ...]] = {
     "duplicate-keys": (E("name", 4, "key 'name' appears twice (first on line 3)", "merge the two entries"),),
     # values
     "bad-cron": (E("schedules.retrain", 24, "'every monday' is not a valid cron expression", "'0 3 * * 1'"),),
+    "cron-six-fields": (
+        E("schedules.retrain", 24, "'0 0 3 * * 1' has 6 fields, not a five-field cron", "use five fields"),
+    ),
+    "data-seed-negative": (
+        E("data.seed", 14, "-1: input should be greater than or equal to 0", "use a value of at least 0"),
+    ),
+    "shadow-with-candidate-percent": (
+        E(
+            "traffic.candidate_percent",
+            25,
+            "mode 'shadow' serves no candidate answers, so candidate_percent 20 would have no effect",
+            "remove candidate_percent, or use mode 'canary'",
+        ),
+    ),
     "name-uppercase": (E("name", 3, "'IrisModel' is not DNS-safe", "(e.g. 'irismodel')"),),
     "name-underscore": (E("name", 3, "'iris_model' is not DNS-safe", "(e.g. 'iris-model')"),),
     "name-too-long": (E("name", 3, "is 44 characters", "use at most 40"),),
