@@ -355,6 +355,11 @@ def _resolve(p: Platform, name: str, target: str) -> str:
     if target.isdigit():
         return str(p.registry.get(name, target).version)
     found = p.registry.by_alias(name, target)
+    if found is None and not p.registry.exists(name):
+        raise NotFound(
+            f"model '{name}' is not registered in MLflow; check the name, or push the model first "
+            "(`pushbutton push <model dir>`)"
+        )
     if found is None:
         hint = "there was no earlier champion" if target == reg.PREVIOUS else "no version holds it"
         raise NotFound(f"model '{name}' has no '{target}' alias ({hint}); pass an explicit version number")

@@ -102,6 +102,18 @@ def load_spec(path: str | Path) -> ModelSpec:
         root, data = _parse(text)
     except yaml.YAMLError as exc:
         raise SpecError([_yaml_issue(file, exc)]) from exc
+    if root is not None and _expanded_size(root, {}) > MAX_VALUES:
+        raise SpecError(
+            [
+                SpecIssue(
+                    file,
+                    "",
+                    f"the spec expands to more than {MAX_VALUES} values through YAML aliases (*name)",
+                    "write the values out instead of nesting aliases of aliases",
+                    line=root.start_mark.line + 1,
+                )
+            ]
+        )
     duplicates = _duplicate_keys(file, root)
     if duplicates:
         raise SpecError(duplicates)
@@ -187,6 +199,26 @@ def _yaml_issue(file: str, exc: yaml.YAMLError) -> SpecIssue:
     else:
         fix = "fix the YAML syntax at that line (indentation, a missing ':' or an unclosed quote)"
     return SpecIssue(file, "", message, fix, line=line)
+
+
+MAX_VALUES = 10_000  # a model.yaml has a few hundred; aliases of aliases can expand to billions
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
+    """How many values the node tree holds with every alias expanded (linear: aliased nodes are
+    shared objects, counted once each; a recursive alias counts as too many)."""
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    memo[key] = MAX_VALUES + 1  # while in progress: a cycle back here is over the limit
+    if isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(item, memo) for item in node.value)
+    else:
+        size = 1
+    memo[key] = size
+    return size
 
 
 def _duplicate_keys(file: str, node: yaml.Node | None, path: str = "") -> list[SpecIssue]:

@@ -375,3 +375,5 @@ def test_unknown_version_and_missing_alias(platform: Platform, v1: str) -> None:
         make_champion(platform, "iris", "999", action="promote")
     with pytest.raises(NotFound, match="no 'candidate' alias"):
         make_champion(platform, "iris", "candidate", action="promote")
+    with pytest.raises(NotFound, match="model 'nosuch' is not registered in MLflow; check the name"):
+        make_champion(platform, "nosuch", "candidate", action="promote")

@@ -37,6 +37,9 @@ CATALOG: dict[str, tuple[Expect, ...]] = {
     "spec-not-a-mapping": (E("", 2, "the spec is a list, not a mapping", "write 'key: value' lines"),),
     "spec-empty": (E("", None, "the spec is empty", "starting with 'apiVersion: pushbutton/v1'"),),
     "not-utf8": (E("", 4, "not UTF-8 text (byte 0xe9)", "save the file as UTF-8"),),
+    "yaml-alias-bomb": (
+        E("", 2, "expands to more than 10000 values through YAML aliases", "write the values out"),
+    ),
     # required fields, types, keys
     "missing-owner": (E("owner", 2, "required field is missing", "add 'owner' under the top level"),),
     "missing-data-target": (E("data.target", 11, "required field is missing", "add 'target' under data"),),
