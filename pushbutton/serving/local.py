@@ -114,19 +114,37 @@ class LocalRuntime:
                 f"not {predictor.model_uri}; a version's artifacts are immutable: register a new version, "
                 "or remove the deployment first"
             )
-        svc = self.services.start(
+        build = (
+            predictor.model,
+            predictor.version,
+            predictor.code_uri,
+            predictor.class_ref,
+            predictor.model_uri,
+        )
+        return self._start(env, namespace, *build), True
+
+    def _start(
+        self,
+        env: Any,
+        namespace: str,
+        model: str,
+        version: str,
+        code_dir: str,
+        class_ref: str,
+        model_uri: str,
+    ) -> Microservice:
+        return self.services.start(
             env,
             namespace=namespace,
-            model=predictor.model,
-            version=predictor.version,
-            code_dir=predictor.code_uri,
-            class_ref=predictor.class_ref,
-            model_uri=predictor.model_uri,
+            model=model,
+            version=version,
+            code_dir=code_dir,
+            class_ref=class_ref,
+            model_uri=model_uri,
             workers=self.workers,
             threads=self.threads,
             timeout=self.ready_timeout,
         )
-        return svc, True
 
     def _retire(self, namespace: str, deployment: str, keep: set[str]) -> list[str]:
         """Stop the deployment's microservices not in ``keep`` once the gateway has drained them.
@@ -271,18 +289,8 @@ class LocalRuntime:
                 f"service record under {self.services.meta_dir}; redeploy it: "
                 f"`pushbutton promote {deployment} --version {backend['version']}`"
             )
-        return self.services.start(
-            load_env(self.envs_root, Path(svc.env).name),
-            namespace=namespace,
-            model=svc.model,
-            version=svc.version,
-            code_dir=svc.code_dir,
-            class_ref=svc.class_ref,
-            model_uri=svc.model_uri,
-            workers=self.workers,
-            threads=self.threads,
-            timeout=self.ready_timeout,
-        )
+        env = load_env(self.envs_root, Path(svc.env).name)
+        return self._start(env, namespace, svc.model, svc.version, svc.code_dir, svc.class_ref, svc.model_uri)
 
     def close(self) -> None:
         self.gateway.close()
