@@ -258,9 +258,12 @@ class LocalRuntime:
                     return result
                 config = route["config"]
                 backends = dict(config["backends"])
+                records = {s.url: s for s in self.services.list(namespace, deployment, dead=True)}
                 for role, backend in config["backends"].items():
                     try:
-                        fresh = self._restart(namespace, deployment, role, backend)
+                        fresh = self._restart(
+                            namespace, deployment, role, backend, records.get(backend["url"])
+                        )
                     except ServingError as exc:  # the other backend may still come back
                         result["errors"].append(str(exc))
                         continue
@@ -276,11 +279,9 @@ class LocalRuntime:
         return result
 
     def _restart(
-        self, namespace: str, deployment: str, role: str, backend: Mapping[str, str]
+        self, namespace: str, deployment: str, role: str, backend: Mapping[str, str], svc: Microservice | None
     ) -> Microservice | None:
-        """Start the recorded microservice behind ``backend`` again; None if it is running."""
-        records = {s.url: s for s in self.services.list(namespace, deployment, dead=True)}
-        svc = records.get(backend["url"])
+        """Start ``svc``, the recorded microservice behind ``backend``, again; None if it is running."""
         if svc is not None and self.services.get(svc.name) is not None:
             return None  # running; the gateway's probe reports its health
         if svc is None:
