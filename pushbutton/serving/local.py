@@ -120,6 +120,7 @@ class LocalRuntime:
             predictor.code_uri,
             predictor.class_ref,
             predictor.model_uri,
+            tuple((f.name, f.type) for f in predictor.inputs),
         )
         return self._start(env, namespace, *build), True
 
@@ -132,6 +133,7 @@ class LocalRuntime:
         code_dir: str,
         class_ref: str,
         model_uri: str,
+        inputs: tuple[tuple[str, str], ...],
     ) -> Microservice:
         return self.services.start(
             env,
@@ -144,6 +146,7 @@ class LocalRuntime:
             workers=self.workers,
             threads=self.threads,
             timeout=self.ready_timeout,
+            inputs=inputs,
         )
 
     def _retire(self, namespace: str, deployment: str, keep: set[str]) -> list[str]:
@@ -291,7 +294,9 @@ class LocalRuntime:
                 f"`pushbutton promote {deployment} --version {backend['version']}`"
             )
         env = load_env(self.envs_root, Path(svc.env).name)
-        return self._start(env, namespace, svc.model, svc.version, svc.code_dir, svc.class_ref, svc.model_uri)
+        return self._start(
+            env, namespace, svc.model, svc.version, svc.code_dir, svc.class_ref, svc.model_uri, svc.inputs
+        )
 
     def close(self) -> None:
         self.gateway.close()

@@ -1,7 +1,9 @@
 """Model versions served as real seldon-core microservices, one process group each.
 
 A microservice is ``<env>/bin/seldon-core-microservice module.Class --service-type MODEL`` started
-in the model's code directory with ``model_uri`` passed as a Seldon constructor parameter. Its
+in the model's code directory with ``model_uri`` passed as a Seldon constructor parameter. Given the
+model's input schema, the interface is ``pushbutton_guard.Guarded`` (``runtime/seldon``), which
+answers requests that do not fit the schema with a 400 before the model class sees them. Its
 name is ``svc-<namespace>-<model>-v<version>``; pid files and logs live with the platform's other
 processes (``<home>/run``, ``<home>/logs``) and a small metadata file (ports, model URI, code
 directory, env) in ``<home>/run/services`` lets a later process find and reuse it.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,6 +30,8 @@ SERVICE_PREFIX = "svc-"
 READY_PATH = "/health/status"
 PING_PATH = "/health/ping"
 PREDICT_PATH = "/api/v1.0/predictions"
+GUARD_DIR = Path(__file__).resolve().parent / "runtime" / "seldon"
+GUARD_INTERFACE = "pushbutton_guard.Guarded"
 READY_TIMEOUT = 180.0
 
 
@@ -50,16 +55,26 @@ def microservice_argv(
     grpc_port: int | None = None,
     workers: int | None = None,
     threads: int | None = None,
+    inputs: Sequence[tuple[str, str]] = (),
 ) -> list[str]:
     """The seldon-core 1.18 command line; gRPC is off unless ``grpc_port`` is given.
 
     ``workers``/``threads`` left at None fall back to seldon's own defaults, which read
     ``GUNICORN_WORKERS``/``GUNICORN_THREADS`` from the environment (1 and 1 when unset).
+    With ``inputs`` (``(name, type)`` pairs) the model class runs behind the schema guard, which
+    needs ``GUARD_DIR`` on the process's ``PYTHONPATH``.
     """
     params = [{"name": "model_uri", "value": model_uri, "type": "STRING"}]
+    interface = seldon_interface(class_ref)
+    if inputs:
+        interface = GUARD_INTERFACE
+        params += [
+            {"name": "model_class", "value": class_ref, "type": "STRING"},
+            {"name": "inputs", "value": json.dumps([list(i) for i in inputs]), "type": "STRING"},
+        ]
     argv = [
         str(env.bin("seldon-core-microservice")),
-        seldon_interface(class_ref),
+        interface,
         "--service-type",
         "MODEL",
         "--parameters",
@@ -99,6 +114,7 @@ class Microservice:
     metrics_port: int
     pid: int
     log: str
+    inputs: tuple[tuple[str, str], ...] = ()  # the schema guard's; empty: the class serves unguarded
 
     @property
     def url(self) -> str:
@@ -128,8 +144,10 @@ def _free_ports(count: int) -> list[int]:
     return ports
 
 
-def _child_env(settings: Settings) -> dict[str, str]:
+def _child_env(settings: Settings, guarded: bool = False) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    if guarded:
+        env["PYTHONPATH"] = str(GUARD_DIR)
     env.setdefault("MLFLOW_TRACKING_URI", settings.mlflow_url)
     env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONNOUSERSITE"] = "1"
@@ -173,8 +191,10 @@ class Microservices:
 
     def _record(self, name: str) -> Microservice | None:
         try:
-            return Microservice(**json.loads(self._meta(name).read_text()))
-        except (OSError, ValueError, TypeError):
+            record = json.loads(self._meta(name).read_text())
+            record["inputs"] = tuple(tuple(pair) for pair in record.get("inputs", ()))
+            return Microservice(**record)
+        except (OSError, ValueError, TypeError, AttributeError):
             return None
 
     def healthy(self, svc: Microservice, timeout: float = 2.0) -> bool:
@@ -203,8 +223,11 @@ class Microservices:
         workers: int | None = None,
         threads: int | None = None,
         timeout: float = READY_TIMEOUT,
+        inputs: Sequence[tuple[str, str]] = (),
     ) -> Microservice:
         """Start (replacing any process of that name) and wait until ready.
+
+        ``inputs`` (the spec's ``(name, type)`` pairs) put the model class behind the schema guard.
 
         ``workers``/``threads`` default to seldon's (``GUNICORN_WORKERS``/``GUNICORN_THREADS``,
         else 1 and 1: one sync worker, as measured best for small models at 200 req/s on 2 cores).
@@ -227,12 +250,13 @@ class Microservices:
             metrics_port=metrics_port,
             workers=workers,
             threads=threads,
+            inputs=inputs,
         )
         log = self.group.log_dir / f"{name}.log"
         if log.exists():  # keep one previous run; the tail on failure then shows only this start
             log.replace(log.with_suffix(".log.1"))
         try:
-            info = self.group.start(name, argv, env=_child_env(self.settings), cwd=code)
+            info = self.group.start(name, argv, env=_child_env(self.settings, bool(inputs)), cwd=code)
         except (OSError, StackError) as exc:
             raise ServingError(f"cannot start {name}: {exc}") from exc
         svc = Microservice(
@@ -249,6 +273,7 @@ class Microservices:
             metrics_port=metrics_port,
             pid=info.pid,
             log=info.log,
+            inputs=tuple((str(n), str(t)) for n, t in inputs),
         )
         try:
             wait_ready(info, http_ok(svc.url + READY_PATH), timeout, f"microservice {name}")

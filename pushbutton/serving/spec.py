@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pushbutton.spec.model import DnsName, ModelSpec, Reference, Resources
+from pushbutton.spec.model import DnsName, Feature, ModelSpec, Reference, Resources
 
 Role = Literal["champion", "candidate"]
 
@@ -30,6 +30,9 @@ class Predictor(BaseModel):
         min_length=1, description="where the MLflow model lives (models:/, s3://, file path)"
     )
     class_ref: Reference = Field(description="predict class, module:Class (Seldon python wrapper)")
+    inputs: tuple[Feature, ...] = Field(
+        (), description="input schema the serving side checks requests against (empty: no check)"
+    )
     code_uri: str = Field(
         "", description="model code directory (local runtime); Kubernetes bakes code into the image"
     )
@@ -118,6 +121,7 @@ def predictor(
         version=release.version,
         model_uri=release.model_uri,
         class_ref=model.predict.class_,
+        inputs=tuple(model.schema_.inputs),
         code_uri=release.code_uri,
         env_key=release.env_key,
         traffic=traffic,

@@ -105,6 +105,37 @@ def test_first_release_then_promotion_serves_right_answers(serving: Serving, iri
     assert resp.json()["data"]["ndarray"] == b.expected_v1
 
 
+def test_requests_that_do_not_fit_the_schema_get_400_naming_the_feature(
+    serving: Serving, iris_build: IrisBuild
+):
+    b = iris_build
+    serving.runtime.apply(champion_only(b.spec, b.v1))
+    names = list(b.golden.columns)
+    row = b.golden.to_numpy().tolist()[0]
+
+    url = serving.gateway.route(NS, DEP)["config"]["backends"]["champion"]["url"]
+    errors_before = serving.gateway.describe()["backends"][url]["errors"]
+
+    def send(data: dict) -> httpx.Response:
+        return serving.gateway.predict(NS, DEP, {"data": data})
+
+    cases = [
+        ({"ndarray": [row[:3]]}, "rows have 3 values, the model takes 4"),
+        ({"ndarray": row}, "not one row per instance"),
+        ({"names": [*names[:3], "petal_size"], "ndarray": [row]}, "unknown feature(s) ['petal_size']"),
+        ({"names": names, "ndarray": [[*row[:2], "wide", row[3]]]}, f"feature '{names[2]}' (double) in row 0"),
+    ]
+    for data, message in cases:
+        resp = send(data)
+        assert resp.status_code == 400, (data, resp.text)
+        status = resp.json()["status"]
+        assert status["reason"] == "MICROSERVICE_BAD_DATA" and message in status["info"], status
+    reordered = {"names": names[::-1], "ndarray": [row[::-1]]}  # named columns may come in any order
+    assert send(reordered).json()["data"]["ndarray"] == b.expected_v1[:1]
+    assert send({"ndarray": [row]}).json()["data"]["ndarray"] == b.expected_v1[:1]
+    assert serving.gateway.describe()["backends"][url]["errors"] == errors_before  # a 4xx is the client's
+
+
 def test_apply_is_idempotent(serving: Serving, iris_build: IrisBuild):
     spec = champion_only(iris_build.spec, iris_build.v1)
     serving.runtime.apply(spec)

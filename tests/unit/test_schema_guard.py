@@ -1,0 +1,130 @@
+"""The serving side's schema guard: which requests it refuses (with what message) and how it is started.
+
+``pushbutton_guard`` runs inside a serving env where seldon-core provides the exception class; here a
+stand-in module with the same constructor provides it, so only the guard's own logic is under test
+(tests/integration/test_serving.py sends real requests through a real microservice).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pushbutton.config import Settings
+from pushbutton.serving.microservice import GUARD_DIR, GUARD_INTERFACE, Microservices, microservice_argv
+
+
+class BadRequest(Exception):
+    def __init__(self, message, status_code=None, payload=None, reason="MICROSERVICE_BAD_DATA"):
+        super().__init__(message)
+        self.message, self.status_code, self.reason = message, status_code, reason
+
+
+@pytest.fixture(scope="module")
+def guard():
+    flask_utils = types.ModuleType("seldon_core.flask_utils")
+    flask_utils.SeldonMicroserviceException = BadRequest
+    saved = {k: sys.modules.get(k) for k in ("seldon_core", "seldon_core.flask_utils")}
+    sys.modules.update({"seldon_core": types.ModuleType("seldon_core"), "seldon_core.flask_utils": flask_utils})
+    try:
+        spec = importlib.util.spec_from_file_location("pushbutton_guard", GUARD_DIR / "pushbutton_guard.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                sys.modules.pop(key, None)
+            else:
+                sys.modules[key] = value
+
+
+INPUTS = [("width", "double"), ("height", "double"), ("colour", "string")]
+
+
+@pytest.mark.parametrize(
+    ("X", "names", "message"),
+    [
+        (np.array([1.0, 2.0, 3.0]), None, "data has shape [3], not one row per instance"),
+        (np.array([[1.0, 2.0]]), None, "rows have 2 values, the model takes 3: ['width', 'height', 'colour']"),
+        (np.array([[1, 2, "red"]], dtype=object), ["width", "hight", "colour"], "unknown feature(s) ['hight'] and missing ['height']"),
+        (np.array([[1, 2, 3]], dtype=object), ["width", "width", "colour"], "lists ['width'] more than once"),
+        (np.array([[1, 2]], dtype=object), ["width", "height", "colour"], "rows have 2 values but data.names has 3"),
+        (np.array([[1, "tall", "red"]], dtype=object), None, "feature 'height' (double) in row 0 is 'tall'; send a number"),
+        (np.array([[1, 2, "red"], ["red", 2, 1]], dtype=object), ["colour", "height", "width"], "feature 'width' (double) in row 0 is 'red'"),
+        (np.array([[1, [2], "red"]], dtype=object), None, "feature 'height' (double) in row 0 is [2]"),
+    ],
+)  # fmt: skip
+def test_rows_that_do_not_fit_the_schema_are_a_400_naming_the_problem(guard, X, names, message):
+    with pytest.raises(BadRequest) as caught:
+        guard.check_rows(X, names, INPUTS)
+    assert caught.value.status_code == 400 and caught.value.reason == "MICROSERVICE_BAD_DATA"
+    assert message in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("X", "names"),
+    [
+        (np.array([[1.0, 2.0, 0.0]]), None),
+        (np.array([["red", "2.5", 1]], dtype=object), ["colour", "height", "width"]),
+        (np.array([[None, 2, "red"]], dtype=object), []),  # missing values are the model's to handle
+        ("a string payload", None),  # strData/jsonData/binData: the model's own business
+    ],
+)
+def test_rows_that_fit_pass(guard, X, names):
+    assert guard.check_rows(X, names, INPUTS) is None
+
+
+def test_guarded_class_delegates_to_the_model_class(guard, tmp_path, monkeypatch):
+    (tmp_path / "mymodel.py").write_text(
+        "class Model:\n"
+        "    class_names = ['y']\n"
+        "    def __init__(self, model_uri, scale=1):\n"
+        "        self.uri, self.scale = model_uri, scale\n"
+        "    def predict(self, X, features_names=None):\n"
+        "        return X[:, :1].astype(float) * self.scale\n"
+        "    def tags(self):\n"
+        "        return {'uri': self.uri}\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    model = guard.Guarded("models:/m/1", "mymodel:Model", json.dumps([["a", "double"]]), scale=2)
+    assert model.predict(np.array([[3.0]]), ["a"], meta={}).tolist() == [[6.0]]  # meta dropped as seldon does
+    assert model.tags() == {"uri": "models:/m/1"} and model.class_names == ["y"]
+    assert not hasattr(model, "predict_raw")
+    with pytest.raises(BadRequest, match="rows have 2 values"):
+        model.predict(np.array([[3.0, 4.0]]))
+
+
+def test_argv_runs_the_guard_only_when_the_schema_is_known(tmp_path):
+    env = types.SimpleNamespace(bin=lambda name: tmp_path / "bin" / name)
+    plain = microservice_argv(env, "predict:Iris", "models:/iris/1", http_port=1, metrics_port=2)
+    assert plain[1] == "predict.Iris"
+    guarded = microservice_argv(
+        env, "predict:Iris", "models:/iris/1", http_port=1, metrics_port=2, inputs=[("a", "double")]
+    )
+    assert guarded[1] == GUARD_INTERFACE
+    params = {p["name"]: p["value"] for p in json.loads(guarded[guarded.index("--parameters") + 1])}
+    assert params == {"model_uri": "models:/iris/1", "model_class": "predict:Iris", "inputs": '[["a", "double"]]'}
+    assert (Path(GUARD_DIR) / "pushbutton_guard.py").is_file()
+
+
+def test_a_service_record_from_before_the_guard_still_loads(tmp_path):
+    services = Microservices(Settings(home=tmp_path))
+    services.meta_dir.mkdir(parents=True)
+    record = {
+        "name": "svc-models-iris-v1", "namespace": "models", "model": "iris", "version": "1",
+        "model_uri": "models:/iris/1", "class_ref": "predict:Iris", "code_dir": "/code", "env": "/env",
+        "host": "127.0.0.1", "http_port": 1, "metrics_port": 2, "pid": 3, "log": "/log",
+    }  # fmt: skip
+    (services.meta_dir / "svc-models-iris-v1.json").write_text(json.dumps(record))
+    assert services._record("svc-models-iris-v1").inputs == ()
+    record["inputs"] = [["a", "double"]]
+    (services.meta_dir / "svc-models-iris-v1.json").write_text(json.dumps(record))
+    assert services._record("svc-models-iris-v1").inputs == (("a", "double"),)
