@@ -236,6 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from pushbutton.config import unknown_variables
+
+    for warning in unknown_variables():
+        print(f"warning: {warning}", file=sys.stderr)
     try:
         return args.handler(args)
     except PushbuttonError as exc:

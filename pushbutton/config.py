@@ -6,8 +6,11 @@ environments) lives under one home directory, ``PUSHBUTTON_HOME``.
 
 from __future__ import annotations
 
+import difflib
 import functools
+import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +69,35 @@ class Settings(BaseSettings):
         target = self.home.joinpath(*parts)
         target.parent.mkdir(parents=True, exist_ok=True)
         return target
+
+
+# read elsewhere: the HITL settle time by the plugin; the rest by the test suite and its fixtures
+OTHER_VARIABLES = {
+    "PUSHBUTTON_HITL_SETTLE_SECONDS",
+    "PUSHBUTTON_TEST_PYTHON",
+    "PUSHBUTTON_TEST_SESSION",
+    "PUSHBUTTON_STACK_HOME",
+    "PUSHBUTTON_SCHEMAS_DIR",
+    "PUSHBUTTON_CHROMIUM",
+}
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """One warning per ``PUSHBUTTON_*`` variable nothing reads (a typo is otherwise silently ignored)."""
+    known = {f"PUSHBUTTON_{name.upper()}" for name in Settings.model_fields} | OTHER_VARIABLES
+    warnings = []
+    for variable in sorted(environ if environ is not None else os.environ):
+        if not variable.startswith("PUSHBUTTON_") or variable in known:
+            continue
+        suffixes = {name.removeprefix("PUSHBUTTON_"): name for name in sorted(known)}
+        close = difflib.get_close_matches(variable.removeprefix("PUSHBUTTON_"), suffixes, n=1, cutoff=0.75)
+        fix = (
+            f"did you mean {suffixes[close[0]]}?"
+            if close
+            else f"known: {', '.join(sorted(known - OTHER_VARIABLES))}"
+        )
+        warnings.append(f"{variable} is not a pushbutton setting and is ignored ({fix})")
+    return warnings
 
 
 _EXPECTED = {int: "an integer", bool: "true or false", Path: "a path", str: "a string"}

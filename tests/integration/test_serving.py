@@ -123,7 +123,10 @@ def test_requests_that_do_not_fit_the_schema_get_400_naming_the_feature(
         ({"ndarray": [row[:3]]}, "rows have 3 values, the model takes 4"),
         ({"ndarray": row}, "not one row per instance"),
         ({"names": [*names[:3], "petal_size"], "ndarray": [row]}, "unknown feature(s) ['petal_size']"),
-        ({"names": names, "ndarray": [[*row[:2], "wide", row[3]]]}, f"feature '{names[2]}' (double) in row 0"),
+        (
+            {"names": names, "ndarray": [[*row[:2], "wide", row[3]]]},
+            f"feature '{names[2]}' (double) in row 0",
+        ),
     ]
     for data, message in cases:
         resp = send(data)

@@ -43,6 +43,36 @@ def test_a_bad_port_variable_names_the_variable_and_type(capsys, monkeypatch, fr
     assert err.endswith("(fix: set it to an integer from 1 to 65535, or unset it for the default)\n")
 
 
+def test_a_mistyped_variable_is_named_with_its_likely_fix(capsys, monkeypatch, fresh_settings) -> None:
+    monkeypatch.setenv("PUSHBUTTON_MLFLOW_POTR", "5999")
+    monkeypatch.setenv("PUSHBUTTON_NONSENSE", "1")
+    monkeypatch.setenv("PUSHBUTTON_AIRFLOW_PORT", "abc")  # stops the command before anything runs
+    code, out, err = run(capsys, "status")
+    lines = err.splitlines()
+    assert (code, out) == (1, "")
+    assert lines[0] == (
+        "warning: PUSHBUTTON_MLFLOW_POTR is not a pushbutton setting and is ignored "
+        "(did you mean PUSHBUTTON_MLFLOW_PORT?)"
+    )
+    assert lines[1].startswith(
+        "warning: PUSHBUTTON_NONSENSE is not a pushbutton setting and is ignored (known: "
+    )
+    assert "PUSHBUTTON_HOME" in lines[1] and "PUSHBUTTON_TEST_PYTHON" not in lines[1]
+    assert lines[2].startswith("error: environment variable PUSHBUTTON_AIRFLOW_PORT")
+
+
+def test_every_known_variable_is_read_somewhere() -> None:
+    from pushbutton.config import OTHER_VARIABLES, REPO_ROOT
+
+    sources = [
+        p
+        for d in ("pushbutton", "plugins", "tests", "dags", "operators")
+        for p in (REPO_ROOT / d).rglob("*.py")
+    ]
+    text = "\n".join(p.read_text() for p in sources if p.name != "config.py")
+    assert [v for v in sorted(OTHER_VARIABLES) if v not in text] == []
+
+
 def test_a_bad_version_is_refused_before_anything_runs(capsys, monkeypatch) -> None:
     monkeypatch.setattr(actions, "_client", lambda settings: pytest.fail("Airflow was called"))
     with pytest.raises(SystemExit) as exit_:

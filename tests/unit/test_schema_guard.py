@@ -31,7 +31,9 @@ def guard():
     flask_utils = types.ModuleType("seldon_core.flask_utils")
     flask_utils.SeldonMicroserviceException = BadRequest
     saved = {k: sys.modules.get(k) for k in ("seldon_core", "seldon_core.flask_utils")}
-    sys.modules.update({"seldon_core": types.ModuleType("seldon_core"), "seldon_core.flask_utils": flask_utils})
+    sys.modules.update(
+        {"seldon_core": types.ModuleType("seldon_core"), "seldon_core.flask_utils": flask_utils}
+    )
     try:
         spec = importlib.util.spec_from_file_location("pushbutton_guard", GUARD_DIR / "pushbutton_guard.py")
         module = importlib.util.module_from_spec(spec)
@@ -111,7 +113,11 @@ def test_argv_runs_the_guard_only_when_the_schema_is_known(tmp_path):
     )
     assert guarded[1] == GUARD_INTERFACE
     params = {p["name"]: p["value"] for p in json.loads(guarded[guarded.index("--parameters") + 1])}
-    assert params == {"model_uri": "models:/iris/1", "model_class": "predict:Iris", "inputs": '[["a", "double"]]'}
+    assert params == {
+        "model_uri": "models:/iris/1",
+        "model_class": "predict:Iris",
+        "inputs": '[["a", "double"]]',
+    }
     assert (Path(GUARD_DIR) / "pushbutton_guard.py").is_file()
 
 
