@@ -2,7 +2,7 @@
 
 Configuration and decision errors (bad spec, failing model code, failed gate, promoting an untested
 version, unknown model) fail the task without retry (``AirflowFailException``); transport errors
-may retry.
+and a promotion lock held too long (``LockBusy``) may retry.
 """
 
 from __future__ import annotations
@@ -126,11 +126,14 @@ class SeldonModelTestOperator(_LifecycleOperator):
         from pushbutton.errors import GateFailed
         from pushbutton.lifecycle import test
 
-        try:
-            report = test(platform(), self.model, self.release_version(), self.run_id(context))
-        except GateFailed as exc:
-            context["ti"].xcom_push(key="report_md", value=exc.report.markdown())
-            raise AirflowFailException(str(exc)) from exc
+        def run() -> Any:
+            try:
+                return test(platform(), self.model, self.release_version(), self.run_id(context))
+            except GateFailed as exc:
+                context["ti"].xcom_push(key="report_md", value=exc.report.markdown())
+                raise
+
+        report = _final(run)  # a failed gate, a bad spec, an unknown version: no retry
         context["ti"].xcom_push(key="report_md", value=report.markdown())
         return report.as_dict()
 

@@ -31,6 +31,10 @@ class Conflict(PushbuttonError):
     """The request contradicts current state (e.g. promoting a version that failed its tests)."""
 
 
+class LockBusy(PushbuttonError):
+    """Another promotion of the model held its lock for longer than the wait; trying again may work."""
+
+
 class StackError(PushbuttonError):
     """A platform process could not be started, reached or stopped."""
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from pushbutton.errors import Conflict
+from pushbutton.errors import LockBusy
 
 metadata = sa.MetaData()
 events = sa.Table(
@@ -76,6 +76,20 @@ class HistoryStore:
             rows = conn.execute(query).mappings().all()
         return [{**row, "detail": json.loads(row["detail"])} for row in rows]
 
+    def done_by_run(self, model: str, run_id: str, actions: tuple[str, ...]) -> dict[str, Any] | None:
+        """The latest of ``actions`` on ``model`` recorded by DAG run ``run_id`` (None without a run id)."""
+        if not run_id:
+            return None
+        query = (
+            sa.select(events)
+            .where(events.c.model == model, events.c.run_id == run_id, events.c.action.in_(actions))
+            .order_by(events.c.id.desc())
+            .limit(1)
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(query).mappings().first()
+        return {**row, "detail": json.loads(row["detail"])} if row else None
+
     @contextlib.contextmanager
     def lock(self, model: str, timeout: float = 120.0) -> Iterator[None]:
         """Hold the model's promotion lock (waits up to ``timeout`` seconds)."""
@@ -90,7 +104,7 @@ class HistoryStore:
                 try:
                     conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": key})
                 except sa.exc.OperationalError as exc:
-                    raise Conflict(f"another promotion of '{model}' holds the lock; retry later") from exc
+                    raise LockBusy(f"another promotion of '{model}' holds the lock; retry later") from exc
                 try:
                     yield
                 finally:
@@ -109,7 +123,7 @@ class HistoryStore:
                     break
                 except BlockingIOError:
                     if time.monotonic() > deadline:
-                        raise Conflict(f"another promotion of '{model}' holds {path}; retry later") from None
+                        raise LockBusy(f"another promotion of '{model}' holds {path}; retry later") from None
                     time.sleep(0.05)
             try:
                 yield

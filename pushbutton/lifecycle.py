@@ -230,6 +230,11 @@ def evaluate(p: Platform, name: str, version: str) -> GateReport:
             report.checks.append(
                 Check("champion comparison", False, f"champion v{incumbent} did not answer: {exc}")
             )
+        except (PushbuttonError, OSError, ValueError, TypeError) as exc:
+            # the champion's side (its artifacts, its old spec, its labels) is not this version's fault
+            report.checks.append(
+                skipped_comparison(f"champion v{incumbent} could not be scored on this holdout: {exc}")
+            )
         else:
             report.champion = {"version": incumbent, "metrics": champ_metrics}
             report.checks.append(champion_check(spec, report.metrics, champ_metrics, incumbent))
@@ -270,14 +275,21 @@ def test(p: Platform, name: str, version: str, run_id: str = "") -> GateReport:
     return report
 
 
+def _namespace_of(p: Platform, name: str, version: str) -> str | None:
+    """The serving namespace of a version prepared on this machine (None if unknown)."""
+    with contextlib.suppress(PushbuttonError, OSError):
+        return load_spec(p.release_dir(name, version) / "code").serving.namespace
+    return None
+
+
 def release_unrouted(p: Platform, name: str, version: str) -> bool:
     """Stop the version's microservice (started by the test step) unless the gateway routes to it.
 
     Best effort, for failure paths: True only when a process was stopped.
     """
+    namespace = _namespace_of(p, name, version)
     with contextlib.suppress(PushbuttonError, OSError):
-        namespace = load_spec(p.release_dir(name, version) / "code").serving.namespace
-        return p.runtime.release(namespace, name, str(version))
+        return namespace is not None and p.runtime.release(namespace, name, str(version))
     return False
 
 
@@ -326,12 +338,21 @@ def deploy_candidate(
     if mv.status in PAST_CANDIDATE:
         return {"model": name, "version": str(version), "unchanged": f"already {mv.status}"}
     candidate = prepare(p, name, version)
-    champion = p.registry.by_alias(name, reg.CHAMPION)
-    incumbent = (
-        prepare(p, name, champion.version).release if champion and champion.version != version else None
-    )
-    serving = with_candidate(candidate.spec, candidate.release, incumbent)
-    with p.history.lock(name):
+    with p.history.lock(name):  # a promotion in flight must not change the champion under our feet
+        champion = p.registry.by_alias(name, reg.CHAMPION)
+        incumbent = prepare(p, name, champion.version) if champion and champion.version != version else None
+        if incumbent is not None and incumbent.spec.serving.namespace != candidate.spec.serving.namespace:
+            raise Conflict(
+                f"{name} v{version} moves serving.namespace from '{incumbent.spec.serving.namespace}' "
+                f"(champion v{champion.version}) to '{candidate.spec.serving.namespace}'; a canary splits one "
+                f"deployment, so release it without one: `pushbutton promote {name} --version {version}`"
+            )
+        serving = with_candidate(
+            candidate.spec,
+            candidate.release,
+            incumbent.release if incumbent else None,
+            champion_model=incumbent.spec if incumbent else None,
+        )
         result = p.runtime.apply(serving)
         if not result.get("changed", True):  # a re-run: the same candidate already serves
             return {"model": name, "version": str(version), "path": serving.external_path, "serving": result}
@@ -383,12 +404,29 @@ def make_champion(
     approver's note) goes into the serving history.
     """
     with p.history.lock(name):
+        done = p.history.done_by_run(name, run_id, (action,))
+        if done is not None:  # a cleared task of a finished run: what it did may since have been undone
+            return {
+                "model": name,
+                "champion": done["version"],
+                "previous": done["previous_version"],
+                "unchanged": f"run {run_id} already did its {action} (to v{done['version']} at {done['at']})",
+            }
         version = _resolve(p, name, target)
         mv = _require_tested(p, name, version)
+        if action == "activate" and mv.status not in ("candidate", "champion"):
+            raise Conflict(
+                f"{name} v{version} is {mv.status}, not the candidate any more; activation only releases "
+                f"a candidate — to serve it again: `pushbutton promote {name} --version {version}`"
+            )
         prepared = prepare(p, name, version)
         old = p.registry.by_alias(name, reg.CHAMPION)
         serving = champion_only(prepared.spec, prepared.release)
         result = p.runtime.apply(serving)
+        if old is not None and old.version != version:
+            moved_from = _namespace_of(p, name, old.version)
+            if moved_from not in (None, serving.namespace):  # the model moved namespace: the old path goes
+                p.runtime.remove(moved_from, name)
         if old is None or old.version != version:
             if old is not None:
                 p.registry.set_alias(name, reg.PREVIOUS, old.version)

@@ -22,6 +22,34 @@ import httpx
 
 from pushbutton.errors import StackError
 
+# what the platform's own processes need and model code must not see: Airflow's connections,
+# variables and configuration (database URL, fernet and JWT keys), the webhook secret, cloud keys
+_SECRET_PREFIXES = ("AIRFLOW_CONN_", "AIRFLOW_VAR_", "AIRFLOW__", "_AIRFLOW_")
+_SECRET_NAMES = {
+    "PUSHBUTTON_WEBHOOK_SECRET",
+    "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "MINIO_ROOT_USER",
+    "MINIO_ROOT_PASSWORD",
+}
+
+
+def model_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for processes that run model code or install its requirements (serving
+    microservices, model checks and tests, ``uv pip install``): this one without the platform's
+    secrets and without Python path settings of the platform's interpreter. Models load their
+    artifacts through the MLflow server (``--serve-artifacts``), so they need no storage keys."""
+    source = os.environ if environ is None else environ
+    return {
+        k: v
+        for k, v in source.items()
+        if k not in _SECRET_NAMES
+        and not k.startswith(_SECRET_PREFIXES)
+        and k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")
+    }
+
 
 @dataclass(frozen=True)
 class ProcInfo:
@@ -31,18 +59,29 @@ class ProcInfo:
     started: float  # process start time in clock ticks since boot (from /proc/<pid>/stat)
     argv: list[str]
     log: str
+    boot: str = ""  # /proc/sys/kernel/random/boot_id when started: ids of another boot mean nothing
 
     def alive(self) -> bool:
-        return _start_ticks(self.pid) == self.started
+        return self.boot in ("", _boot_id()) and _start_ticks(self.pid) == self.started
 
     def group_alive(self) -> bool:
+        """Whether processes of our group outlive its leader (never true for a record of another boot)."""
+        if self.boot != _boot_id():
+            return False
         try:
             os.killpg(self.pgid, 0)
         except ProcessLookupError:
             return False
-        except PermissionError:
-            return True
+        except PermissionError:  # a group of another user's: not ours
+            return False
         return True
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
 
 
 def _start_ticks(pid: int) -> float | None:
@@ -122,7 +161,7 @@ class ProcessGroup:
             if proc.poll() is not None:
                 break
             time.sleep(0.01)
-        info = ProcInfo(name, proc.pid, proc.pid, ticks or -1.0, list(argv), str(log_path))
+        info = ProcInfo(name, proc.pid, proc.pid, ticks or -1.0, list(argv), str(log_path), _boot_id())
         tmp = self._pidfile(name).with_suffix(".tmp")
         tmp.write_text(json.dumps(asdict(info)))
         tmp.replace(self._pidfile(name))
@@ -144,7 +183,8 @@ class ProcessGroup:
             return False
         was_running = info.alive()
         if was_running or info.group_alive():
-            stop_group(info.pgid, timeout)
+            with contextlib.suppress(PermissionError):
+                stop_group(info.pgid, timeout)
         self._pidfile(name).unlink(missing_ok=True)
         return was_running
 
@@ -161,18 +201,20 @@ def stop_group(pgid: int, timeout: float = 20.0) -> None:
             os.killpg(pgid, 0)
         except ProcessLookupError:
             break
-        _reap()
+        _reap(-pgid)
         time.sleep(0.05)
     else:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGKILL)
-    _reap()
+    _reap(-pgid)
 
 
-def _reap() -> None:
-    """Collect exited children of ours so they do not linger as zombies."""
+def _reap(target: int) -> None:
+    """Collect exited children of ours in ``target`` (a pid, or ``-pgid`` for a process group) so
+    they do not linger as zombies — never another child, whose exit status its owner still awaits
+    (e.g. ``subprocess.run`` in another thread)."""
     with contextlib.suppress(ChildProcessError):
-        while os.waitpid(-1, os.WNOHANG)[0]:
+        while os.waitpid(target, os.WNOHANG)[0]:
             pass
 
 
@@ -265,7 +307,8 @@ def kill_processes(pids: list[int], timeout: float = 10.0) -> None:
                     os.kill(pid, sig)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            _reap()
+            for pid in live:
+                _reap(pid)
             live = {pid: t for pid, t in live.items() if _start_ticks(pid) == t}
             if not live:
                 return

@@ -218,21 +218,35 @@ class Registry:
         marker = dest / ".complete"
         if marker.exists():
             return dest
+        import tempfile
+
         import mlflow.artifacts
 
-        mv = self.get(name, version)
-        staging = dest.with_name(dest.name + ".partial")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        with _translate(f"artifacts of {name} v{version}"):
-            model = mlflow.artifacts.download_artifacts(
-                artifact_uri=f"models:/{name}/{version}", tracking_uri=self.tracking_uri
-            )
-            shutil.copytree(model, staging / "model")
-            mlflow.artifacts.download_artifacts(
-                run_id=mv.run_id, artifact_path="code", dst_path=str(staging), tracking_uri=self.tracking_uri
-            )
-        (staging / ".complete").write_text(json.dumps({"name": name, "version": version}))
-        shutil.rmtree(dest, ignore_errors=True)
-        staging.replace(dest)
+        from pushbutton.serving.envs import file_lock
+
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with file_lock(dest.with_name(dest.name + ".lock")):  # concurrent tasks: one downloads
+            if marker.exists():
+                return dest
+            mv = self.get(name, version)
+            staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
+            (staging / "model").mkdir()
+            try:
+                with _translate(f"artifacts of {name} v{version}"):
+                    mlflow.artifacts.download_artifacts(
+                        artifact_uri=f"models:/{name}/{version}",
+                        dst_path=str(staging / "model"),
+                        tracking_uri=self.tracking_uri,
+                    )
+                    mlflow.artifacts.download_artifacts(
+                        run_id=mv.run_id,
+                        artifact_path="code",
+                        dst_path=str(staging),
+                        tracking_uri=self.tracking_uri,
+                    )
+                (staging / ".complete").write_text(json.dumps({"name": name, "version": version}))
+                shutil.rmtree(dest, ignore_errors=True)
+                staging.replace(dest)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
         return dest

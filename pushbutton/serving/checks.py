@@ -7,13 +7,13 @@ version that passes here loads and predicts exactly as its seldon-core microserv
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pushbutton.errors import ServingError
+from pushbutton.procs import model_env
 from pushbutton.serving.envs import ServingEnv
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ def _local(model_uri: str) -> str:
 def _env(model_uri: str) -> dict[str, str]:
     from pushbutton.config import settings
 
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    env = model_env()
     env.setdefault("MLFLOW_TRACKING_URI", settings().mlflow_url)
     env["MODEL_URI"] = model_uri
     env["PYTHONNOUSERSITE"] = "1"

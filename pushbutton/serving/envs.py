@@ -29,6 +29,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from pushbutton.errors import ServingError
+from pushbutton.procs import model_env
 
 MARKER = ".pushbutton-env.json"
 INSTALL_TIMEOUT = 1800.0
@@ -215,7 +216,7 @@ def ensure_env(requirements: Iterable[str], *, python: str | None = None, root: 
 
 
 def _run(argv: list[str], what: str, lines: list[str]) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
+    env = model_env()  # a requirement's build script is model code too
     env["UV_PYTHON_DOWNLOADS"] = "never"
     try:
         proc = subprocess.run(

@@ -16,14 +16,13 @@ waits for ``/health/status``; the gateway probes ``/health/ping``.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pushbutton.config import Settings
 from pushbutton.errors import ServingError, StackError
-from pushbutton.procs import ProcessGroup, http_ok, port_free, tail, wait_ready
+from pushbutton.procs import ProcessGroup, http_ok, model_env, port_free, tail, wait_ready
 from pushbutton.serving.envs import ServingEnv
 
 SERVICE_PREFIX = "svc-"
@@ -145,7 +144,7 @@ def _free_ports(count: int) -> list[int]:
 
 
 def _child_env(settings: Settings, guarded: bool = False) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    env = model_env()
     if guarded:
         env["PYTHONPATH"] = str(GUARD_DIR)
     env.setdefault("MLFLOW_TRACKING_URI", settings.mlflow_url)

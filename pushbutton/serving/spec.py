@@ -140,10 +140,17 @@ def champion_only(model: ModelSpec, champion: Release) -> ServingSpec:
     return _spec(model, [predictor(model, "champion", champion, 100)])
 
 
-def with_candidate(model: ModelSpec, candidate: Release, champion: Release | None) -> ServingSpec:
-    """A release: the candidate beside the champion per the spec's traffic policy.
+def with_candidate(
+    model: ModelSpec,
+    candidate: Release,
+    champion: Release | None,
+    champion_model: ModelSpec | None = None,
+) -> ServingSpec:
+    """A release: the candidate beside the champion per the candidate's traffic policy.
 
-    Without a champion (first release of a model) the candidate answers all requests.
+    ``champion_model`` is the champion version's own spec (its predict class and input schema may
+    differ from the candidate's); default ``model``. Without a champion (first release of a model)
+    the candidate answers all requests.
     """
     if champion is None:
         return _spec(model, [predictor(model, "candidate", candidate, 100)])
@@ -152,7 +159,7 @@ def with_candidate(model: ModelSpec, candidate: Release, champion: Release | Non
     return _spec(
         model,
         [
-            predictor(model, "champion", champion, 100 - share),
+            predictor(champion_model or model, "champion", champion, 100 - share),
             predictor(model, "candidate", candidate, share, shadow),
         ],
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pushbutton.errors import Conflict
+from pushbutton.errors import LockBusy
 from pushbutton.history import HistoryStore
 from tests.integration.postgres import postgres_server
 from tests.unit.test_history import assert_lock_serialises
@@ -35,7 +35,7 @@ def test_advisory_lock_timeout_is_a_conflict(pg_url: str) -> None:
     store, other = HistoryStore(pg_url), HistoryStore(pg_url)
     with (
         store.lock("pg-wine"),
-        pytest.raises(Conflict, match="holds the lock"),
+        pytest.raises(LockBusy, match="holds the lock"),
         other.lock("pg-wine", timeout=0.3),
     ):
         pass

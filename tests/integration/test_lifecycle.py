@@ -304,6 +304,19 @@ def test_activate_then_roll_back_to_previous(platform: Platform, v1: str, varian
     latest = platform.history.events("iris")[0]
     assert (latest["action"], latest["version"], latest["previous_version"]) == ("rollback", v1, v3)
 
+    # clearing a finished run's task must not undo what happened since
+    events = len(platform.history.events("iris"))
+    again = make_champion(platform, "iris", v3, action="activate", actor="ann", run_id="r-3")
+    assert again["unchanged"].startswith(f"run r-3 already did its activate (to v{v3}")
+    again = make_champion(platform, "iris", "previous", action="rollback", actor="ann", run_id="r-4")
+    assert again["unchanged"].startswith(f"run r-4 already did its rollback (to v{v1}")
+    assert champion(platform) == v1 and len(platform.history.events("iris")) == events
+    with pytest.raises(
+        Conflict, match=rf"v{v3} is retired, not the candidate any more.*promote iris --version {v3}"
+    ):
+        make_champion(platform, "iris", v3, action="activate", actor="ann", run_id="r-5")
+    assert champion(platform) == v1 and ask(platform, 10) == {v1: 10}
+
 
 # -- bad input: each a clear error, the champion untouched ---------------------------------------
 

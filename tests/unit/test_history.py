@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pushbutton.errors import Conflict
+from pushbutton.errors import LockBusy
 from pushbutton.history import HistoryStore
 
 
@@ -29,6 +29,17 @@ def test_events_are_returned_newest_first_per_model(store: HistoryStore) -> None
     ]
     assert events[0]["detail"] == {"why": "better"}
     assert events[0]["at"] >= events[1]["at"]
+
+
+def test_what_a_run_already_did_is_found_by_run_and_action(store: HistoryStore) -> None:
+    store.record(namespace="models", model="iris", action="activate", version="2", previous_version="1",
+                 run_id="registered__v2")  # fmt: skip
+    store.record(namespace="models", model="iris", action="rollback", version="1", run_id="manual__1")
+    done = store.done_by_run("iris", "registered__v2", ("activate",))
+    assert (done["version"], done["previous_version"]) == ("2", "1")
+    assert store.done_by_run("iris", "registered__v2", ("rollback",)) is None
+    assert store.done_by_run("wine", "registered__v2", ("activate",)) is None
+    assert store.done_by_run("iris", "", ("activate", "rollback")) is None  # no run: nothing to match
 
 
 def test_history_survives_a_new_store_object(tmp_path: Path) -> None:
@@ -67,10 +78,10 @@ def test_locks_of_different_models_do_not_block(store: HistoryStore) -> None:
         pass
 
 
-def test_lock_timeout_is_a_conflict(store: HistoryStore) -> None:
+def test_lock_timeout_is_lock_busy_which_operators_retry(store: HistoryStore) -> None:
     with (
         store.lock("iris"),
-        pytest.raises(Conflict, match="another promotion of 'iris'"),
+        pytest.raises(LockBusy, match="another promotion of 'iris'"),
         store.lock("iris", timeout=0.2),
     ):
         pass

@@ -55,3 +55,19 @@ def test_a_step_without_a_version_fails_without_retry_and_touches_nothing(operat
     with pytest.raises(AirflowFailException, match="clear `build` together with its downstream tasks"):
         operator(task_id="step", model="iris", version="").execute(context)
     assert called == []
+
+
+def test_decision_errors_fail_for_good_while_a_busy_lock_is_retried() -> None:
+    from pushbutton.errors import Conflict, LockBusy, NotFound
+
+    def raising(exc: Exception):
+        def call():
+            raise exc
+
+        return call
+
+    for final in (Conflict("v2 is retired"), NotFound("no version 9")):
+        with pytest.raises(AirflowFailException):
+            ops._final(raising(final))
+    with pytest.raises(LockBusy):  # a plain failure: the task's retries apply
+        ops._final(raising(LockBusy("another promotion of 'iris' holds the lock; retry later")))

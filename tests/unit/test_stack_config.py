@@ -312,3 +312,27 @@ def test_is_healthy_needs_every_component():
     assert is_healthy(good)
     assert not is_healthy({**good, "triggerer": {"status": None}})
     assert not is_healthy({k: v for k, v in good.items() if k != "dag_processor"})
+
+
+def test_model_code_gets_no_platform_secrets(monkeypatch):
+    from pushbutton.config import Settings
+    from pushbutton.procs import model_env
+    from pushbutton.serving import checks, microservice
+
+    secrets = {
+        "AIRFLOW_CONN_PUSHBUTTON_MLFLOW": '{"extra": {"webhook_secret": "s3cr3t"}}',
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql://airflow:pw@db/airflow",
+        "AIRFLOW_VAR_TOKEN": "t",
+        "PUSHBUTTON_WEBHOOK_SECRET": "s3cr3t",
+        "AWS_SECRET_ACCESS_KEY": "k",
+        "PYTHONPATH": "/platform/site-packages",
+    }
+    kept = {"MLFLOW_TRACKING_URI": "http://mlflow:5000", "PATH": "/usr/bin", "GUNICORN_WORKERS": "2"}
+    assert model_env({**secrets, **kept}) == kept
+    for name, value in {**secrets, **kept}.items():
+        monkeypatch.setenv(name, value)
+    for env in (microservice._child_env(Settings(), guarded=True), checks._env("models:/iris/1")):
+        assert [name for name in secrets if name != "PYTHONPATH" and name in env] == []
+        assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000" and env["GUNICORN_WORKERS"] == "2"
+    assert microservice._child_env(Settings(), guarded=True)["PYTHONPATH"] == str(microservice.GUARD_DIR)
+    assert "PYTHONPATH" not in checks._env("models:/iris/1")

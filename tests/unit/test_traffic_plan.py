@@ -53,6 +53,20 @@ def test_canary_splits_by_the_spec_percent(iris):
     }
 
 
+def test_each_predictor_keeps_its_own_versions_class_and_schema(iris):
+    renamed = iris.model_copy(
+        update={
+            "predict": iris.predict.model_copy(update={"class_": "predict:NewIris"}),
+            "schema_": iris.schema_.model_copy(update={"inputs": iris.schema_.inputs[:3]}),
+        }
+    )
+    spec = with_candidate(renamed, V2, V1, champion_model=iris)
+    champion, candidate = spec.predictor("champion"), spec.predictor("candidate")
+    assert (champion.class_ref, len(champion.inputs)) == (iris.predict.class_, 4)
+    assert (candidate.class_ref, len(candidate.inputs)) == ("predict:NewIris", 3)
+    assert [f.name for f in champion.inputs] == iris.feature_names
+
+
 def test_shadow_candidate_gets_copies_not_traffic(iris):
     shadowed = iris.model_copy(update={"traffic": TrafficSpec(mode="shadow")})
     spec = with_candidate(shadowed, V2, V1)
