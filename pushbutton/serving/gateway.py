@@ -427,7 +427,8 @@ class Gateway:
             {
                 "error": f"backend '{role}' of {route.key} is unreachable ({exc}) and no other "
                 "healthy answering backend exists",
-                "fix": f"see `pushbutton status {route.deployment}` and the microservice log; redeploy to restart it",
+                "fix": f"see `pushbutton status {route.deployment}` and the microservice log; "
+                "`pushbutton up` starts a routed microservice that stopped",
             },
         )
 
@@ -454,6 +455,8 @@ class Gateway:
             stats.set_up(False, f"health check: {exc}")
             return
         except (ClientConnectionError, TimeoutError) as exc:
+            if isinstance(exc, TimeoutError) and stats.inflight > 0:
+                return  # busy with a request (one sync worker answers one at a time), not down
             ok, reason = False, f"health check: {type(exc).__name__}: {exc}"
         if ok:
             stats.failures = 0

@@ -30,6 +30,8 @@ class FakeBackend:
         self.server: TestServer | None = None
         self.hold: asyncio.Event | None = None  # when set: park requests, then drop their connection
         self.parked = 0
+        self.busy: asyncio.Event | None = None  # when set: requests and pings wait for it (one worker)
+        self.pings = 0
 
     async def _predict(self, request: web.Request) -> web.Response:
         self.bodies.append(await request.read())
@@ -37,11 +39,16 @@ class FakeBackend:
             self.parked += 1
             await self.hold.wait()
             request.transport.close()  # the client sees the connection die mid-request
+        if self.busy is not None:
+            await self.busy.wait()
         return web.json_response(
             {"data": {"names": [], "ndarray": [self.label]}, "meta": {}}, status=self.status
         )
 
     async def _ping(self, request: web.Request) -> web.Response:
+        self.pings += 1
+        if self.busy is not None:
+            await self.busy.wait()
         return web.Response(text="pong")
 
     async def start(self) -> FakeBackend:
@@ -239,6 +246,40 @@ def test_probe_marks_a_dead_backend_down_and_a_live_one_up():
         ]["champion"]["up"]
 
     run(scenario, probe_interval=0.05)
+
+
+def test_a_backend_busy_with_a_long_request_is_not_marked_down_but_a_silent_idle_one_is():
+    async def scenario(client, gateway, a, b):
+        route = route_body(a, weights={"champion": 100})
+        assert (await client.put("/admin/deployments/models/iris", json=route)).status == 200
+
+        async def champion() -> dict:
+            state = await (await client.get("/admin/deployments")).json()
+            return state["deployments"]["models/iris"]["backends"]["champion"]
+
+        a.busy = asyncio.Event()  # one sync worker: a long request blocks its health check too
+        long_request = asyncio.create_task(predict(client))
+        await wait_for(lambda: _at_least(a, "bodies", 1))  # the request is in flight
+        pings = a.pings
+        await wait_for(lambda: _at_least(a, "pings", pings + 4))  # several probes timed out meanwhile
+        assert (await champion())["up"] is True
+        a.busy.set()
+        assert (await long_request)[:2] == (200, "champion")
+
+        a.busy = asyncio.Event()  # nothing in flight and no answer: down
+
+        async def down() -> bool:
+            return (await champion())["up"] is False
+
+        await wait_for(down)
+        a.busy.set()
+
+    run(scenario, probe_interval=0.02, probe_timeout=0.05)
+
+
+async def _at_least(backend: FakeBackend, attr: str, value: int) -> bool:
+    count = getattr(backend, attr)
+    return (count if isinstance(count, int) else len(count)) >= value
 
 
 def test_only_backend_down_gives_502_json():
