@@ -125,9 +125,10 @@ def request_promotion(
 
 
 def respond_approval(
-    settings: Settings, model: str, approve: bool, run_id: str | None = None
+    settings: Settings, model: str, approve: bool, run_id: str | None = None, comment: str | None = None
 ) -> dict[str, Any]:
-    """Answer the pending Approve/Reject of ``<model>__cicd`` (the button in the Airflow UI)."""
+    """Answer the pending Approve/Reject of ``<model>__cicd`` (the button in the Airflow UI);
+    ``comment`` goes into the serving history (and a rejected version's reason)."""
     client = _client(settings)
     dag_id = f"{model}__cicd"
     pending = [
@@ -154,7 +155,7 @@ def respond_approval(
         item["dag_run_id"],
         item["task_id"],
         [choice],
-        {"comment": "via pushbutton CLI"},
+        {"comment": comment or "via pushbutton CLI"},
         map_index=item.get("map_index", -1),
     )
     return {"dag_id": dag_id, "run_id": item["dag_run_id"], "answer": choice}

@@ -171,7 +171,9 @@ def _approve(args: argparse.Namespace) -> int:
     from pushbutton.actions import respond_approval
     from pushbutton.config import settings
 
-    result = respond_approval(settings(), args.model, approve=not args.reject, run_id=args.run_id)
+    result = respond_approval(
+        settings(), args.model, approve=not args.reject, run_id=args.run_id, comment=args.comment
+    )
     print(json.dumps(result, indent=2, default=str))
     return 0
 
@@ -231,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL", help="a model name (its DAG is MODEL__cicd)")
     p.add_argument("--reject", action="store_true", help="reject instead of approve")
     p.add_argument("--run-id", help="which run, when several wait for an answer")
+    p.add_argument("--comment", help="why (kept in the serving history; default 'via pushbutton CLI')")
     return parser
 
 

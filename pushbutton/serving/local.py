@@ -120,7 +120,7 @@ class LocalRuntime:
             predictor.code_uri,
             predictor.class_ref,
             predictor.model_uri,
-            tuple((f.name, f.type) for f in predictor.inputs),
+            tuple((f.name, f.type, f.nullable) for f in predictor.inputs),
         )
         return self._start(env, namespace, *build), True
 
@@ -133,7 +133,7 @@ class LocalRuntime:
         code_dir: str,
         class_ref: str,
         model_uri: str,
-        inputs: tuple[tuple[str, str], ...],
+        inputs: tuple[tuple[str, str, bool], ...],
     ) -> Microservice:
         return self.services.start(
             env,

@@ -54,13 +54,13 @@ def microservice_argv(
     grpc_port: int | None = None,
     workers: int | None = None,
     threads: int | None = None,
-    inputs: Sequence[tuple[str, str]] = (),
+    inputs: Sequence[tuple[str, str, bool]] = (),
 ) -> list[str]:
     """The seldon-core 1.18 command line; gRPC is off unless ``grpc_port`` is given.
 
     ``workers``/``threads`` left at None fall back to seldon's own defaults, which read
     ``GUNICORN_WORKERS``/``GUNICORN_THREADS`` from the environment (1 and 1 when unset).
-    With ``inputs`` (``(name, type)`` pairs) the model class runs behind the schema guard, which
+    With ``inputs`` (``(name, type, nullable)`` triples) the model class runs behind the schema guard, which
     needs ``GUARD_DIR`` on the process's ``PYTHONPATH``.
     """
     params = [{"name": "model_uri", "value": model_uri, "type": "STRING"}]
@@ -113,7 +113,7 @@ class Microservice:
     metrics_port: int
     pid: int
     log: str
-    inputs: tuple[tuple[str, str], ...] = ()  # the schema guard's; empty: the class serves unguarded
+    inputs: tuple[tuple[str, str, bool], ...] = ()  # the schema guard's; empty: the class serves unguarded
 
     @property
     def url(self) -> str:
@@ -191,7 +191,7 @@ class Microservices:
     def _record(self, name: str) -> Microservice | None:
         try:
             record = json.loads(self._meta(name).read_text())
-            record["inputs"] = tuple(tuple(pair) for pair in record.get("inputs", ()))
+            record["inputs"] = tuple(tuple(entry) for entry in record.get("inputs", ()))
             return Microservice(**record)
         except (OSError, ValueError, TypeError, AttributeError):
             return None
@@ -222,11 +222,11 @@ class Microservices:
         workers: int | None = None,
         threads: int | None = None,
         timeout: float = READY_TIMEOUT,
-        inputs: Sequence[tuple[str, str]] = (),
+        inputs: Sequence[tuple[str, str, bool]] = (),
     ) -> Microservice:
         """Start (replacing any process of that name) and wait until ready.
 
-        ``inputs`` (the spec's ``(name, type)`` pairs) put the model class behind the schema guard.
+        ``inputs`` (the spec's ``(name, type, nullable)`` triples) put the model class behind the schema guard.
 
         ``workers``/``threads`` default to seldon's (``GUNICORN_WORKERS``/``GUNICORN_THREADS``,
         else 1 and 1: one sync worker, as measured best for small models at 200 req/s on 2 cores).
@@ -272,7 +272,7 @@ class Microservices:
             metrics_port=metrics_port,
             pid=info.pid,
             log=info.log,
-            inputs=tuple((str(n), str(t)) for n, t in inputs),
+            inputs=tuple(tuple(entry) for entry in inputs),
         )
         try:
             wait_ready(info, http_ok(svc.url + READY_PATH), timeout, f"microservice {name}")

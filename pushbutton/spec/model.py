@@ -134,6 +134,9 @@ FeatureType = Literal["double", "float", "long", "integer", "boolean", "string"]
 class Feature(_Strict):
     name: str = Field(min_length=1, max_length=128)
     type: FeatureType = "double"
+    nullable: bool = Field(
+        False, description="requests may leave it missing (null/NaN); the model handles that"
+    )
 
 
 class SchemaSpec(_Strict):

@@ -127,10 +127,15 @@ def test_requests_that_do_not_fit_the_schema_get_400_naming_the_feature(
             {"names": names, "ndarray": [[*row[:2], "wide", row[3]]]},
             f"feature '{names[2]}' (double) in row 0",
         ),
+        ({"ndarray": [[row[0], None, *row[2:]]]}, f"'{names[1]}' (double) in row 0 is missing"),
     ]
-    for data, message in cases:
-        resp = send(data)
-        assert resp.status_code == 400, (data, resp.text)
+    bodies = [({"data": data}, message) for data, message in cases]
+    bodies.append(
+        ({"jsonData": {names[0]: row[0]}}, "not dict data; send them as data.ndarray or data.tensor")
+    )
+    for body, message in bodies:
+        resp = serving.gateway.predict(NS, DEP, body)
+        assert resp.status_code == 400, (body, resp.text)
         status = resp.json()["status"]
         assert status["reason"] == "MICROSERVICE_BAD_DATA" and message in status["info"], status
     reordered = {"names": names[::-1], "ndarray": [row[::-1]]}  # named columns may come in any order

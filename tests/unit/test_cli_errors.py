@@ -3,6 +3,7 @@ bad versions, unknown models, broken unrelated specs, DAG stub names, sync count
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from collections.abc import Iterator
@@ -112,6 +113,30 @@ def test_approve_an_unknown_model_says_it_is_unknown(monkeypatch, tmp_path) -> N
         actions.respond_approval(cfg, "nosuch", approve=True)
     with pytest.raises(NotFound, match=r"^no approval is waiting in iris__cicd$"):
         actions.respond_approval(cfg, "iris", approve=True)
+
+
+class OneApproval(NoApprovals):
+    def __init__(self):
+        super().__init__({"iris__cicd"})
+        self.answers: list[tuple] = []
+
+    def pending_hitl(self, dag_id: str) -> list:
+        return [{"task_instance": {"dag_run_id": "registered__v4", "task_id": "approve", "map_index": -1}}]
+
+    def respond_hitl(self, dag_id, run_id, task_id, options, params, map_index=-1) -> None:
+        self.answers.append((dag_id, run_id, task_id, options, params))
+
+
+def test_approve_from_the_cli_passes_the_comment_on(monkeypatch, capsys) -> None:
+    client = OneApproval()
+    monkeypatch.setattr(actions, "_client", lambda settings: client)
+    code, out, _ = run(capsys, "approve", "iris", "--reject", "--comment", "canary answers look off")
+    assert code == 0 and json.loads(out)["answer"] == "Reject"
+    code, _, _ = run(capsys, "approve", "iris")
+    assert [a[3:] for a in client.answers] == [
+        (["Reject"], {"comment": "canary answers look off"}),
+        (["Approve"], {"comment": "via pushbutton CLI"}),
+    ]
 
 
 def test_status_finds_a_model_despite_an_unrelated_broken_spec(tmp_path: Path) -> None:

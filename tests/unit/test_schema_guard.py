@@ -47,7 +47,8 @@ def guard():
                 sys.modules[key] = value
 
 
-INPUTS = [("width", "double"), ("height", "double"), ("colour", "string")]
+INPUTS = [("width", "double", False), ("height", "double", False), ("colour", "string", False)]
+NULLABLE_HEIGHT = [("width", "double", False), ("height", "double", True), ("colour", "string", False)]
 
 
 @pytest.mark.parametrize(
@@ -58,9 +59,16 @@ INPUTS = [("width", "double"), ("height", "double"), ("colour", "string")]
         (np.array([[1, 2, "red"]], dtype=object), ["width", "hight", "colour"], "unknown feature(s) ['hight'] and missing ['height']"),
         (np.array([[1, 2, 3]], dtype=object), ["width", "width", "colour"], "lists ['width'] more than once"),
         (np.array([[1, 2]], dtype=object), ["width", "height", "colour"], "rows have 2 values but data.names has 3"),
-        (np.array([[1, "tall", "red"]], dtype=object), None, "feature 'height' (double) in row 0 is 'tall'; send a number"),
-        (np.array([[1, 2, "red"], ["red", 2, 1]], dtype=object), ["colour", "height", "width"], "feature 'width' (double) in row 0 is 'red'"),
-        (np.array([[1, [2], "red"]], dtype=object), None, "feature 'height' (double) in row 0 is [2]"),
+        (np.array([[1, "tall", "red"]], dtype=object), None, "feature 'height' (double) in row 0 is not a number ('tall'); send a number"),
+        (np.array([[1, 2, "red"], ["red", 2, 1]], dtype=object), ["colour", "height", "width"], "feature 'width' (double) in row 0 is not a number ('red')"),
+        (np.array([[1, [2], "red"]], dtype=object), None, "feature 'height' (double) in row 0 is not a number ([2])"),
+        (np.array([[1, None, "red"]], dtype=object), None, "'height' (double) in row 0 is missing (None); send a number, or declare the feature `nullable: true`"),
+        (np.array([[1.0, 2.0, 3.0], [1.0, np.nan, 3.0]]), None, "'height' (double) in row 1 is missing (nan)"),
+        (np.array([[np.inf, 2.0, 3.0]]), None, "'width' (double) in row 0 is not finite (inf); send a finite number"),
+        (np.array([[1, "-inf", "red"]], dtype=object), None, "'height' (double) in row 0 is not finite ('-inf')"),
+        (np.array([[True, 2, "red"]], dtype=object), None, "'width' (double) in row 0 is a boolean (True)"),
+        ({"a": 1}, None, "not dict data; send them as data.ndarray or data.tensor"),
+        ("a string payload", None, "not str data"),
     ],
 )  # fmt: skip
 def test_rows_that_do_not_fit_the_schema_are_a_400_naming_the_problem(guard, X, names, message):
@@ -75,12 +83,20 @@ def test_rows_that_do_not_fit_the_schema_are_a_400_naming_the_problem(guard, X, 
     [
         (np.array([[1.0, 2.0, 0.0]]), None),
         (np.array([["red", "2.5", 1]], dtype=object), ["colour", "height", "width"]),
-        (np.array([[None, 2, "red"]], dtype=object), []),  # missing values are the model's to handle
-        ("a string payload", None),  # strData/jsonData/binData: the model's own business
+        (np.array([[1, 2, 3]]), None),
     ],
 )
 def test_rows_that_fit_pass(guard, X, names):
     assert guard.check_rows(X, names, INPUTS) is None
+
+
+def test_a_nullable_feature_may_be_missing_but_not_infinite(guard):
+    assert guard.check_rows(np.array([[1, None, "red"]], dtype=object), None, NULLABLE_HEIGHT) is None
+    assert guard.check_rows(np.array([[1.0, np.nan, 0.0]]), None, NULLABLE_HEIGHT) is None
+    with pytest.raises(BadRequest, match=r"'height' .* is not finite"):
+        guard.check_rows(np.array([[1.0, np.inf, 0.0]]), None, NULLABLE_HEIGHT)
+    with pytest.raises(BadRequest, match=r"'width' .* is missing"):
+        guard.check_rows(np.array([[np.nan, 1.0, 0.0]]), None, NULLABLE_HEIGHT)
 
 
 def test_guarded_class_delegates_to_the_model_class(guard, tmp_path, monkeypatch):
@@ -96,7 +112,7 @@ def test_guarded_class_delegates_to_the_model_class(guard, tmp_path, monkeypatch
     )
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", list(sys.path))
-    model = guard.Guarded("models:/m/1", "mymodel:Model", json.dumps([["a", "double"]]), scale=2)
+    model = guard.Guarded("models:/m/1", "mymodel:Model", json.dumps([["a", "double", False]]), scale=2)
     assert model.predict(np.array([[3.0]]), ["a"], meta={}).tolist() == [[6.0]]  # meta dropped as seldon does
     assert model.tags() == {"uri": "models:/m/1"} and model.class_names == ["y"]
     assert not hasattr(model, "predict_raw")
@@ -109,14 +125,14 @@ def test_argv_runs_the_guard_only_when_the_schema_is_known(tmp_path):
     plain = microservice_argv(env, "predict:Iris", "models:/iris/1", http_port=1, metrics_port=2)
     assert plain[1] == "predict.Iris"
     guarded = microservice_argv(
-        env, "predict:Iris", "models:/iris/1", http_port=1, metrics_port=2, inputs=[("a", "double")]
+        env, "predict:Iris", "models:/iris/1", http_port=1, metrics_port=2, inputs=[("a", "double", False)]
     )
     assert guarded[1] == GUARD_INTERFACE
     params = {p["name"]: p["value"] for p in json.loads(guarded[guarded.index("--parameters") + 1])}
     assert params == {
         "model_uri": "models:/iris/1",
         "model_class": "predict:Iris",
-        "inputs": '[["a", "double"]]',
+        "inputs": '[["a", "double", false]]',
     }
     assert (Path(GUARD_DIR) / "pushbutton_guard.py").is_file()
 
@@ -131,6 +147,6 @@ def test_a_service_record_from_before_the_guard_still_loads(tmp_path):
     }  # fmt: skip
     (services.meta_dir / "svc-models-iris-v1.json").write_text(json.dumps(record))
     assert services._record("svc-models-iris-v1").inputs == ()
-    record["inputs"] = [["a", "double"]]
+    record["inputs"] = [["a", "double", True]]
     (services.meta_dir / "svc-models-iris-v1.json").write_text(json.dumps(record))
-    assert services._record("svc-models-iris-v1").inputs == (("a", "double"),)
+    assert services._record("svc-models-iris-v1").inputs == (("a", "double", True),)

@@ -3,7 +3,7 @@
 Runs inside the serving environment (no pushbutton there): the microservice starts
 ``pushbutton_guard.Guarded`` as its Seldon interface with the parameters ``model_uri``,
 ``model_class`` (``module:Class`` from the model directory, the working directory) and ``inputs``
-(JSON ``[[name, type], ...]`` from ``model.yaml``). A request whose rows do not fit the schema
+(JSON ``[[name, type, nullable], ...]`` from ``model.yaml``). A request whose rows do not fit the schema
 gets HTTP 400 (``MICROSERVICE_BAD_DATA``) naming the feature and the fix instead of the model's
 own exception as a 500. Everything else (``tags``, ``metrics``, ``class_names``, ``load``,
 ``predict_raw``, ...) is the model class's own.
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 import sys
 
@@ -27,23 +28,40 @@ def _bad(message: str) -> SeldonMicroserviceException:
     return SeldonMicroserviceException(message, status_code=400, reason="MICROSERVICE_BAD_DATA")
 
 
-def _not_a_number(value: object) -> bool:
-    if value is None or isinstance(value, (bool, int, float, np.number, np.bool_)):
-        return False  # None is a missing value: the model's own pipeline decides about it
+def _problem(value: object, nullable: bool) -> str | None:
+    """What is wrong with ``value`` for a numeric feature (None if nothing)."""
+    if value is None or (isinstance(value, (float, np.floating)) and math.isnan(value)):
+        return None if nullable else "missing"
+    if isinstance(value, (bool, np.bool_)):
+        return "a boolean"
+    if isinstance(value, (int, float, np.number)):
+        return None if math.isfinite(value) else "not finite"
     if isinstance(value, str):
         try:
-            float(value)
+            number = float(value)
         except ValueError:
-            return True
-        return False
-    return True
+            return "not a number"
+        return _problem(number, nullable)
+    return "not a number"
 
 
-def check_rows(X: object, names: list[str] | None, inputs: list[tuple[str, str]]) -> None:
-    """Raise a 400 ``SeldonMicroserviceException`` if ``X`` (with ``names``) does not fit ``inputs``."""
-    if not inputs or not isinstance(X, np.ndarray):
-        return  # jsonData/strData/binData payloads are the model's own business
-    expected = [name for name, _ in inputs]
+def _fix(problem: str) -> str:
+    if problem == "missing":
+        return "send a number, or declare the feature `nullable: true` in model.yaml schema.inputs"
+    return "send a finite number" if problem == "not finite" else "send a number"
+
+
+def check_rows(X: object, names: list[str] | None, inputs: list[tuple]) -> None:
+    """Raise a 400 ``SeldonMicroserviceException`` if ``X`` (with ``names``) does not fit ``inputs``
+    (``(name, type)`` or ``(name, type, nullable)`` entries)."""
+    if not inputs:
+        return
+    expected = [entry[0] for entry in inputs]
+    if not isinstance(X, np.ndarray):
+        raise _bad(
+            f"this model takes rows of the features {expected}, not {type(X).__name__} data; "
+            f"send them as data.ndarray or data.tensor, e.g. {EXAMPLE}"
+        )
     if X.ndim != 2:
         raise _bad(
             f"data has shape {list(X.shape)}, not one row per instance; send a 2-D array whose rows "
@@ -77,15 +95,25 @@ def check_rows(X: object, names: list[str] | None, inputs: list[tuple[str, str]]
                 "values in this order, or name them in data.names"
             )
         order = expected
-    if X.dtype.kind in "biuf":
+    if X.dtype.kind in "biu":
         return
-    types = dict(inputs)
+    specs = {entry[0]: (entry[1], bool(entry[2]) if len(entry) > 2 else False) for entry in inputs}
     for column, name in enumerate(order):
-        if types[name] not in NUMERIC:
+        kind, nullable = specs[name]
+        if kind not in NUMERIC:
             continue
-        for row, value in enumerate(X[:, column]):
-            if _not_a_number(value):
-                raise _bad(f"feature '{name}' ({types[name]}) in row {row} is {value!r}; send a number")
+        values = X[:, column]
+        if X.dtype.kind == "f":  # the common case, vectorised: only non-finite values can be wrong
+            suspicious = np.flatnonzero(~np.isfinite(values))
+            values = values[suspicious] if len(suspicious) else ()
+        else:
+            suspicious = range(len(values))
+        for row, value in zip(suspicious, values, strict=False):
+            problem = _problem(value, nullable)
+            if problem:
+                raise _bad(
+                    f"feature '{name}' ({kind}) in row {row} is {problem} ({value!r}); {_fix(problem)}"
+                )
 
 
 class Guarded:
@@ -97,7 +125,7 @@ class Guarded:
             sys.path.append(os.getcwd())  # the model directory, as seldon-core does for its interface
         cls = getattr(importlib.import_module(module_name), class_name)
         self._model = cls(model_uri=model_uri, **parameters)
-        self._inputs = [(str(name), str(kind)) for name, kind in json.loads(inputs)]
+        self._inputs = [tuple(entry) for entry in json.loads(inputs)]
 
     def predict(self, X, features_names=None, **kwargs):
         check_rows(X, features_names, self._inputs)
