@@ -165,7 +165,7 @@ class SeldonActivateOperator(_LifecycleOperator):
         from pushbutton.lifecycle import make_champion
 
         version = self.release_version()
-        return _final(
+        result = _final(
             lambda: make_champion(
                 platform(),
                 self.model,
@@ -176,6 +176,9 @@ class SeldonActivateOperator(_LifecycleOperator):
                 comment=approval_comment(context),
             )
         )
+        if "unchanged" in result:
+            self.log.info("nothing to do: %s", result["unchanged"])
+        return result
 
 
 class SeldonDiscardCandidateOperator(_LifecycleOperator):
@@ -237,7 +240,7 @@ class SeldonPromoteOperator(_LifecycleOperator):
         from pushbutton.lifecycle import make_champion
 
         actor = context["dag_run"].triggering_user_name or "unknown"
-        return _final(
+        result = _final(
             lambda: make_champion(
                 platform(),
                 self.model,
@@ -247,6 +250,9 @@ class SeldonPromoteOperator(_LifecycleOperator):
                 run_id=self.run_id(context),
             )
         )
+        if "unchanged" in result:
+            self.log.info("nothing to do: %s", result["unchanged"])
+        return result
 
 
 class MlflowTrainOperator(BaseOperator):

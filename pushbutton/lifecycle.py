@@ -406,11 +406,12 @@ def make_champion(
     with p.history.lock(name):
         done = p.history.done_by_run(name, run_id, (action,))
         if done is not None:  # a cleared task of a finished run: what it did may since have been undone
+            now = p.registry.by_alias(name, reg.CHAMPION)
             return {
                 "model": name,
-                "champion": done["version"],
-                "previous": done["previous_version"],
-                "unchanged": f"run {run_id} already did its {action} (to v{done['version']} at {done['at']})",
+                "champion": now.version if now else None,
+                "unchanged": f"run {run_id} already did its {action} (to v{done['version']} at {done['at']}); "
+                f"v{now.version if now else '?'} is the champion now",
             }
         version = _resolve(p, name, target)
         mv = _require_tested(p, name, version)

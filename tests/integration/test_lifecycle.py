@@ -310,6 +310,7 @@ def test_activate_then_roll_back_to_previous(platform: Platform, v1: str, varian
     assert again["unchanged"].startswith(f"run r-3 already did its activate (to v{v3}")
     again = make_champion(platform, "iris", "previous", action="rollback", actor="ann", run_id="r-4")
     assert again["unchanged"].startswith(f"run r-4 already did its rollback (to v{v1}")
+    assert again["champion"] == v1 and again["unchanged"].endswith(f"v{v1} is the champion now")
     assert champion(platform) == v1 and len(platform.history.events("iris")) == events
     with pytest.raises(
         Conflict, match=rf"v{v3} is retired, not the candidate any more.*promote iris --version {v3}"
