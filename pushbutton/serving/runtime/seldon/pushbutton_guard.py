@@ -111,8 +111,9 @@ def check_rows(X: object, names: list[str] | None, inputs: list[tuple]) -> None:
         for row, value in zip(suspicious, values, strict=False):
             problem = _problem(value, nullable)
             if problem:
+                shown = value.item() if isinstance(value, np.generic) else value  # nan, not np.float64(nan)
                 raise _bad(
-                    f"feature '{name}' ({kind}) in row {row} is {problem} ({value!r}); {_fix(problem)}"
+                    f"feature '{name}' ({kind}) in row {row} is {problem} ({shown!r}); {_fix(problem)}"
                 )
 
 
