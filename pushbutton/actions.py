@@ -38,7 +38,7 @@ def push(settings: Settings, path: Path, trigger: bool = False) -> dict[str, Any
     is reported in ``pipeline.error`` next to the registered version. Whatever training and MLflow
     print goes to stderr, so stdout carries only the caller's JSON."""
     from pushbutton.spec import load_model_dir
-    from pushbutton.training import train_and_register
+    from pushbutton.training import pusher, train_and_register
 
     model_dir = path.parent if path.name == "model.yaml" else path
     spec = load_model_dir(model_dir)
@@ -49,7 +49,9 @@ def push(settings: Settings, path: Path, trigger: bool = False) -> dict[str, Any
     if not _sync_dag_stub(settings, model_dir) and client is not None:
         _expect_dag(settings, client, dag_id, model_dir)
     with contextlib.redirect_stdout(sys.stderr):
-        result = train_and_register(spec, model_dir, registry, source="push").as_dict()
+        result = train_and_register(
+            spec, model_dir, registry, source="push", actor=pusher(model_dir)
+        ).as_dict()
     run_id = cicd_run_id(result["version"])
     result["pipeline"] = {"dag_id": dag_id, "run_id": run_id}
     if client is not None:
@@ -186,6 +188,7 @@ def model_status(settings: Settings, model: str) -> dict[str, Any]:
             {
                 "version": v.version,
                 "status": v.status,
+                "pushed_by": v.tags.get("pushbutton.actor") or None,
                 "tests": v.tags.get(reg.TESTS),
                 "reason": v.tags.get(reg.REASON),
             }

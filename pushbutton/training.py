@@ -32,6 +32,7 @@ class TrainResult:
     data_fingerprint: str
     git_commit: str
     seconds: dict[str, float]
+    actor: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -228,6 +229,24 @@ def git_commit(path: Path) -> str:
     return head + ("-dirty" if dirty else "")
 
 
+def pusher(path: Path) -> str:
+    """Who pushes: the git identity configured for the repository holding ``path``, else the OS user."""
+    import getpass
+
+    try:
+        email = subprocess.run(
+            ["git", "-C", str(path), "config", "user.email"], capture_output=True, text=True
+        ).stdout.strip()
+    except OSError:
+        email = ""
+    if email:
+        return email
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (some containers)
+        return "unknown"
+
+
 def train_and_register(
     spec: ModelSpec,
     model_dir: Path,
@@ -294,5 +313,5 @@ def train_and_register(
     mv = _register(info.model_uri, spec.name, version_tags)
     timings["log_and_register"] = time.perf_counter() - started
     return TrainResult(
-        spec.name, str(mv.version), run.info.run_id, metrics, data.fingerprint, commit, timings
+        spec.name, str(mv.version), run.info.run_id, metrics, data.fingerprint, commit, timings, actor
     )

@@ -104,6 +104,7 @@ def test_cli_status_shows_aliases_serving_and_history(demo, capsys: pytest.Captu
     v1, v2, v3 = (report["versions"][k] for k in ("v1", "v2", "v3"))
     assert status["aliases"]["champion"] == v1 and status["aliases"]["previous"] == v2
     assert {v["version"]: v["status"] for v in status["versions"]}[v3] == "rejected"
+    assert all(v["pushed_by"] for v in status["versions"] if v["version"] in (v1, v2, v3))
     history = [(e["action"], e["version"]) for e in status["history"]]
     assert history == [
         ("reject", v3), ("deploy_candidate", v3), ("rollback", v1), ("activate", v2),

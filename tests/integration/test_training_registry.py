@@ -48,6 +48,7 @@ def test_push_registers_a_version_with_lineage_tags(registry: reg.Registry, push
     assert version.tags["pushbutton.data_fingerprint"] == pushed.data_fingerprint
     assert len(version.tags["pushbutton.spec_hash"]) == 16
     assert version.tags["pushbutton.git_commit"] == pushed.git_commit != ""
+    assert version.tags["pushbutton.actor"] == pushed.actor == "pytest"
 
 
 def test_run_holds_params_metrics_and_the_model_code(registry: reg.Registry, pushed) -> None:

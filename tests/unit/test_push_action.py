@@ -173,3 +173,31 @@ def test_ctrl_c_during_push_says_interrupted_and_exits_130(env, monkeypatch, cap
 
     monkeypatch.setattr(pushbutton.training, "train_and_register", interrupted)
     assert cli_push(capsys, monkeypatch, cfg, "--no-trigger") == (130, "", "interrupted\n")
+
+
+def test_the_pusher_is_the_repositorys_git_identity(tmp_path: Path) -> None:
+    import subprocess
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    subprocess.run(["git", "-C", str(tmp_path), "config", "user.email", "ds@example.org"], check=True)
+    (tmp_path / "iris").mkdir()
+    assert pushbutton.training.pusher(tmp_path / "iris") == "ds@example.org"
+
+
+def test_without_a_git_identity_the_pusher_is_the_os_user(tmp_path: Path, monkeypatch) -> None:
+    import getpass
+
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(tmp_path / "no-gitconfig"))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    assert pushbutton.training.pusher(tmp_path) == getpass.getuser() != ""
+
+
+def test_push_records_who_pushed(env, monkeypatch) -> None:
+    cfg, _, _ = env
+    seen: dict = {}
+    monkeypatch.setattr(pushbutton.training, "pusher", lambda path: "ds@example.org")
+    monkeypatch.setattr(
+        pushbutton.training, "train_and_register", lambda spec, *a, **k: seen.update(k) or Trained()
+    )
+    actions.push(cfg, cfg.models_dir / "iris", trigger=False)
+    assert seen["actor"] == "ds@example.org" and seen["source"] == "push"
