@@ -222,7 +222,7 @@ class Registry:
 
         import mlflow.artifacts
 
-        from pushbutton.serving.envs import file_lock
+        from pushbutton.locks import file_lock
 
         dest.parent.mkdir(parents=True, exist_ok=True)
         with file_lock(dest.with_name(dest.name + ".lock")):  # concurrent tasks: one downloads

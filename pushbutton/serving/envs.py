@@ -9,7 +9,6 @@ into place, and reused as long as its completion marker exists.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import hashlib
 import importlib.metadata
@@ -21,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from pushbutton.errors import ServingError
+from pushbutton.locks import file_lock
 from pushbutton.procs import model_env
 
 MARKER = ".pushbutton-env.json"
@@ -171,18 +171,6 @@ def load_env(root: str | Path, key: str) -> ServingEnv:
             "pushbutton.serving.envs.ensure_env(<requirements>) (pushbutton's build step does this)"
         )
     return ServingEnv(key=key, path=path, python=path / "bin" / "python")
-
-
-@contextlib.contextmanager
-def file_lock(lock_path: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``lock_path`` (created if missing) for the ``with`` block."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with lock_path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def ensure_env(requirements: Iterable[str], *, python: str | None = None, root: str | Path) -> ServingEnv:

@@ -15,7 +15,8 @@ from typing import Any
 
 from pushbutton.config import Settings
 from pushbutton.errors import ServingError
-from pushbutton.serving.envs import file_lock, load_env
+from pushbutton.locks import file_lock
+from pushbutton.serving.envs import load_env
 from pushbutton.serving.gateway import REQUEST_TIMEOUT, GatewayClient, Route
 from pushbutton.serving.microservice import (
     READY_TIMEOUT,
