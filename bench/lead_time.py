@@ -72,7 +72,6 @@ def new_model(demo: Demo) -> dict:
     from pushbutton.actions import push
     from pushbutton.spec import load_model_dir
     from pushbutton.templates import init_model
-    from pushbutton.webhook import cicd_run_id
 
     cfg, client, dag_id = demo.cfg, demo.client, "fresh__cicd"
     started = time.perf_counter()
@@ -81,7 +80,7 @@ def new_model(demo: Demo) -> dict:
     marks = {"cli_push_s": time.perf_counter()}
     client.wait_dag(dag_id, timeout=180)
     marks["dag_parsed_s"] = time.perf_counter()
-    run_id = client.wait_run_created(dag_id, cicd_run_id(pushed["version"]))["dag_run_id"]
+    run_id = client.wait_run_created(dag_id, pushed["pipeline"]["run_id"])["dag_run_id"]
     marks["run_started_s"] = time.perf_counter()
     client.wait_hitl(dag_id, run_id, timeout=600)
     spec = load_model_dir(model_dir)

@@ -64,13 +64,13 @@ def _spec_dir(name: str) -> str | None:
     return name_owner(Path(conf.get("core", "dags_folder")), name)
 
 
-def _trigger(name: str, version: str, delivery: str) -> tuple[int, dict]:
+def _trigger(name: str, version: str, mlflow_run_id: str, delivery: str) -> tuple[int, dict]:
     from airflow.api.common.trigger_dag import trigger_dag
     from airflow.exceptions import DagNotFound, DagRunAlreadyExists
     from airflow.utils.types import DagRunTriggeredByType
 
     dag_id = f"{name}__cicd"
-    run_id = cicd_run_id(version)
+    run_id = cicd_run_id(version, mlflow_run_id)
     try:
         trigger_dag(
             dag_id,

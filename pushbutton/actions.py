@@ -52,7 +52,7 @@ def push(settings: Settings, path: Path, trigger: bool = False) -> dict[str, Any
         result = train_and_register(
             spec, model_dir, registry, source="push", actor=pusher(model_dir)
         ).as_dict()
-    run_id = cicd_run_id(result["version"])
+    run_id = cicd_run_id(result["version"], result["run_id"])
     result["pipeline"] = {"dag_id": dag_id, "run_id": run_id}
     if client is not None:
         try:

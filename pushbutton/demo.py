@@ -135,7 +135,11 @@ class Demo:
 
     def pipeline_run(self, version: str, timeout: float = 120.0) -> str:
         """The CI/CD run the MLflow webhook started for ``version``."""
-        return self.client.wait_run_created(f"{MODEL}__cicd", cicd_run_id(version), timeout)["dag_run_id"]
+        from pushbutton.registry import Registry
+
+        run_id = cicd_run_id(version, Registry(self.cfg.mlflow_url).get(MODEL, version).run_id)
+        self.report.setdefault("cicd_runs", {})[version] = run_id
+        return self.client.wait_run_created(f"{MODEL}__cicd", run_id, timeout)["dag_run_id"]
 
     def task_seconds(self, run_id: str) -> dict[str, float]:
         return {

@@ -53,8 +53,9 @@ def verify(secret: str, headers: Mapping[str, str], body: bytes, now: float | No
     return delivery_id
 
 
-def created_version(body: bytes) -> tuple[str, str] | None:
-    """(model, version) of a ``model_version.created`` delivery; None for any other event."""
+def created_version(body: bytes) -> tuple[str, str, str] | None:
+    """(model, version, MLflow run id or "") of a ``model_version.created`` delivery; None for any
+    other event."""
     import json
 
     try:
@@ -67,9 +68,14 @@ def created_version(body: bytes) -> tuple[str, str] | None:
     name, version = data.get("name"), data.get("version")
     if not name or not str(version or "").isdigit():
         raise WebhookRejected("model_version.created payload lacks data.name or a numeric data.version")
-    return str(name), str(version)
+    return str(name), str(version), str(data.get("run_id") or "")
 
 
-def cicd_run_id(version: str) -> str:
-    """One automatic CI/CD run per registered version: redeliveries and CLI triggers collapse into it."""
-    return f"registered__v{version}"
+def cicd_run_id(version: str, mlflow_run_id: str | None = "") -> str:
+    """One automatic CI/CD run per registered version: redeliveries and CLI triggers collapse into it.
+
+    The start of the MLflow run id that produced the version keeps the id unique when a registered
+    model is deleted and recreated (MLflow numbers versions from 1 again): the new version 1 gets its
+    own run instead of being taken for the old one, whose recorded actions it would skip."""
+    suffix = "".join(c for c in mlflow_run_id or "" if c.isalnum())[:8]
+    return f"registered__v{version}" + (f"__{suffix}" if suffix else "")

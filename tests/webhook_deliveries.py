@@ -8,10 +8,10 @@ import time
 from pushbutton.webhook import DELIVERY_ID, SIGNATURE, TIMESTAMP, sign
 
 
-def created_body(name: str, version: str) -> bytes:
-    return json.dumps(
-        {"entity": "model_version", "action": "created", "data": {"name": name, "version": version}}
-    ).encode()
+def created_body(name: str, version: str, run_id: str = "0a1b2c3d4e5f") -> bytes:
+    """A ``model_version.created`` delivery as MLflow 3 sends it (``run_id``: the MLflow run)."""
+    data = {"name": name, "version": version, "source": "models:/m-1", "run_id": run_id, "tags": {}}
+    return json.dumps({"entity": "model_version", "action": "created", "data": data}).encode()
 
 
 def signed_headers(secret: str, body: bytes, delivery: str = "d-1", ts: int | None = None) -> dict[str, str]:

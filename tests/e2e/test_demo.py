@@ -88,10 +88,12 @@ def test_webhook_for_an_unknown_model_is_404_and_triggers_nothing(demo) -> None:
 
 
 def test_redelivery_of_a_version_does_not_start_a_second_run(demo) -> None:
+    from pushbutton.registry import Registry
     from pushbutton.stack import webhook_secret
 
     cfg, report, _ = demo
-    body = created_body("iris", report["versions"]["v1"])
+    v1 = report["versions"]["v1"]
+    body = created_body("iris", v1, Registry(cfg.mlflow_url).get("iris", v1).run_id)
     answer = httpx.post(f"{cfg.airflow_url}/pushbutton/webhooks/mlflow", content=body,
                         headers=signed_headers(webhook_secret(cfg), body, "e2e-1"))  # fmt: skip
     assert answer.status_code == 200 and answer.json()["status"] == "already triggered"
@@ -183,10 +185,9 @@ def test_rerunning_a_successful_runs_tasks_changes_nothing(demo) -> None:
     aliases, statuses, serving (same microservice processes) and the history stay as they were."""
     from pushbutton.actions import model_status
     from pushbutton.airflow_client import AirflowClient
-    from pushbutton.webhook import cicd_run_id
 
     cfg, report, _ = demo
-    dag_id, run_id = "iris__cicd", cicd_run_id(report["versions"]["v1"])
+    dag_id, run_id = "iris__cicd", report["cicd_runs"][report["versions"]["v1"]]
     steps = ["build", "test", "register", "deploy_candidate", "activate"]
     before = model_status(cfg, "iris")
     assert before["aliases"]["champion"] == report["versions"]["v1"]

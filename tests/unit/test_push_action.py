@@ -51,10 +51,10 @@ class FakeAirflow:
 
 
 class Trained:
-    version = "7"
+    version, run_id = "7", "5e1f0c2a9b8d4e7f"
 
     def as_dict(self) -> dict:
-        return {"version": self.version}
+        return {"version": self.version, "run_id": self.run_id}
 
 
 @pytest.fixture
@@ -91,6 +91,7 @@ def test_a_new_model_under_the_models_dir_gets_its_stub_then_waits_for_its_dag(e
         ("wait_dag", "iris__cicd"),
         ("trigger", "iris__cicd", "7", result["pipeline"]["run_id"]),
     ]
+    assert result["pipeline"]["run_id"] == "registered__v7__5e1f0c2a"  # the MLflow run's id starts it
     assert result["pipeline"]["triggered_by"] == "rest-api"
 
 

@@ -78,7 +78,7 @@ def test_stale_delivery_is_rejected_as_replay() -> None:
 
 
 def test_created_version_is_parsed() -> None:
-    assert created_version(BODY) == ("iris", "3")
+    assert created_version(BODY) == ("iris", "3", "r")
 
 
 def test_other_events_are_ignored() -> None:
@@ -95,3 +95,16 @@ def test_malformed_created_payload_is_rejected() -> None:
 
 def test_one_run_id_per_version() -> None:
     assert cicd_run_id("3") == cicd_run_id("3") != cicd_run_id("4")
+    run = "f3c2a9d81b7e4c0d9a6b5e4f3d2c1b0a"
+    assert cicd_run_id("3", run) == cicd_run_id("3", run) == "registered__v3__f3c2a9d8"
+
+
+def test_a_version_number_reused_after_the_model_was_recreated_gets_its_own_run() -> None:
+    """MLflow numbers versions from 1 again for a deleted and recreated registered model."""
+    old, new = "f3c2a9d81b7e4c0d9a6b5e4f3d2c1b0a", "0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a"
+    assert cicd_run_id("1", old) != cicd_run_id("1", new)
+
+
+def test_a_version_without_an_mlflow_run_still_has_a_run_id() -> None:
+    assert cicd_run_id("5", None) == cicd_run_id("5", "") == "registered__v5"
+    assert cicd_run_id("5", "../x y") == "registered__v5__xy"  # only letters and digits reach Airflow

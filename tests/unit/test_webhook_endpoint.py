@@ -57,10 +57,12 @@ def test_a_signed_delivery_triggers_cicd_once(endpoint) -> None:
     body, headers = delivery("iris")
     first = client.post(URL, content=body, headers=headers)
     assert first.status_code == 200 and first.json()["status"] == "triggered"
-    assert calls == [{"dag_id": "iris__cicd", "run_id": cicd_run_id("3"), "conf": {"version": "3"}}]
+    assert calls == [
+        {"dag_id": "iris__cicd", "run_id": cicd_run_id("3", "0a1b2c3d4e5f"), "conf": {"version": "3"}}
+    ]
     again = client.post(URL, content=body, headers=headers)
     assert again.status_code == 200 and again.json()["status"] == "already triggered"
-    assert runs["iris__cicd"] == {cicd_run_id("3")}
+    assert runs["iris__cicd"] == {cicd_run_id("3", "0a1b2c3d4e5f")}
 
 
 def test_a_bad_signature_is_401_and_triggers_nothing(endpoint) -> None:
