@@ -133,6 +133,11 @@ def test_requests_that_do_not_fit_the_schema_get_400_naming_the_feature(
     bodies.append(
         ({"jsonData": {names[0]: row[0]}}, "not dict data; send them as data.ndarray or data.tensor")
     )
+    bodies += [  # payloads seldon-core itself cannot decode (it would answer 500)
+        ({"data": None}, "data is null, not an object"),
+        ({"data": {"ndarray": [row, row[:3]]}}, "rows differ: row 0 has 4 values, row 1 has 3 values"),
+        ({"data": {"tensor": {"shape": [2, 4], "values": row}}}, "4 values, which do not fill shape [2, 4]"),
+    ]
     for body, message in bodies:
         resp = serving.gateway.predict(NS, DEP, body)
         assert resp.status_code == 400, (body, resp.text)

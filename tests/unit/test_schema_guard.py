@@ -26,14 +26,26 @@ class BadRequest(Exception):
         self.message, self.status_code, self.reason = message, status_code, reason
 
 
+class NotImplementedHere(BadRequest):
+    """seldon-core's ``SeldonNotImplementedError``: ``predict_raw`` declines, seldon decodes itself."""
+
+    def __init__(self, message):
+        super().__init__(message, status_code=400)
+
+
 @pytest.fixture(scope="module")
 def guard():
     flask_utils = types.ModuleType("seldon_core.flask_utils")
     flask_utils.SeldonMicroserviceException = BadRequest
-    saved = {k: sys.modules.get(k) for k in ("seldon_core", "seldon_core.flask_utils")}
-    sys.modules.update(
-        {"seldon_core": types.ModuleType("seldon_core"), "seldon_core.flask_utils": flask_utils}
-    )
+    user_model = types.ModuleType("seldon_core.user_model")
+    user_model.SeldonNotImplementedError = NotImplementedHere
+    stubs = {
+        "seldon_core": types.ModuleType("seldon_core"),
+        "seldon_core.flask_utils": flask_utils,
+        "seldon_core.user_model": user_model,
+    }
+    saved = {k: sys.modules.get(k) for k in stubs}
+    sys.modules.update(stubs)
     try:
         spec = importlib.util.spec_from_file_location("pushbutton_guard", GUARD_DIR / "pushbutton_guard.py")
         module = importlib.util.module_from_spec(spec)
@@ -115,9 +127,63 @@ def test_guarded_class_delegates_to_the_model_class(guard, tmp_path, monkeypatch
     model = guard.Guarded("models:/m/1", "mymodel:Model", json.dumps([["a", "double", False]]), scale=2)
     assert model.predict(np.array([[3.0]]), ["a"], meta={}).tolist() == [[6.0]]  # meta dropped as seldon does
     assert model.tags() == {"uri": "models:/m/1"} and model.class_names == ["y"]
-    assert not hasattr(model, "predict_raw")
     with pytest.raises(BadRequest, match="rows have 2 values"):
         model.predict(np.array([[3.0, 4.0]]))
+    with pytest.raises(NotImplementedHere):  # a well-formed payload: seldon-core decodes it, calls predict
+        model.predict_raw({"data": {"ndarray": [[3.0]]}})
+    with pytest.raises(BadRequest, match="rows differ") as caught:
+        model.predict_raw({"data": {"ndarray": [[3.0], []]}})
+    assert not isinstance(caught.value, NotImplementedHere)
+
+
+def test_a_model_class_with_its_own_predict_raw_gets_raw_requests(guard, tmp_path, monkeypatch):
+    (tmp_path / "rawmodel.py").write_text(
+        "class Model:\n"
+        "    def __init__(self, model_uri):\n"
+        "        pass\n"
+        "    def predict_raw(self, request):\n"
+        "        return {'jsonData': {'seen': request}}\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    model = guard.Guarded("models:/m/1", "rawmodel:Model", json.dumps([["a", "double", False]]))
+    assert model.predict_raw({"data": None}) == {"jsonData": {"seen": {"data": None}}}
+
+
+@pytest.mark.parametrize(
+    ("request_body", "message"),
+    [
+        ({"data": None}, 'data is null, not an object; send {"data": {"names"'),
+        ({"data": [[1, 2, 3]]}, "data is an array, not an object"),
+        ({"data": {"ndarray": [[1, 2, "red"], [1, 2]]}}, "rows differ: row 0 has 3 values, row 1 has 2 values"),
+        ({"data": {"ndarray": [[1, 2, "red"], 7]}}, "row 1 has a single value, not a list"),
+        ({"data": {"ndarray": [[1, [2, 3], "red"]]}}, "holds lists where single values belong"),
+        ({"data": {"tensor": {"shape": [2, 3], "values": [1, 2, 3]}}}, "data.tensor has 3 values, which do not fill shape [2, 3]"),
+        ({"data": {"tensor": {"values": [1, 2, 3]}}}, 'data.tensor needs a list "shape" and a list "values"'),
+        ({"data": {"tensor": [1, 2, 3]}}, 'data.tensor needs a list "shape"'),
+        ({"data": {"tensor": {"shape": ["x"], "values": [1]}}}, "do not fill shape ['x']"),
+    ],
+)  # fmt: skip
+def test_payloads_seldon_could_not_decode_are_a_400(guard, request_body, message):
+    with pytest.raises(BadRequest) as caught:
+        guard.check_payload(request_body)
+    assert caught.value.status_code == 400 and message in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "request_body",
+    [
+        {"data": {"names": ["width", "height", "colour"], "ndarray": [[1, 2, "red"], [3, 4, "blue"]]}},
+        {"data": {"tensor": {"shape": [2, 3], "values": [1, 2, 3, 4, 5, 6]}}},
+        {"data": {"tensor": {"shape": [-1, 3], "values": [1, 2, 3]}}},
+        {"data": {"ndarray": []}},
+        {"jsonData": {"anything": 1}},
+        {"strData": "text"},
+        [1, 2],
+    ],
+)
+def test_payloads_seldon_decodes_pass_through(guard, request_body):
+    assert guard.check_payload(request_body) is None
 
 
 def test_argv_runs_the_guard_only_when_the_schema_is_known(tmp_path):

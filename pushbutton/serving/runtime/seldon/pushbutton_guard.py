@@ -5,8 +5,11 @@ Runs inside the serving environment (no pushbutton there): the microservice star
 ``model_class`` (``module:Class`` from the model directory, the working directory) and ``inputs``
 (JSON ``[[name, type, nullable], ...]`` from ``model.yaml``). A request whose rows do not fit the schema
 gets HTTP 400 (``MICROSERVICE_BAD_DATA``) naming the feature and the fix instead of the model's
-own exception as a 500. Everything else (``tags``, ``metrics``, ``class_names``, ``load``,
-``predict_raw``, ...) is the model class's own.
+own exception as a 500; so does a JSON payload seldon-core itself could not decode (``data`` that is
+not an object, ragged ``ndarray`` rows, a ``tensor`` whose ``values`` do not fill its ``shape``),
+which it would answer with a 500. Everything else (``tags``, ``metrics``, ``class_names``,
+``load``, ...) is the model class's own; a class with its own ``predict_raw`` gets raw requests
+unchecked, as with seldon-core alone.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import sys
 
 import numpy as np
 from seldon_core.flask_utils import SeldonMicroserviceException
+from seldon_core.user_model import SeldonNotImplementedError
 
 NUMERIC = {"double", "float", "long", "integer"}
 EXAMPLE = '{"data": {"names": [...], "ndarray": [[...], ...]}}'
@@ -49,6 +53,57 @@ def _fix(problem: str) -> str:
     if problem == "missing":
         return "send a number, or declare the feature `nullable: true` in model.yaml schema.inputs"
     return "send a finite number" if problem == "not finite" else "send a number"
+
+
+def _json_type(value: object) -> str:
+    names = {type(None): "null", bool: "a boolean", str: "a string", list: "an array", dict: "an object"}
+    return names.get(type(value), "a number")
+
+
+def check_payload(request: object) -> None:
+    """Raise a 400 ``SeldonMicroserviceException`` for a JSON ``data`` payload that seldon-core's own
+    decoding would fail on with a 500; anything else is left to seldon-core (it answers 400 itself)."""
+    if not isinstance(request, dict) or "data" not in request:
+        return
+    data = request["data"]
+    if not isinstance(data, dict):
+        raise _bad(f"data is {_json_type(data)}, not an object; send {EXAMPLE}")
+    if "tensor" in data:
+        tensor = data["tensor"]
+        shape, values = (tensor.get("shape"), tensor.get("values")) if isinstance(tensor, dict) else (0, 0)
+        if not isinstance(shape, list) or not isinstance(values, list):
+            raise _bad(
+                'data.tensor needs a list "shape" and a list "values", e.g. '
+                '{"data": {"tensor": {"shape": [1, 4], "values": [5.1, 3.5, 1.4, 0.2]}}}'
+            )
+        try:
+            np.empty(len(values), dtype=np.int8).reshape(shape)
+        except (TypeError, ValueError) as exc:
+            raise _bad(
+                f"data.tensor has {len(values)} values, which do not fill shape {shape} ({exc}); send "
+                "shape [rows, features] and rows * features values"
+            ) from None
+    elif isinstance(data.get("ndarray"), list):
+        rows = data["ndarray"]
+        try:
+            np.asarray(rows)
+        except ValueError:
+            lists = [len(row) if isinstance(row, list) else None for row in rows]
+            width = lists[0] if lists else None
+            odd = next((i for i, n in enumerate(lists) if n != width), None)
+            if odd is not None:
+
+                def count(n: int | None) -> str:
+                    return "a single value, not a list" if n is None else f"{n} value{'s' * (n != 1)}"
+
+                raise _bad(
+                    f"data.ndarray rows differ: row 0 has {count(width)}, row {odd} has {count(lists[odd])}; "
+                    "send every row as a list with one value per feature"
+                ) from None
+            raise _bad(
+                "data.ndarray holds lists where single values belong; send each row as a list of "
+                "numbers or strings, one per feature"
+            ) from None
 
 
 def check_rows(X: object, names: list[str] | None, inputs: list[tuple]) -> None:
@@ -136,6 +191,14 @@ class Guarded:
             if not kwargs:
                 raise
             return self._model.predict(X, features_names)
+
+    def predict_raw(self, request):
+        """Check the payload's structure, then let seldon-core decode it and call ``predict``."""
+        own = getattr(self._model, "predict_raw", None)
+        if own is not None:
+            return own(request)
+        check_payload(request)
+        raise SeldonNotImplementedError("pushbutton_guard: payload checked; seldon-core decodes it")
 
     def __getattr__(self, name: str):
         if name.startswith("__") or name in ("_model", "_inputs"):
