@@ -129,6 +129,10 @@ class Microservice:
         )
 
 
+PORT_ATTEMPTS = 3
+PORT_TAKEN = "Connection in use"  # gunicorn's log line when its port was taken (it retries 5 s, exits)
+
+
 def _free_ports(count: int) -> list[int]:
     """Distinct ports free on all interfaces (seldon binds 0.0.0.0)."""
     import socket
@@ -240,48 +244,52 @@ class Microservices:
                 f"code directory {code} of {name} does not exist; check the predictor's code_uri"
             )
         self.stop(name)  # a dead predecessor may have left its pid file or an orphaned child
-        http_port, metrics_port = _free_ports(2)
-        argv = microservice_argv(
-            env,
-            class_ref,
-            model_uri,
-            http_port=http_port,
-            metrics_port=metrics_port,
-            workers=workers,
-            threads=threads,
-            inputs=inputs,
-        )
-        log = self.group.log_dir / f"{name}.log"
-        if log.exists():  # keep one previous run; the tail on failure then shows only this start
-            log.replace(log.with_suffix(".log.1"))
-        try:
-            info = self.group.start(name, argv, env=_child_env(self.settings, bool(inputs)), cwd=code)
-        except (OSError, StackError) as exc:
-            raise ServingError(f"cannot start {name}: {exc}") from exc
-        svc = Microservice(
-            name=name,
-            namespace=namespace,
-            model=model,
-            version=version,
-            model_uri=model_uri,
-            class_ref=class_ref,
-            code_dir=str(code),
-            env=str(env.path),
-            host=self.settings.host,
-            http_port=http_port,
-            metrics_port=metrics_port,
-            pid=info.pid,
-            log=info.log,
-            inputs=tuple(tuple(entry) for entry in inputs),
-        )
-        try:
-            wait_ready(info, http_ok(svc.url + READY_PATH), timeout, f"microservice {name}")
-        except StackError as exc:
-            self.group.stop(name, timeout=10)
-            raise ServingError(
-                f"microservice {name} ({seldon_interface(class_ref)} from {code}, model_uri={model_uri}) "
-                f"failed to start; fix the model class or its requirements. {exc}"
-            ) from exc
+        for attempt in range(PORT_ATTEMPTS):
+            http_port, metrics_port = _free_ports(2)
+            argv = microservice_argv(
+                env,
+                class_ref,
+                model_uri,
+                http_port=http_port,
+                metrics_port=metrics_port,
+                workers=workers,
+                threads=threads,
+                inputs=inputs,
+            )
+            log = self.group.log_dir / f"{name}.log"
+            if log.exists():  # keep one previous run; the tail on failure then shows only this start
+                log.replace(log.with_suffix(".log.1"))
+            try:
+                info = self.group.start(name, argv, env=_child_env(self.settings, bool(inputs)), cwd=code)
+            except (OSError, StackError) as exc:
+                raise ServingError(f"cannot start {name}: {exc}") from exc
+            svc = Microservice(
+                name=name,
+                namespace=namespace,
+                model=model,
+                version=version,
+                model_uri=model_uri,
+                class_ref=class_ref,
+                code_dir=str(code),
+                env=str(env.path),
+                host=self.settings.host,
+                http_port=http_port,
+                metrics_port=metrics_port,
+                pid=info.pid,
+                log=info.log,
+                inputs=tuple(tuple(entry) for entry in inputs),
+            )
+            try:
+                wait_ready(info, http_ok(svc.url + READY_PATH), timeout, f"microservice {name}")
+                break
+            except StackError as exc:
+                self.group.stop(name, timeout=10)
+                if PORT_TAKEN in tail(info.log, 200) and attempt + 1 < PORT_ATTEMPTS:
+                    continue  # another process took a port between picking and binding: new ports
+                raise ServingError(
+                    f"microservice {name} ({seldon_interface(class_ref)} from {code}, model_uri={model_uri}) "
+                    f"failed to start; fix the model class or its requirements. {exc}"
+                ) from exc
         self.meta_dir.mkdir(parents=True, exist_ok=True)
         tmp = self._meta(name).with_suffix(".tmp")
         tmp.write_text(json.dumps(asdict(svc), indent=2))

@@ -344,3 +344,40 @@ def test_activation_retires_the_old_champion_and_remove_stops_everything(
     assert resp.status_code == 404 and "models/iris" in resp.json()["error"]
     status = serving.runtime.status(NS, DEP)
     assert status["route"] is None and status["services"] == []
+
+
+def test_a_port_taken_before_seldon_binds_it_is_picked_again(
+    serving: Serving, iris_build: IrisBuild, monkeypatch: pytest.MonkeyPatch
+):
+    """The race between picking a free port and seldon-core binding it: another process wins the
+    port, gunicorn logs "Connection in use" and exits; the start is retried on new ports."""
+    import socket
+
+    from pushbutton.serving import microservice as ms
+
+    b = iris_build
+    picks: list[list[int]] = []
+    real = ms._free_ports
+    with socket.socket() as squatter:
+        squatter.bind(("0.0.0.0", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+
+        def pick(count: int) -> list[int]:
+            picks.append([taken, *real(count - 1)] if not picks else real(count))
+            return picks[-1]
+
+        monkeypatch.setattr(ms, "_free_ports", pick)
+        services = ms.Microservices(serving.settings)
+        svc = services.start(
+            b.env, namespace="races", model="iris", version="1", code_dir=b.code_dir,
+            class_ref=b.spec.predict.class_, model_uri=b.v1.model_uri, timeout=120,
+        )  # fmt: skip
+    try:
+        assert len(picks) == 2 and svc.http_port == picks[1][0] != taken
+        first_attempt = services.group.log_dir / f"{svc.name}.log.1"
+        assert ms.PORT_TAKEN in first_attempt.read_text()
+        answer = httpx.post(f"{svc.url}/api/v1.0/predictions", json=payload(b, rows=2), timeout=10)
+        assert answer.json()["data"]["ndarray"] == b.expected_v1[:2]
+    finally:
+        services.stop(svc.name)
