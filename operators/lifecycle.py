@@ -258,6 +258,8 @@ class SeldonPromoteOperator(_LifecycleOperator):
 class MlflowTrainOperator(BaseOperator):
     """Train through the model's entry point, log the run and register a new version in MLflow.
 
+    The model's code runs in a child process without the worker's secrets (``pushbutton.train_job``).
+
     Registration fires the registry webhook, which starts the model's CI/CD DAG.
     """
 
@@ -288,22 +290,24 @@ class MlflowTrainOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from pathlib import Path
 
-        from pushbutton.spec import load_model_dir
-        from pushbutton.training import train_and_register
+        from pushbutton.train_job import train_in_child
 
-        registry = MlflowRegistryHook().get_conn()
-        spec = _final(lambda: load_model_dir(Path(self.model_dir)))
-        result = _final(
-            lambda: train_and_register(
-                spec,
+        tracking_uri = MlflowRegistryHook().tracking_uri()
+        return _final(
+            lambda: train_in_child(
                 Path(self.model_dir),
-                registry,
+                tracking_uri,
                 source=self.source,
                 actor=f"dag:{context['dag'].dag_id}",
                 extra_tags={**self.version_tags, "pushbutton.retrain_reason": self.retrain_reason(context)},
+                on_start=lambda proc: setattr(self, "_child", proc),
             )
         )
-        return result.as_dict()
+
+    def on_kill(self) -> None:
+        child = getattr(self, "_child", None)
+        if child is not None and child.poll() is None:
+            child.kill()
 
 
 class SeldonProbeOperator(_LifecycleOperator):

@@ -27,6 +27,7 @@ from pushbutton.errors import StackError
 _SECRET_PREFIXES = ("AIRFLOW_CONN_", "AIRFLOW_VAR_", "AIRFLOW__", "_AIRFLOW_")
 _SECRET_NAMES = {
     "PUSHBUTTON_WEBHOOK_SECRET",
+    "PUSHBUTTON_STORE_URL",  # may carry the platform database's password
     "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY",
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",

@@ -324,6 +324,7 @@ def test_model_code_gets_no_platform_secrets(monkeypatch):
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql://airflow:pw@db/airflow",
         "AIRFLOW_VAR_TOKEN": "t",
         "PUSHBUTTON_WEBHOOK_SECRET": "s3cr3t",
+        "PUSHBUTTON_STORE_URL": "postgresql://pushbutton:pw@db/pushbutton",
         "AWS_SECRET_ACCESS_KEY": "k",
         "PYTHONPATH": "/platform/site-packages",
     }
