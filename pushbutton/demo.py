@@ -135,9 +135,10 @@ class Demo:
 
     def pipeline_run(self, version: str, timeout: float = 120.0) -> str:
         """The CI/CD run the MLflow webhook started for ``version``."""
-        from pushbutton.registry import Registry
+        from pushbutton.registry import MLFLOW_RUN, Registry
 
-        run_id = cicd_run_id(version, Registry(self.cfg.mlflow_url).get(MODEL, version).run_id)
+        registered = Registry(self.cfg.mlflow_url).get(MODEL, version)
+        run_id = cicd_run_id(version, registered.tags.get(MLFLOW_RUN) or registered.run_id)
         self.report.setdefault("cicd_runs", {})[version] = run_id
         return self.client.wait_run_created(f"{MODEL}__cicd", run_id, timeout)["dag_run_id"]
 

@@ -309,7 +309,7 @@ def train_and_register(
     registry.ensure_model(
         spec.name, spec.description.strip(), {"owner": spec.owner, "pushbutton.task": spec.task}
     )
-    version_tags = {**tags, reg.STATUS: "registered", "pushbutton.run_id": run.info.run_id}
+    version_tags = {**tags, reg.STATUS: "registered", reg.MLFLOW_RUN: run.info.run_id}
     mv = _register(info.model_uri, spec.name, version_tags)
     timings["log_and_register"] = time.perf_counter() - started
     return TrainResult(

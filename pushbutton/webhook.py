@@ -12,6 +12,8 @@ import hmac
 import time
 from collections.abc import Mapping
 
+from pushbutton.registry import MLFLOW_RUN
+
 SIGNATURE = "X-MLflow-Signature"
 DELIVERY_ID = "X-MLflow-Delivery-Id"
 TIMESTAMP = "X-MLflow-Timestamp"
@@ -55,7 +57,8 @@ def verify(secret: str, headers: Mapping[str, str], body: bytes, now: float | No
 
 def created_version(body: bytes) -> tuple[str, str, str] | None:
     """(model, version, MLflow run id or "") of a ``model_version.created`` delivery; None for any
-    other event."""
+    other event. MLflow 3 sends ``data.run_id`` only when the client did (registering a logged model
+    ``models:/m-...`` it is null), so the run id pushbutton tags every version with comes next."""
     import json
 
     try:
@@ -68,7 +71,8 @@ def created_version(body: bytes) -> tuple[str, str, str] | None:
     name, version = data.get("name"), data.get("version")
     if not name or not str(version or "").isdigit():
         raise WebhookRejected("model_version.created payload lacks data.name or a numeric data.version")
-    return str(name), str(version), str(data.get("run_id") or "")
+    tags = data.get("tags") if isinstance(data.get("tags"), dict) else {}
+    return str(name), str(version), str(data.get("run_id") or tags.get(MLFLOW_RUN) or "")
 
 
 def cicd_run_id(version: str, mlflow_run_id: str | None = "") -> str:

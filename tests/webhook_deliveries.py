@@ -8,9 +8,13 @@ import time
 from pushbutton.webhook import DELIVERY_ID, SIGNATURE, TIMESTAMP, sign
 
 
-def created_body(name: str, version: str, run_id: str = "0a1b2c3d4e5f") -> bytes:
-    """A ``model_version.created`` delivery as MLflow 3 sends it (``run_id``: the MLflow run)."""
-    data = {"name": name, "version": version, "source": "models:/m-1", "run_id": run_id, "tags": {}}
+def created_body(name: str, version: str, mlflow_run: str = "0a1b2c3d4e5f") -> bytes:
+    """A ``model_version.created`` delivery as MLflow 3 sends it for a version pushbutton registered
+    from a logged model: ``run_id`` null, the training run in the version's tags."""
+    data = {
+        "name": name, "version": version, "source": "models:/m-1", "run_id": None,
+        "tags": {"pushbutton.run_id": mlflow_run}, "description": None,
+    }  # fmt: skip
     return json.dumps({"entity": "model_version", "action": "created", "data": data}).encode()
 
 

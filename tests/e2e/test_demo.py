@@ -93,7 +93,7 @@ def test_redelivery_of_a_version_does_not_start_a_second_run(demo) -> None:
 
     cfg, report, _ = demo
     v1 = report["versions"]["v1"]
-    body = created_body("iris", v1, Registry(cfg.mlflow_url).get("iris", v1).run_id)
+    body = created_body("iris", v1, Registry(cfg.mlflow_url).get("iris", v1).tags["pushbutton.run_id"])
     answer = httpx.post(f"{cfg.airflow_url}/pushbutton/webhooks/mlflow", content=body,
                         headers=signed_headers(webhook_secret(cfg), body, "e2e-1"))  # fmt: skip
     assert answer.status_code == 200 and answer.json()["status"] == "already triggered"

@@ -119,3 +119,29 @@ def test_failed_start_stops_what_it_started(cfg, monkeypatch):
     assert "no-such-option" in str(err.value)  # the log tail explains why
     assert stack.process_group(cfg).names() == []
     assert stack.stack_processes(cfg) == []
+
+
+def test_mlflows_created_delivery_names_the_same_cicd_run_as_push(cfg):
+    """The webhook and `push`'s REST trigger must name one run: read from MLflow's real delivery."""
+    import time
+
+    from pushbutton.config import REPO_ROOT
+    from pushbutton.registry import Registry
+    from pushbutton.spec import load_model_dir
+    from pushbutton.training import train_and_register
+    from pushbutton.webhook import cicd_run_id, created_version
+
+    stack.up(cfg, airflow=False)
+    model_dir = REPO_ROOT / "models" / "iris"
+    with _receiver(cfg.host, cfg.airflow_port) as received:
+        pushed = train_and_register(
+            load_model_dir(model_dir), model_dir, Registry(cfg.mlflow_url), source="test"
+        )
+        deadline = time.monotonic() + 30
+        while not received and time.monotonic() < deadline:  # MLflow delivers from a thread pool
+            time.sleep(0.05)
+    assert received, "MLflow delivered no model_version.created"
+    name, version, mlflow_run = created_version(received[0][2])
+    assert (name, version) == ("iris", pushed.version)
+    assert cicd_run_id(version, mlflow_run) == cicd_run_id(pushed.version, pushed.run_id)
+    assert pushed.run_id[:8] in cicd_run_id(version, mlflow_run)

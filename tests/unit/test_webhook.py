@@ -81,6 +81,17 @@ def test_created_version_is_parsed() -> None:
     assert created_version(BODY) == ("iris", "3", "r")
 
 
+def test_without_a_run_id_the_training_run_comes_from_the_version_tags() -> None:
+    """MLflow 3 sends run_id null when a logged model (models:/m-...) is registered."""
+    data = {"name": "iris", "version": "3", "run_id": None, "tags": {"pushbutton.run_id": "abc123"}}
+    body = json.dumps({"entity": "model_version", "action": "created", "data": data}).encode()
+    assert created_version(body) == ("iris", "3", "abc123")
+    data["tags"] = {}
+    assert created_version(
+        json.dumps({"entity": "model_version", "action": "created", "data": data}).encode()
+    ) == ("iris", "3", "")
+
+
 def test_other_events_are_ignored() -> None:
     other = json.dumps({"entity": "model_version_tag", "action": "set", "data": {}}).encode()
     assert created_version(other) is None
