@@ -188,7 +188,7 @@ def model_status(settings: Settings, model: str) -> dict[str, Any]:
             {
                 "version": v.version,
                 "status": v.status,
-                "pushed_by": v.tags.get("pushbutton.actor") or None,
+                "pushed_by": v.tags.get(reg.ACTOR) or None,
                 "tests": v.tags.get(reg.TESTS),
                 "reason": v.tags.get(reg.REASON),
             }

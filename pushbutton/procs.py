@@ -39,7 +39,7 @@ _SECRET_NAMES = {
 
 def model_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment for processes that run model code or install its requirements (serving
-    microservices, model checks and tests, ``uv pip install``): this one without the platform's
+    microservices, model checks and tests, ``uv pip install``, the retrain DAG's training): this one without the platform's
     secrets and without Python path settings of the platform's interpreter. Models load their
     artifacts through the MLflow server (``--serve-artifacts``), so they need no storage keys."""
     source = os.environ if environ is None else environ

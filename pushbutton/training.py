@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import shutil
@@ -199,7 +200,6 @@ def _register(model_uri: str, name: str, tags: dict[str, str]) -> Any:
     """``mlflow.register_model`` without its status lines on stderr: the registered model always exists
     by now (``Registry.ensure_model``), so "already exists. Creating a new version" would mislead on a
     first push. Anything else it writes (warnings) still reaches stderr."""
-    import contextlib
     import io
 
     import mlflow
@@ -213,17 +213,16 @@ def _register(model_uri: str, name: str, tags: dict[str, str]) -> Any:
         sys.stderr.write("".join(line for line in lines if not any(c in line for c in _REGISTER_CHATTER)))
 
 
+def _git(path: Path, *args: str) -> str:
+    """Output of ``git -C path ARGS``; ``CalledProcessError``/``OSError`` when git fails or is missing."""
+    return subprocess.run(["git", "-C", str(path), *args], capture_output=True, text=True, check=True).stdout
+
+
 def git_commit(path: Path) -> str:
     """HEAD of the repository holding ``path`` (suffixed ``-dirty`` with local changes), or 'unknown'."""
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", "-C", str(path), *args], capture_output=True, text=True, check=True
-        ).stdout
-
     try:
-        head = git("rev-parse", "HEAD").strip()
-        dirty = git("status", "--porcelain", "--", ".").strip()
+        head = _git(path, "rev-parse", "HEAD").strip()
+        dirty = _git(path, "status", "--porcelain", "--", ".").strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head + ("-dirty" if dirty else "")
@@ -233,14 +232,10 @@ def pusher(path: Path) -> str:
     """Who pushes: the git identity configured for the repository holding ``path``, else the OS user."""
     import getpass
 
-    try:
-        email = subprocess.run(
-            ["git", "-C", str(path), "config", "user.email"], capture_output=True, text=True
-        ).stdout.strip()
-    except OSError:
-        email = ""
-    if email:
-        return email
+    with contextlib.suppress(OSError, subprocess.CalledProcessError):  # unset: git config exits 1
+        email = _git(path, "config", "user.email").strip()
+        if email:
+            return email
     try:
         return getpass.getuser()
     except (KeyError, OSError):  # no passwd entry (some containers)
@@ -282,7 +277,7 @@ def train_and_register(
         "pushbutton.git_commit": commit,
         "pushbutton.data_fingerprint": data.fingerprint,
         "pushbutton.spec_hash": spec_hash,
-        "pushbutton.actor": actor,
+        reg.ACTOR: actor,
         **(extra_tags or {}),
     }
     with mlflow.start_run(run_name=f"{spec.name}-{source}", tags=tags) as run:

@@ -115,15 +115,11 @@ class LocalRuntime:
                 f"not {predictor.model_uri}; a version's artifacts are immutable: register a new version, "
                 "or remove the deployment first"
             )
-        build = (
-            predictor.model,
-            predictor.version,
-            predictor.code_uri,
-            predictor.class_ref,
-            predictor.model_uri,
-            tuple((f.name, f.type, f.nullable) for f in predictor.inputs),
-        )
-        return self._start(env, namespace, *build), True
+        inputs = tuple((f.name, f.type, f.nullable) for f in predictor.inputs)
+        p = predictor
+        return self._start(
+            env, namespace, p.model, p.version, p.code_uri, p.class_ref, p.model_uri, inputs
+        ), True
 
     def _start(
         self,

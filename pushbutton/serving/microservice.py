@@ -22,7 +22,7 @@ from pathlib import Path
 
 from pushbutton.config import Settings
 from pushbutton.errors import ServingError, StackError
-from pushbutton.procs import ProcessGroup, http_ok, model_env, port_free, tail, wait_ready
+from pushbutton.procs import ProcessGroup, ProcInfo, http_ok, model_env, port_free, tail, wait_ready
 from pushbutton.serving.envs import ServingEnv
 
 SERVICE_PREFIX = "svc-"
@@ -244,6 +244,7 @@ class Microservices:
                 f"code directory {code} of {name} does not exist; check the predictor's code_uri"
             )
         self.stop(name)  # a dead predecessor may have left its pid file or an orphaned child
+        child_env = _child_env(self.settings, bool(inputs))
         for attempt in range(PORT_ATTEMPTS):
             http_port, metrics_port = _free_ports(2)
             argv = microservice_argv(
@@ -256,13 +257,7 @@ class Microservices:
                 threads=threads,
                 inputs=inputs,
             )
-            log = self.group.log_dir / f"{name}.log"
-            if log.exists():  # keep one previous run; the tail on failure then shows only this start
-                log.replace(log.with_suffix(".log.1"))
-            try:
-                info = self.group.start(name, argv, env=_child_env(self.settings, bool(inputs)), cwd=code)
-            except (OSError, StackError) as exc:
-                raise ServingError(f"cannot start {name}: {exc}") from exc
+            info = self._spawn(name, argv, child_env, code)
             svc = Microservice(
                 name=name,
                 namespace=namespace,
@@ -295,6 +290,16 @@ class Microservices:
         tmp.write_text(json.dumps(asdict(svc), indent=2))
         tmp.replace(self._meta(name))
         return svc
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str], code: Path) -> ProcInfo:
+        """Start one attempt, keeping the previous attempt's log as ``<name>.log.1``."""
+        log = self.group.log_dir / f"{name}.log"
+        if log.exists():  # the tail on failure then shows only this start
+            log.replace(log.with_suffix(".log.1"))
+        try:
+            return self.group.start(name, argv, env=env, cwd=code)
+        except (OSError, StackError) as exc:
+            raise ServingError(f"cannot start {name}: {exc}") from exc
 
     def stop(self, name: str, timeout: float = 20.0) -> bool:
         """Stop the process group of ``name``; True if it was running."""
