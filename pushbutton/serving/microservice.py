@@ -1,8 +1,10 @@
 """Model versions served as real seldon-core microservices, one process group each.
 
-A microservice is ``<env>/bin/seldon-core-microservice module.Class --service-type MODEL`` started
-in the model's code directory with ``model_uri`` passed as a Seldon constructor parameter. Given the
-model's input schema, the interface is ``pushbutton_guard.Guarded`` (``runtime/seldon``), which
+A microservice is seldon-core's ``seldon-core-microservice module.Class --service-type MODEL``
+started in the model's code directory with ``model_uri`` passed as a Seldon constructor parameter,
+through ``pushbutton_serve`` (``runtime/seldon``), which binds its servers to the platform's host
+(seldon itself binds every interface). Given the
+model's input schema, the interface is ``pushbutton_guard.Guarded`` (also ``runtime/seldon``), which
 answers requests that do not fit the schema with a 400 before the model class sees them. Its
 name is ``svc-<namespace>-<model>-v<version>``; pid files and logs live with the platform's other
 processes (``<home>/run``, ``<home>/logs``) and a small metadata file (ports, model URI, code
@@ -29,7 +31,8 @@ SERVICE_PREFIX = "svc-"
 READY_PATH = "/health/status"
 PING_PATH = "/health/ping"
 PREDICT_PATH = "/api/v1.0/predictions"
-GUARD_DIR = Path(__file__).resolve().parent / "runtime" / "seldon"
+RUNTIME_DIR = Path(__file__).resolve().parent / "runtime" / "seldon"  # on the microservice's PYTHONPATH
+LAUNCHER = "pushbutton_serve"
 GUARD_INTERFACE = "pushbutton_guard.Guarded"
 READY_TIMEOUT = 180.0
 
@@ -49,6 +52,7 @@ def microservice_argv(
     class_ref: str,
     model_uri: str,
     *,
+    host: str,
     http_port: int,
     metrics_port: int,
     grpc_port: int | None = None,
@@ -56,12 +60,13 @@ def microservice_argv(
     threads: int | None = None,
     inputs: Sequence[tuple[str, str, bool]] = (),
 ) -> list[str]:
-    """The seldon-core 1.18 command line; gRPC is off unless ``grpc_port`` is given.
+    """The seldon-core 1.18 command line behind the launcher that binds ``host``; gRPC is off
+    unless ``grpc_port`` is given.
 
     ``workers``/``threads`` left at None fall back to seldon's own defaults, which read
     ``GUNICORN_WORKERS``/``GUNICORN_THREADS`` from the environment (1 and 1 when unset).
-    With ``inputs`` (``(name, type, nullable)`` triples) the model class runs behind the schema guard, which
-    needs ``GUARD_DIR`` on the process's ``PYTHONPATH``.
+    With ``inputs`` (``(name, type, nullable)`` triples) the model class runs behind the schema guard.
+    Both launcher and guard need ``RUNTIME_DIR`` on the process's ``PYTHONPATH``.
     """
     params = [{"name": "model_uri", "value": model_uri, "type": "STRING"}]
     interface = seldon_interface(class_ref)
@@ -72,7 +77,11 @@ def microservice_argv(
             {"name": "inputs", "value": json.dumps([list(i) for i in inputs]), "type": "STRING"},
         ]
     argv = [
-        str(env.bin("seldon-core-microservice")),
+        str(env.bin("python")),
+        "-m",
+        LAUNCHER,
+        "--bind-host",
+        host,
         interface,
         "--service-type",
         "MODEL",
@@ -134,7 +143,7 @@ PORT_TAKEN = "Connection in use"  # gunicorn's log line when its port was taken 
 
 
 def _free_ports(count: int) -> list[int]:
-    """Distinct ports free on all interfaces (seldon binds 0.0.0.0)."""
+    """Distinct ports free on all interfaces (so whichever host the service binds)."""
     import socket
 
     ports: list[int] = []
@@ -147,10 +156,9 @@ def _free_ports(count: int) -> list[int]:
     return ports
 
 
-def _child_env(settings: Settings, guarded: bool = False) -> dict[str, str]:
+def _child_env(settings: Settings) -> dict[str, str]:
     env = model_env()
-    if guarded:
-        env["PYTHONPATH"] = str(GUARD_DIR)
+    env["PYTHONPATH"] = str(RUNTIME_DIR)
     env.setdefault("MLFLOW_TRACKING_URI", settings.mlflow_url)
     env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONNOUSERSITE"] = "1"
@@ -244,13 +252,14 @@ class Microservices:
                 f"code directory {code} of {name} does not exist; check the predictor's code_uri"
             )
         self.stop(name)  # a dead predecessor may have left its pid file or an orphaned child
-        child_env = _child_env(self.settings, bool(inputs))
+        child_env = _child_env(self.settings)
         for attempt in range(PORT_ATTEMPTS):
             http_port, metrics_port = _free_ports(2)
             argv = microservice_argv(
                 env,
                 class_ref,
                 model_uri,
+                host=self.settings.host,
                 http_port=http_port,
                 metrics_port=metrics_port,
                 workers=workers,

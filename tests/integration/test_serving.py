@@ -23,7 +23,13 @@ from pushbutton.serving.envs import ensure_env, env_key, python_version
 from pushbutton.serving.microservice import READY_PATH, service_name
 from pushbutton.serving.spec import Predictor, ServingSpec, champion_only, with_candidate
 from pushbutton.spec.model import TrafficSpec
-from tests.integration.serving_fixtures import IrisBuild, Serving, iris_build_fixture, serving_fixture  # noqa: F401
+from tests.integration.serving_fixtures import (  # noqa: F401
+    IrisBuild,
+    Serving,
+    iris_build_fixture,
+    listening_addresses,
+    serving_fixture,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -95,6 +101,9 @@ def test_first_release_then_promotion_serves_right_answers(serving: Serving, iri
     svc = serving.runtime.services.get(service_name(NS, DEP, "1"))
     assert httpx.get(svc.url + "/health/ping").text == "pong"
     assert httpx.get(svc.url + READY_PATH).status_code == 200
+    # seldon alone binds 0.0.0.0; the launcher keeps REST and metrics on the platform host
+    assert svc.host == "127.0.0.1"
+    assert listening_addresses(svc.http_port) == listening_addresses(svc.metrics_port) == {"127.0.0.1"}
 
     promoted = serving.runtime.apply(champion_only(b.spec, b.v1))
     assert promoted["started"] == [] and promoted["stopped"] == []  # same version: only the route changed

@@ -21,7 +21,7 @@ from pushbutton.errors import ServingError
 from pushbutton.serving import envs
 from pushbutton.serving.checks import predict_http, predict_in_env
 from pushbutton.serving.microservice import Microservices
-from tests.integration.serving_fixtures import IrisBuild, iris_build_fixture  # noqa: F401
+from tests.integration.serving_fixtures import IrisBuild, iris_build_fixture, listening_addresses  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
@@ -65,6 +65,7 @@ def assert_serves_iris(env: envs.ServingEnv, build: IrisBuild, home: Path) -> No
         )
         rows = build.golden.to_numpy().tolist()
         assert predict_http(svc.url, list(build.golden.columns), rows) == build.expected_v1
+        assert listening_addresses(svc.http_port) == listening_addresses(svc.metrics_port) == {svc.host}
     finally:
         services.stop_all()
     assert services.list() == []

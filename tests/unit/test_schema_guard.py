@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from pushbutton.config import Settings
-from pushbutton.serving.microservice import GUARD_DIR, GUARD_INTERFACE, Microservices, microservice_argv
+from pushbutton.serving.microservice import GUARD_INTERFACE, RUNTIME_DIR, Microservices, microservice_argv
 
 
 class BadRequest(Exception):
@@ -47,7 +47,7 @@ def guard():
     saved = {k: sys.modules.get(k) for k in stubs}
     sys.modules.update(stubs)
     try:
-        spec = importlib.util.spec_from_file_location("pushbutton_guard", GUARD_DIR / "pushbutton_guard.py")
+        spec = importlib.util.spec_from_file_location("pushbutton_guard", RUNTIME_DIR / "pushbutton_guard.py")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         yield module
@@ -188,19 +188,20 @@ def test_payloads_seldon_decodes_pass_through(guard, request_body):
 
 def test_argv_runs_the_guard_only_when_the_schema_is_known(tmp_path):
     env = types.SimpleNamespace(bin=lambda name: tmp_path / "bin" / name)
-    plain = microservice_argv(env, "predict:Iris", "models:/iris/1", http_port=1, metrics_port=2)
-    assert plain[1] == "predict.Iris"
+    ports = {"host": "127.0.0.1", "http_port": 1, "metrics_port": 2}
+    plain = microservice_argv(env, "predict:Iris", "models:/iris/1", **ports)
+    assert plain[5] == "predict.Iris"
     guarded = microservice_argv(
-        env, "predict:Iris", "models:/iris/1", http_port=1, metrics_port=2, inputs=[("a", "double", False)]
+        env, "predict:Iris", "models:/iris/1", **ports, inputs=[("a", "double", False)]
     )
-    assert guarded[1] == GUARD_INTERFACE
+    assert guarded[5] == GUARD_INTERFACE
     params = {p["name"]: p["value"] for p in json.loads(guarded[guarded.index("--parameters") + 1])}
     assert params == {
         "model_uri": "models:/iris/1",
         "model_class": "predict:Iris",
         "inputs": '[["a", "double", false]]',
     }
-    assert (Path(GUARD_DIR) / "pushbutton_guard.py").is_file()
+    assert (Path(RUNTIME_DIR) / "pushbutton_guard.py").is_file()
 
 
 def test_a_service_record_from_before_the_guard_still_loads(tmp_path):

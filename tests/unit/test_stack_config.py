@@ -332,8 +332,8 @@ def test_model_code_gets_no_platform_secrets(monkeypatch):
     assert model_env({**secrets, **kept}) == kept
     for name, value in {**secrets, **kept}.items():
         monkeypatch.setenv(name, value)
-    for env in (microservice._child_env(Settings(), guarded=True), checks._env("models:/iris/1")):
+    for env in (microservice._child_env(Settings()), checks._env("models:/iris/1")):
         assert [name for name in secrets if name != "PYTHONPATH" and name in env] == []
         assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000" and env["GUNICORN_WORKERS"] == "2"
-    assert microservice._child_env(Settings(), guarded=True)["PYTHONPATH"] == str(microservice.GUARD_DIR)
+    assert microservice._child_env(Settings())["PYTHONPATH"] == str(microservice.RUNTIME_DIR)
     assert "PYTHONPATH" not in checks._env("models:/iris/1")
