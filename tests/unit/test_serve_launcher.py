@@ -31,6 +31,10 @@ def test_only_the_all_interfaces_address_is_rebound(launcher, address, bound):
     assert launcher.rebind(address, "127.0.0.1") == bound
 
 
+def test_an_ipv6_host_is_bracketed(launcher):
+    assert launcher.rebind("0.0.0.0:9000", "::1") == "[::1]:9000"
+
+
 @pytest.mark.parametrize(
     "argv", [[], ["--bind-host"], ["--bind-host", ""], ["predict.Iris", "--http-port", "1"]]
 )

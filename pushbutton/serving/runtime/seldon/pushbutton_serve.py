@@ -17,9 +17,11 @@ USAGE = "usage: python -m pushbutton_serve --bind-host HOST <seldon-core-microse
 
 
 def rebind(address: str, host: str) -> str:
-    """``0.0.0.0:PORT`` -> ``HOST:PORT``; any other address unchanged."""
+    """``0.0.0.0:PORT`` -> ``HOST:PORT`` (``[HOST]:PORT`` for IPv6); any other address unchanged."""
     bound, sep, port = address.rpartition(":")
-    return f"{host}:{port}" if sep and bound == ALL_INTERFACES else address
+    if not sep or bound != ALL_INTERFACES:
+        return address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def install(host: str) -> None:
