@@ -47,6 +47,14 @@ class Settings(BaseSettings):
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
 
+    @field_validator("host")
+    @classmethod
+    def _bare_host(cls, value: str) -> str:
+        """Every URL is ``http://{host}:{port}`` and every server binds it: no scheme, port or IPv6."""
+        if not value or any(c in value for c in ":/@ \t"):
+            raise ValueError("not a bare host name or IPv4 address")
+        return value
+
     @property
     def mlflow_url(self) -> str:
         return f"http://{self.host}:{self.mlflow_port}"
@@ -101,6 +109,9 @@ def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
 
 
 _EXPECTED = {int: "an integer", bool: "true or false", Path: "a path", str: "a string"}
+_EXPECTED_FIELD = {
+    "host": "a host name or IPv4 address, e.g. 127.0.0.1 (no scheme, no port, no IPv6 literal)"
+}
 
 
 @functools.cache
@@ -119,7 +130,9 @@ def _problem(error: Any) -> str:
     variable = f"PUSHBUTTON_{field.upper()}"
     info = Settings.model_fields.get(field)
     annotation = info.annotation if info else None
-    expected = next((text for kind, text in _EXPECTED.items() if annotation is kind), "a valid value")
+    expected = _EXPECTED_FIELD.get(field) or next(
+        (text for kind, text in _EXPECTED.items() if annotation is kind), "a valid value"
+    )
     metadata = info.metadata if info else []
     low = next((m.ge for m in metadata if hasattr(m, "ge")), None)
     high = next((m.le for m in metadata if hasattr(m, "le")), None)

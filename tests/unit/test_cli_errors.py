@@ -44,6 +44,16 @@ def test_a_bad_port_variable_names_the_variable_and_type(capsys, monkeypatch, fr
     assert err.endswith("(fix: set it to an integer from 1 to 65535, or unset it for the default)\n")
 
 
+@pytest.mark.parametrize("host", ["http://127.0.0.1", "127.0.0.1:8000", "::1", ""])
+def test_a_host_with_scheme_port_or_ipv6_is_refused(capsys, monkeypatch, fresh_settings, host) -> None:
+    monkeypatch.setenv("PUSHBUTTON_HOST", host)
+    code, out, err = run(capsys, "status")
+    assert (code, out) == (1, "")
+    assert err.startswith(f"error: environment variable PUSHBUTTON_HOST={host!r} is invalid: ")
+    assert "not a bare host name or IPv4 address" in err
+    assert "(fix: set it to a host name or IPv4 address, e.g. 127.0.0.1 (no scheme" in err
+
+
 def test_a_mistyped_variable_is_named_with_its_likely_fix(capsys, monkeypatch, fresh_settings) -> None:
     monkeypatch.setenv("PUSHBUTTON_MLFLOW_POTR", "5999")
     monkeypatch.setenv("PUSHBUTTON_NONSENSE", "1")
