@@ -56,10 +56,9 @@ class SeldonHook(BaseHook):
         self.seldon_conn_id = seldon_conn_id
 
     def get_conn(self) -> Any:
-        from pushbutton.serving.local import LocalRuntime
-
         from pushbutton.config import settings
         from pushbutton.errors import SpecError, SpecIssue
+        from pushbutton.serving.local import LocalRuntime
 
         conn = self.get_connection(self.seldon_conn_id)
         runtime = conn.extra_dejson.get("runtime", "local")
