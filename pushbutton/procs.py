@@ -22,6 +22,9 @@ import httpx
 
 from pushbutton.errors import StackError
 
+# every process of a platform home carries STACK_MARKER=<home>: `pushbutton down` finds strays by it
+STACK_MARKER = "PUSHBUTTON_STACK_HOME"
+
 # what the platform's own processes need and model code must not see: Airflow's connections,
 # variables and configuration (database URL, fernet and JWT keys), the webhook secret, cloud keys
 _SECRET_PREFIXES = ("AIRFLOW_CONN_", "AIRFLOW_VAR_", "AIRFLOW__", "_AIRFLOW_")
@@ -69,6 +72,11 @@ class ProcInfo:
         """Whether processes of our group outlive its leader (never true for a record of another boot)."""
         if self.boot != _boot_id():
             return False
+        leader = _start_ticks(self.pgid)
+        if leader is not None and leader != self.started:
+            # Linux never hands out a pid still in use as a process group id: a live stranger
+            # holding the leader's pid means our group is gone (and its pgid may be the stranger's)
+            return False
         try:
             os.killpg(self.pgid, 0)
         except ProcessLookupError:
@@ -94,6 +102,35 @@ def _start_ticks(pid: int) -> float | None:
     if fields[0] == "Z":  # zombie: exited, waiting to be reaped
         return None
     return float(fields[19])
+
+
+def listens_in_group(pgid: int, port: int) -> bool | None:
+    """Whether a process of group ``pgid`` holds a listening TCP socket on ``port`` (from ``/proc``;
+    None where there is no ``/proc/net`` to tell)."""
+    inodes: set[str] = set()
+    tables = [Path("/proc/net/tcp"), Path("/proc/net/tcp6")]
+    if not any(t.exists() for t in tables):
+        return None
+    for table in tables:
+        with contextlib.suppress(OSError):
+            for line in table.read_text().splitlines()[1:]:
+                fields = line.split()  # sl local_address rem_address st ... inode
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(f"socket:[{fields[9]}]")
+    if not inodes:
+        return False
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            if int(stat[stat.rindex(")") + 2 :].split()[2]) != pgid:
+                continue
+            if any(os.readlink(fd) in inodes for fd in (entry / "fd").iterdir()):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
 
 
 def port_free(host: str, port: int) -> bool:

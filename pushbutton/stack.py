@@ -29,6 +29,7 @@ from pushbutton.airflow_client import PASSWORD_FILE, is_healthy
 from pushbutton.config import Settings
 from pushbutton.errors import ServingError, StackError
 from pushbutton.procs import (
+    STACK_MARKER,
     ProcessGroup,
     ProcInfo,
     free_port,
@@ -40,7 +41,7 @@ from pushbutton.procs import (
     tail,
 )
 
-MARKER = "PUSHBUTTON_STACK_HOME"
+MARKER = STACK_MARKER
 ADMIN_USER = "admin"
 WEBHOOK_NAME = "pushbutton-airflow"
 WEBHOOK_EVENTS = ("model_version.created",)

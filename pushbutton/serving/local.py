@@ -56,7 +56,7 @@ class LocalRuntime:
         self.workers, self.threads = workers, threads  # None: seldon's GUNICORN_WORKERS/_THREADS
 
     def _lock(self, namespace: str, deployment: str) -> Any:
-        return file_lock(self.services.meta_dir / f"{namespace}-{deployment}.lock")
+        return file_lock(self.services.meta_dir / f"{namespace}.{deployment}.lock")
 
     # apply ------------------------------------------------------------------------------------
 
@@ -77,11 +77,14 @@ class LocalRuntime:
                 changed = current is None or current["config"] != desired
                 if changed:
                     self.gateway.put_route(spec.namespace, spec.deployment, **desired)
-            except ServingError:
+            except BaseException:  # also a task killed mid-start: no process outlives a failed apply
                 for svc in started:  # the route never pointed at them: nothing can be in flight
                     self.services.stop(svc.name)
                 raise
-            stopped = self._retire(spec.namespace, spec.deployment, keep={s.name for s in started + reused})
+            routed = {b["url"] for b in current["backends"].values()} if current else set()
+            stopped = self._retire(
+                spec.namespace, spec.deployment, keep={s.name for s in started + reused}, routed=routed
+            )
             return {
                 "deployment": spec.key,
                 "path": spec.external_path,
@@ -146,12 +149,22 @@ class LocalRuntime:
             inputs=inputs,
         )
 
-    def _retire(self, namespace: str, deployment: str, keep: set[str]) -> list[str]:
+    def _retire(
+        self, namespace: str, deployment: str, keep: set[str], routed: set[str] | None = None
+    ) -> list[str]:
         """Stop the deployment's microservices not in ``keep`` once the gateway has drained them.
 
-        Crashed ones are cleaned up too (pid file, leftover children) but not reported as stopped.
+        With ``routed`` (the URLs of the route just replaced), only those and crashed ones go: a
+        running service no route pointed at was warmed by a test step that still uses it, and its
+        own run releases it (``release``). Crashed ones are cleaned up (pid file, leftover children)
+        but not reported as stopped.
         """
-        retired = [s for s in self.services.list(namespace, deployment, dead=True) if s.name not in keep]
+        running = {s.name for s in self.services.list(namespace, deployment)}
+        retired = [
+            s
+            for s in self.services.list(namespace, deployment, dead=True)
+            if s.name not in keep and (routed is None or s.url in routed or s.name not in running)
+        ]
         if not retired:
             return []
         self.gateway.wait_drained([s.url for s in retired], timeout=self.drain_timeout)
@@ -285,10 +298,16 @@ class LocalRuntime:
         if svc is not None and self.services.get(svc.name) is not None:
             return None  # running; the gateway's probe reports its health
         if svc is None:
+            redeploy = (
+                f"`pushbutton promote {deployment} --version {backend['version']}`"
+                if role
+                == "champion"  # a candidate is redeployed by its run: promoting it would skip approval
+                else f"clear the deploy_candidate task of its {deployment}__cicd run, or reject it with "
+                f"`pushbutton approve {deployment} --reject`"
+            )
             raise ServingError(
                 f"the {role} v{backend['version']} of {namespace}/{deployment} ({backend['url']}) has no "
-                f"service record under {self.services.meta_dir}; redeploy it: "
-                f"`pushbutton promote {deployment} --version {backend['version']}`"
+                f"service record under {self.services.meta_dir}; redeploy it: {redeploy}"
             )
         env = load_env(self.envs_root, Path(svc.env).name)
         return self._start(

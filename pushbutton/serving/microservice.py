@@ -6,7 +6,8 @@ through ``pushbutton_serve`` (``runtime/seldon``), which binds its servers to th
 (seldon itself binds every interface). Given the
 model's input schema, the interface is ``pushbutton_guard.Guarded`` (also ``runtime/seldon``), which
 answers requests that do not fit the schema with a 400 before the model class sees them. Its
-name is ``svc-<namespace>-<model>-v<version>``; pid files and logs live with the platform's other
+name is ``svc-<namespace>.<model>.v<version>`` (dots: DNS-safe names may hold dashes, so
+``team-a``/``iris`` and ``team``/``a-iris`` must not share one); pid files and logs live with the platform's other
 processes (``<home>/run``, ``<home>/logs``) and a small metadata file (ports, model URI, code
 directory, env) in ``<home>/run/services`` lets a later process find and reuse it.
 
@@ -24,7 +25,17 @@ from pathlib import Path
 
 from pushbutton.config import Settings
 from pushbutton.errors import ServingError, StackError
-from pushbutton.procs import ProcessGroup, ProcInfo, http_ok, model_env, port_free, tail, wait_ready
+from pushbutton.procs import (
+    STACK_MARKER,
+    ProcessGroup,
+    ProcInfo,
+    http_ok,
+    listens_in_group,
+    model_env,
+    port_free,
+    tail,
+    wait_ready,
+)
 from pushbutton.serving.envs import ServingEnv
 
 SERVICE_PREFIX = "svc-"
@@ -38,7 +49,8 @@ READY_TIMEOUT = 180.0
 
 
 def service_name(namespace: str, model: str, version: str) -> str:
-    return f"{SERVICE_PREFIX}{namespace}-{model}-v{version}"
+    """Unique per (namespace, model, version): the spec's names are DNS labels, which never hold a dot."""
+    return f"{SERVICE_PREFIX}{namespace}.{model}.v{version}"
 
 
 def seldon_interface(class_ref: str) -> str:
@@ -158,6 +170,7 @@ def _free_ports(count: int) -> list[int]:
 
 def _child_env(settings: Settings) -> dict[str, str]:
     env = model_env()
+    env[STACK_MARKER] = str(settings.home)  # `pushbutton down` finds it even when started outside the stack
     env["PYTHONPATH"] = str(RUNTIME_DIR)
     env.setdefault("MLFLOW_TRACKING_URI", settings.mlflow_url)
     env["PYTHONUNBUFFERED"] = "1"
@@ -251,7 +264,9 @@ class Microservices:
             raise ServingError(
                 f"code directory {code} of {name} does not exist; check the predictor's code_uri"
             )
-        self.stop(name)  # a dead predecessor may have left its pid file or an orphaned child
+        # a dead predecessor may have left its pid file or an orphaned child; its record stays until
+        # this start succeeds, so a failed restart can be tried again by the next `pushbutton up`
+        self.group.stop(name)
         child_env = _child_env(self.settings)
         for attempt in range(PORT_ATTEMPTS):
             http_port, metrics_port = _free_ports(2)
@@ -285,15 +300,22 @@ class Microservices:
             )
             try:
                 wait_ready(info, http_ok(svc.url + READY_PATH), timeout, f"microservice {name}")
+                if listens_in_group(info.pgid, http_port) is False:
+                    # the answer came from another server that took the port first; ours cannot bind
+                    raise StackError(f"{PORT_TAKEN}: port {http_port} answers, but not from {name}")
                 break
             except StackError as exc:
                 self.group.stop(name, timeout=10)
-                if PORT_TAKEN in tail(info.log, 200) and attempt + 1 < PORT_ATTEMPTS:
+                taken = PORT_TAKEN in str(exc) or PORT_TAKEN in tail(info.log, 200)
+                if taken and attempt + 1 < PORT_ATTEMPTS:
                     continue  # another process took a port between picking and binding: new ports
                 raise ServingError(
                     f"microservice {name} ({seldon_interface(class_ref)} from {code}, model_uri={model_uri}) "
                     f"failed to start; fix the model class or its requirements. {exc}"
                 ) from exc
+            except BaseException:  # e.g. the Airflow task was killed: leave no process behind
+                self.group.stop(name, timeout=10)
+                raise
         self.meta_dir.mkdir(parents=True, exist_ok=True)
         tmp = self._meta(name).with_suffix(".tmp")
         tmp.write_text(json.dumps(asdict(svc), indent=2))

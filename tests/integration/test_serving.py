@@ -21,7 +21,7 @@ from pushbutton.errors import ServingError
 from pushbutton.serving.checks import predict_in_env, run_model_tests
 from pushbutton.serving.envs import ensure_env, env_key, python_version
 from pushbutton.serving.microservice import READY_PATH, service_name
-from pushbutton.serving.spec import Predictor, ServingSpec, champion_only, with_candidate
+from pushbutton.serving.spec import Predictor, ServingSpec, champion_only, predictor, with_candidate
 from pushbutton.spec.model import TrafficSpec
 from tests.integration.serving_fixtures import (  # noqa: F401
     IrisBuild,
@@ -390,3 +390,66 @@ def test_a_port_taken_before_seldon_binds_it_is_picked_again(
         assert answer.json()["data"]["ndarray"] == b.expected_v1[:2]
     finally:
         services.stop(svc.name)
+
+
+def test_a_port_answered_by_another_server_is_not_taken_for_ours(
+    serving: Serving, iris_build: IrisBuild, monkeypatch: pytest.MonkeyPatch
+):
+    """Another server wins the picked port *and* answers the readiness check: the start must not
+    record that server as the model (the route would send requests to a stranger); new ports."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from pushbutton.serving import microservice as ms
+
+    class Healthy(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args) -> None:
+            pass
+
+    b = iris_build
+    impostor = ThreadingHTTPServer(("0.0.0.0", 0), Healthy)
+    threading.Thread(target=impostor.serve_forever, daemon=True).start()
+    taken = impostor.server_address[1]
+    picks: list[list[int]] = []
+    real = ms._free_ports
+
+    def pick(count: int) -> list[int]:
+        picks.append([taken, *real(count - 1)] if not picks else real(count))
+        return picks[-1]
+
+    monkeypatch.setattr(ms, "_free_ports", pick)
+    services = ms.Microservices(serving.settings)
+    try:
+        svc = services.start(
+            b.env, namespace="impostor", model="iris", version="1", code_dir=b.code_dir,
+            class_ref=b.spec.predict.class_, model_uri=b.v1.model_uri, timeout=120,
+        )  # fmt: skip
+        try:
+            assert len(picks) == 2 and svc.http_port == picks[1][0] != taken
+            answer = httpx.post(f"{svc.url}/api/v1.0/predictions", json=payload(b, rows=2), timeout=10)
+            assert answer.json()["data"]["ndarray"] == b.expected_v1[:2]
+        finally:
+            services.stop(svc.name)
+    finally:
+        impostor.shutdown()
+        impostor.server_close()
+
+
+def test_applying_a_deployment_leaves_a_version_warmed_for_its_test_running(
+    serving: Serving, iris_build: IrisBuild
+):
+    """A CI/CD run's test step warms v2 (not routed) while a promotion applies the deployment: the
+    apply must not stop v2 under the test; the run itself releases it."""
+    b = iris_build
+    serving.runtime.apply(champion_only(b.spec, b.v1))
+    url = serving.runtime.warm(NS, predictor(b.spec, "candidate", b.v2))
+    applied = serving.runtime.apply(champion_only(b.spec, b.v1))
+    assert service_name(NS, DEP, "2") not in applied["stopped"]
+    answer = httpx.post(f"{url}/api/v1.0/predictions", json=payload(b, rows=2), timeout=10)
+    assert answer.json()["data"]["ndarray"] == b.expected_v2[:2]
+    assert serving.runtime.release(NS, DEP, "2") is True
+    assert serving.runtime.endpoint(NS, DEP, "2") is None
