@@ -67,7 +67,53 @@ def load_frame(spec: ModelSpec, model_dir: Path) -> pd.DataFrame:
         raise SpecError(issues)
     if frame.empty:
         raise _data_issue(spec, model_dir, f"data file '{rest}' has no rows (only a header)")
-    return frame[[*spec.feature_names, spec.data.target]]
+    return _typed(spec, model_dir, frame[[*spec.feature_names, spec.data.target]].copy())
+
+
+# numpy dtypes of the numeric schema types (what MLflow's signature inference maps back to them)
+_NUMERIC_DTYPES = {"double": "float64", "float": "float32", "long": "int64", "integer": "int32"}
+
+
+def _typed(spec: ModelSpec, model_dir: Path, frame: pd.DataFrame) -> pd.DataFrame:
+    """Numeric inputs cast to their ``schema.inputs`` type, so the logged signature matches the spec
+    (a CSV column of whole numbers would otherwise be logged as ``long`` for a ``double`` input)."""
+    import pandas as pd
+
+    for index, feature in enumerate(spec.schema_.inputs):
+        dtype = _NUMERIC_DTYPES.get(feature.type)
+        column = frame[feature.name]
+        if dtype is None or str(column.dtype) == dtype:
+            continue
+        problem = ""
+        try:
+            values = pd.to_numeric(column, errors="raise")
+        except (ValueError, TypeError) as exc:
+            problem = f"holds values that are not numbers ({exc})"
+        else:
+            if dtype.startswith("int") and values.isna().any():
+                problem = "has missing values, which an integer input cannot hold"
+            elif dtype.startswith("int") and (values % 1 != 0).any():
+                problem = "has fractional values, which an integer input cannot hold"
+            else:
+                frame[feature.name] = values.astype(dtype)
+        if problem:
+            from pushbutton.spec.loader import compose, field_line
+
+            file = model_dir / "model.yaml"
+            field = f"schema.inputs.{index}.type"
+            raise SpecError(
+                [
+                    SpecIssue(
+                        str(file),
+                        field,
+                        f"column '{feature.name}' of '{spec.data.source}' {problem}, "
+                        f"so it cannot be typed {feature.type}",
+                        "fix the data, or declare the input's type as the data holds it (e.g. double)",
+                        line=field_line(compose(file), field),
+                    )
+                ]
+            )
+    return frame
 
 
 def _data_issue(spec: ModelSpec, model_dir: Path, problem: str, fix: str = "") -> SpecError:

@@ -91,17 +91,48 @@ def normalize_requirement(line: str) -> str:
     return out
 
 
+PIP_OPTION_FIX = (
+    "list the packages themselves, one per line (the serving environment is built from this file "
+    "alone; a package index comes from UV_INDEX_URL or PIP_INDEX_URL in the environment)"
+)
+
+
+def requirement_lines(path: str | Path) -> list[tuple[int, str]]:
+    """``(line number, requirement)`` of a requirements file, comments and blank lines left out."""
+    found = []
+    for number, raw in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        line = raw.split(" #", 1)[0].strip()
+        if line and not line.startswith("#"):
+            found.append((number, line))
+    return found
+
+
+def requirement_problem(line: str) -> tuple[str, str] | None:
+    """``(problem, fix)`` when a requirements line cannot go into a serving environment."""
+    if line.startswith("-"):
+        return f"'{line}' is a pip option, not a package", PIP_OPTION_FIX
+    try:
+        normalize_requirement(line)
+    except ServingError:
+        return (
+            f"'{line}' is not a valid requirement",
+            "write 'package==version', or 'package @ URL' for a direct reference",
+        )
+    return None
+
+
 def read_requirements(*paths: str | Path) -> list[str]:
-    """Requirement lines of existing ``requirements.txt`` files (comments and pip options dropped)."""
+    """Requirement lines of existing ``requirements.txt`` files (comments dropped); a pip option
+    (``-r``, ``--extra-index-url`` …) is an error: silently dropped, it would change what serves."""
     lines: list[str] = []
     for path in paths:
-        path = Path(path)
-        if not path.is_file():
+        if not Path(path).is_file():
             continue
-        for raw in path.read_text(encoding="utf-8").splitlines():
-            line = raw.split(" #", 1)[0].strip()
-            if line and not line.startswith(("#", "-")):
-                lines.append(line)
+        for number, line in requirement_lines(path):
+            if line.startswith("-"):
+                problem, fix = requirement_problem(line) or ("", "")
+                raise ServingError(f"{path}:{number}: {problem}; {fix}")
+            lines.append(line)
     return lines
 
 

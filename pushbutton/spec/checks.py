@@ -40,7 +40,8 @@ def check_model_dir(spec: ModelSpec, model_dir: Path) -> list[SpecIssue]:
     issues += _reference(file, model_dir, "predict.class", spec.predict.class_, kind="class")
     explicit = spec.model_fields_set
     if spec.requirements and ("requirements" in explicit or (model_dir / spec.requirements).exists()):
-        issues += _file(file, model_dir, "requirements", spec.requirements)
+        found = _file(file, model_dir, "requirements", spec.requirements)
+        issues += found or _requirements(model_dir / spec.requirements)
     if spec.tests:
         issues += _file(file, model_dir, "tests", spec.tests, directory_ok=True)
     if spec.gate.golden:
@@ -183,6 +184,22 @@ def _reference(file: str, model_dir: Path, field: str, ref: str, kind: str) -> l
             )
         ]
     return []
+
+
+def _requirements(path: Path) -> list[SpecIssue]:
+    """One issue per line of the requirements file that cannot go into a serving environment."""
+    from pushbutton.serving.envs import requirement_lines, requirement_problem
+
+    try:
+        lines = requirement_lines(path)
+    except (OSError, UnicodeDecodeError) as exc:
+        return [SpecIssue(str(path), "requirements", f"unreadable ({exc})", "save it as UTF-8 text")]
+    issues = []
+    for number, line in lines:
+        found = requirement_problem(line)
+        if found:
+            issues.append(SpecIssue(str(path), "requirements", found[0], found[1], line=number))
+    return issues
 
 
 def _golden_header(file: str, golden: Path, spec: ModelSpec) -> list[SpecIssue]:

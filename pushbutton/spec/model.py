@@ -21,10 +21,11 @@ _NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _REF = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
 _CRON_PRESETS = {"@once", "@hourly", "@daily", "@weekly", "@monthly", "@yearly", "@annually"}
 
-CLASSIFICATION_METRICS = ("accuracy", "f1_macro", "precision_macro", "recall_macro", "log_loss")
+# computed from the labels the predict class returns (no probabilities), so no log loss
+CLASSIFICATION_METRICS = ("accuracy", "f1_macro", "precision_macro", "recall_macro")
 REGRESSION_METRICS = ("rmse", "mae", "r2")
 UNIT_INTERVAL_METRICS = {"accuracy", "f1_macro", "precision_macro", "recall_macro"}
-LOWER_IS_BETTER = {"rmse", "mae", "log_loss"}
+LOWER_IS_BETTER = {"rmse", "mae"}
 
 
 class _Strict(BaseModel):

@@ -36,7 +36,6 @@ def _metric(name: str, local: LocalModel, predicted: np.ndarray) -> float:
         "f1_macro": lambda: metrics.f1_score(y, predicted, average="macro"),
         "precision_macro": lambda: metrics.precision_score(y, predicted, average="macro"),
         "recall_macro": lambda: metrics.recall_score(y, predicted, average="macro"),
-        "log_loss": lambda: metrics.log_loss(y, local.estimator.predict_proba(local.split.x_holdout)),
         "rmse": lambda: metrics.root_mean_squared_error(y, predicted),
         "mae": lambda: metrics.mean_absolute_error(y, predicted),
         "r2": lambda: metrics.r2_score(y, predicted),

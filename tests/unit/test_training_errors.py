@@ -104,3 +104,42 @@ def test_registration_keeps_mlflows_misleading_already_exists_line_quiet(monkeyp
     monkeypatch.setattr(mlflow, "register_model", register_model)
     assert _register("models:/m-1", "churn", {}) == "churn@models:/m-1"
     assert capsys.readouterr() == ("", "a warning worth reading\n")
+
+
+def test_whole_numbers_in_a_csv_are_typed_as_the_schema_says(tmp_path: Path) -> None:
+    """A CSV of whole numbers for ``double`` inputs: the model sees (and MLflow logs) doubles."""
+    from pushbutton.data import split
+    from pushbutton.gate import signature_check
+
+    rows = "".join(f"{5 + i % 3},{3 + i % 2},{1 + i % 4},{i % 2},{i % 3}\n" for i in range(30))
+    model_dir = iris_with_csv(tmp_path, HEADER + rows)
+    spec = load_model_dir(model_dir)
+    data = split(spec, model_dir)
+    assert {str(t) for t in data.x_train.dtypes} == {"float64"}
+    logged = [{"name": n, "type": "double"} for n in data.x_train.columns]  # what infer_signature logs
+    assert signature_check(spec, logged).passed
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [("wide", "holds values that are not numbers"), ("", "has missing values")],
+    ids=["text", "missing-integer"],
+)
+def test_an_input_column_that_cannot_take_its_type_names_the_type_field(
+    tmp_path: Path, value: str, problem: str
+) -> None:
+    rows = "".join(f"{5 + i % 3},{value if i == 7 else 3},1.4,0.2,{i % 3}\n" for i in range(30))
+    model_dir = iris_with_csv(tmp_path, HEADER + rows)
+    spec_file = model_dir / "model.yaml"
+    if value == "":  # an integer input with a gap
+        text = spec_file.read_text()
+        assert "{name: sepal_width_cm, type: double}" in text
+        spec_file.write_text(
+            text.replace("{name: sepal_width_cm, type: double}", "{name: sepal_width_cm, type: long}")
+        )
+    with pytest.raises(SpecError) as failure:
+        fit(load_model_dir(model_dir), model_dir)
+    (issue,) = failure.value.issues
+    assert (issue.file, issue.field) == (str(spec_file), "schema.inputs.1.type")
+    assert issue.line is not None and "column 'sepal_width_cm'" in issue.message and problem in issue.message
+    assert "declare the input's type" in issue.fix
