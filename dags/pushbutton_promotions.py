@@ -6,7 +6,7 @@ one model serialise on the platform store's per-model lock; every change lands i
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Param
 
@@ -40,7 +40,9 @@ def _dag(action: str, default: str, help_text: str) -> DAG:
             ),
         },
         doc_md=f"## {action}\n\n{help_text}. Version accepts a number, `candidate` or `previous`.",
-        default_args={"owner": "pushbutton", "retries": 0},
+        # one retry, for a promotion lock another promotion held past its wait (LockBusy); decisions
+        # (untested version, unknown model) fail without retry, and a retry of a finished move is a no-op
+        default_args={"owner": "pushbutton", "retries": 1, "retry_delay": timedelta(seconds=30)},
     ) as dag:
         SeldonPromoteOperator(
             task_id=action, action=action, model="{{ params.model }}", version="{{ params.version }}"

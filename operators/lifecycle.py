@@ -290,19 +290,38 @@ class MlflowTrainOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from pathlib import Path
 
+        from pushbutton.registry import TRAIN_RUN
+        from pushbutton.spec import load_spec
         from pushbutton.train_job import train_in_child
 
-        tracking_uri = MlflowRegistryHook().tracking_uri()
+        hook = MlflowRegistryHook()
+        run_id = self.run_id_tag(context)
+        name = _final(lambda: load_spec(Path(self.model_dir)).name)
+        done = [v for v in _final(lambda: hook.get_conn().versions(name)) if v.tags.get(TRAIN_RUN) == run_id]
+        if done:  # a retry or a cleared task: this run registered its version already
+            self.log.info(
+                "run %s already registered %s v%s; not training again", run_id, name, done[-1].version
+            )
+            return {"name": name, "version": done[-1].version, "run_id": done[-1].run_id, "unchanged": True}
         return _final(
             lambda: train_in_child(
                 Path(self.model_dir),
-                tracking_uri,
+                hook.tracking_uri(),
                 source=self.source,
                 actor=f"dag:{context['dag'].dag_id}",
-                extra_tags={**self.version_tags, "pushbutton.retrain_reason": self.retrain_reason(context)},
+                extra_tags={
+                    **self.version_tags,
+                    "pushbutton.retrain_reason": self.retrain_reason(context),
+                    TRAIN_RUN: run_id,
+                },
                 on_start=lambda proc: setattr(self, "_child", proc),
             )
         )
+
+    @staticmethod
+    def run_id_tag(context: Context) -> str:
+        """``<dag_id>/<run_id>``: what makes a re-run of this task find the version it registered."""
+        return f"{context['dag'].dag_id}/{context['run_id']}"
 
     def on_kill(self) -> None:
         child = getattr(self, "_child", None)

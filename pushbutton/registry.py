@@ -28,6 +28,7 @@ BUILD = TAG + "build_hash"
 ACTOR = TAG + "actor"  # who pushed (git identity or OS user), or dag:<id> for a retrain
 MLFLOW_RUN = TAG + "run_id"  # the MLflow run that trained the version (also in the webhook's tags)
 CICD_RUN = TAG + "cicd_run_id"  # the CI/CD run that takes the version through the pipeline
+TRAIN_RUN = TAG + "train_run_id"  # the Airflow run that trained the version (retrain DAG)
 _TAG_LIMIT = 5000  # MLflow's limit for a tag value
 
 

@@ -202,6 +202,27 @@ def test_rerunning_a_successful_runs_tasks_changes_nothing(demo) -> None:
     assert _state(model_status(cfg, "iris")) == _state(before)
 
 
+def test_rerunning_a_retrain_task_registers_no_second_version(demo) -> None:
+    """The demo's ``iris__retrain`` run trained v1; clearing its task finds that version (tagged with
+    the run) instead of training and registering another, which would start another CI/CD run."""
+    from pushbutton import registry as reg
+    from pushbutton.airflow_client import AirflowClient
+
+    cfg, report, _ = demo
+    registry = reg.Registry(cfg.mlflow_url)
+    before = [v.version for v in registry.versions("iris")]
+    with AirflowClient.from_settings(cfg) as client:
+        [run] = [r for r in client.list_runs("iris__retrain") if r["run_type"] == "manual"]  # the demo's
+        tagged = [v.version for v in registry.versions("iris") if v.tags.get(reg.TRAIN_RUN)]
+        assert tagged == [report["versions"]["v1"]]
+        cicd_before = {r["dag_run_id"] for r in client.list_runs("iris__cicd")}
+        client.clear_tasks("iris__retrain", run["dag_run_id"], ["train_and_register"])
+        assert client.wait_run("iris__retrain", run["dag_run_id"], timeout=300)["state"] == "success"
+        cicd_after = {r["dag_run_id"] for r in client.list_runs("iris__cicd")}
+    assert [v.version for v in registry.versions("iris")] == before
+    assert cicd_after == cicd_before
+
+
 def _state(status: dict) -> dict:
     """What a re-run must not change: everything in ``pushbutton status`` but the request counters."""
     serving = status["serving"]
