@@ -13,7 +13,8 @@ A root middleware, :class:`HitlSettleMiddleware`, holds an answer to a Human-in-
 within ``PUSHBUTTON_HITL_SETTLE_SECONDS`` (default 5) of the task parking, until that much time has
 passed. Airflow 3.3 fails the task ("state changed externally") when the answer resumes it before the
 scheduler has processed the executor event of the worker that parked it: with LocalExecutor the
-late event of the parking try removes the resumed try from the executor's running set.
+late event of the parking try removes the resumed try from the executor's running set. It wraps
+every request of the API server, so a bad value is a logged warning and the default, never an error.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
+from pushbutton.config import DEFAULT_HITL_SETTLE_SECONDS, HITL_SETTLE_EXPECTED, hitl_settle_seconds
 from pushbutton.webhook import WebhookRejected, cicd_run_id, created_version, verify
 
 log = logging.getLogger("pushbutton.webhook")
@@ -134,7 +136,27 @@ async def mlflow_webhook(request: Request) -> JSONResponse:
 HITL_ANSWER = re.compile(
     r"/dags/(?P<dag_id>[^/]+)/dagRuns/(?P<run_id>[^/]+)/taskInstances/(?P<task_id>[^/]+)/(?P<map_index>-?\d+)/hitlDetails$"
 )
-DEFAULT_HITL_SETTLE_SECONDS = 5.0
+HITL_SETTLE_VARIABLE = "PUSHBUTTON_HITL_SETTLE_SECONDS"
+
+
+def _settle_seconds_from_environment() -> float:
+    """The settle time from the environment; the default, with one warning, when it is invalid."""
+    raw = os.environ.get(HITL_SETTLE_VARIABLE)
+    if raw is None:
+        return DEFAULT_HITL_SETTLE_SECONDS
+    try:
+        return hitl_settle_seconds(raw)
+    except ValueError as exc:
+        hitl_log.warning(
+            "environment variable %s=%r is invalid: %s; using the default %gs (fix: set it to %s, "
+            "or unset it)",
+            HITL_SETTLE_VARIABLE,
+            raw,
+            exc,
+            DEFAULT_HITL_SETTLE_SECONDS,
+            HITL_SETTLE_EXPECTED,
+        )
+        return DEFAULT_HITL_SETTLE_SECONDS
 
 
 def _parked_since(dag_id: str, run_id: str, task_id: str, map_index: int) -> datetime | None:
@@ -167,11 +189,7 @@ class HitlSettleMiddleware:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.app = app
-        if settle_seconds is None:
-            settle_seconds = float(
-                os.environ.get("PUSHBUTTON_HITL_SETTLE_SECONDS", DEFAULT_HITL_SETTLE_SECONDS)
-            )
-        self.settle_seconds = settle_seconds
+        self.settle_seconds = _settle_seconds_from_environment() if settle_seconds is None else settle_seconds
         self.parked_since = parked_since
         self.sleep = sleep
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import math
 import os
 import sys
 from collections.abc import Mapping
@@ -20,6 +21,21 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from pushbutton.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_HITL_SETTLE_SECONDS = 5.0
+HITL_SETTLE_EXPECTED = "a number of seconds, 0 or more (0 turns the hold off), e.g. 5"
+
+
+def hitl_settle_seconds(value: str | float) -> float:
+    """``PUSHBUTTON_HITL_SETTLE_SECONDS`` as seconds; ``ValueError`` unless a finite number >= 0.
+
+    The one parser of the value: the CLI's settings check and the plugin's middleware both use it."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ValueError("not a number of seconds") from None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError("not a finite number of seconds, 0 or more")
+    return seconds
 
 
 class Settings(BaseSettings):
@@ -41,6 +57,8 @@ class Settings(BaseSettings):
     store_url: str | None = None
     artifacts_destination: str | None = None  # e.g. s3://bucket/mlflow (MinIO/S3); default: under home
     strict_specs: bool = False  # any broken spec fails DAG parsing of the factory itself (CI)
+    # read by the plugin's HITL middleware on the Airflow API server; here so the CLI checks it
+    hitl_settle_seconds: float = DEFAULT_HITL_SETTLE_SECONDS
 
     @field_validator("home", "models_dir", "dags_dir", "plugins_dir")
     @classmethod
@@ -54,6 +72,11 @@ class Settings(BaseSettings):
         if not value or any(c in value for c in ":/@ \t"):
             raise ValueError("not a bare host name or IPv4 address")
         return value
+
+    @field_validator("hitl_settle_seconds", mode="before")
+    @classmethod
+    def _settle_seconds(cls, value: str | float) -> float:
+        return hitl_settle_seconds(value)
 
     @property
     def mlflow_url(self) -> str:
@@ -79,9 +102,8 @@ class Settings(BaseSettings):
         return target
 
 
-# read elsewhere: the HITL settle time by the plugin; the rest by the test suite and its fixtures
+# read by the test suite and its fixtures
 OTHER_VARIABLES = {
-    "PUSHBUTTON_HITL_SETTLE_SECONDS",
     "PUSHBUTTON_TEST_PYTHON",
     "PUSHBUTTON_TEST_SESSION",
     "PUSHBUTTON_STACK_HOME",
@@ -110,7 +132,8 @@ def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
 
 _EXPECTED = {int: "an integer", bool: "true or false", Path: "a path", str: "a string"}
 _EXPECTED_FIELD = {
-    "host": "a host name or IPv4 address, e.g. 127.0.0.1 (no scheme, no port, no IPv6 literal)"
+    "host": "a host name or IPv4 address, e.g. 127.0.0.1 (no scheme, no port, no IPv6 literal)",
+    "hitl_settle_seconds": HITL_SETTLE_EXPECTED,
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import time
 from collections.abc import Mapping
 
@@ -18,6 +19,7 @@ SIGNATURE = "X-MLflow-Signature"
 DELIVERY_ID = "X-MLflow-Delivery-Id"
 TIMESTAMP = "X-MLflow-Timestamp"
 MAX_AGE_SECONDS = 300
+UNIX_SECONDS = re.compile(r"[0-9]{1,12}")  # ASCII digits only: int() also takes "١٢", "+1_0", 400 digits
 
 
 class WebhookRejected(Exception):
@@ -40,11 +42,13 @@ def verify(secret: str, headers: Mapping[str, str], body: bytes, now: float | No
         raise WebhookRejected(f"missing {SIGNATURE} header")
     if not delivery_id or not timestamp:
         raise WebhookRejected(f"missing {DELIVERY_ID} or {TIMESTAMP} header")
-    try:
-        age = abs((now if now is not None else time.time()) - int(timestamp))
-    except ValueError as exc:
-        raise WebhookRejected(f"{TIMESTAMP} is not a unix timestamp") from exc
-    if age > MAX_AGE_SECONDS:
+    for name, value in ((SIGNATURE, signature), (DELIVERY_ID, delivery_id)):
+        if not value.isascii():  # compare_digest raises TypeError, encode() on lone surrogates
+            raise WebhookRejected(f"{name} is not ASCII (MLflow sends a base64 signature and a UUID)")
+    if not UNIX_SECONDS.fullmatch(timestamp):
+        raise WebhookRejected(f"{TIMESTAMP} is not a unix timestamp (whole seconds, up to 12 digits)")
+    age = abs((now if now is not None else time.time()) - int(timestamp))
+    if not age <= MAX_AGE_SECONDS:  # written so a NaN age is rejected too
         raise WebhookRejected(
             f"timestamp is {age:.0f}s away from now (limit {MAX_AGE_SECONDS}s): replay or clock skew"
         )
@@ -65,9 +69,11 @@ def created_version(body: bytes) -> tuple[str, str, str] | None:
         payload = json.loads(body)
     except ValueError as exc:
         raise WebhookRejected("body is not JSON") from exc
+    if not isinstance(payload, dict):
+        raise WebhookRejected("body is not a JSON object")
     if (payload.get("entity"), payload.get("action")) != ("model_version", "created"):
         return None
-    data = payload.get("data") or {}
+    data = payload.get("data") if isinstance(payload.get("data"), dict) else {}
     name, version = data.get("name"), data.get("version")
     if not name or not str(version or "").isdigit():
         raise WebhookRejected("model_version.created payload lacks data.name or a numeric data.version")

@@ -7,12 +7,15 @@ server path (an answer sent the instant the request appears) is in ``tests/e2e/t
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 import plugins.pushbutton_plugin as plugin
 from plugins.pushbutton_plugin import HitlSettleMiddleware
+from pushbutton.cli import main
+from pushbutton.config import settings
 
 ANSWER = (
     "/api/v2/dags/iris__cicd/dagRuns/manual__2026-11-22T09:00:00+00:00/taskInstances/approve/-1/hitlDetails"
@@ -87,6 +90,56 @@ def test_the_settle_time_comes_from_the_environment_and_zero_turns_it_off(monkey
     assert rec.lookups == [] and rec.served == [ANSWER]
     monkeypatch.setenv("PUSHBUTTON_HITL_SETTLE_SECONDS", "12")
     assert HitlSettleMiddleware(rec.app).settle_seconds == 12.0
+
+
+BAD_SETTLE_VALUES = ["5s", "", "-1", "nan", "inf", "1e400"]
+
+
+@pytest.mark.parametrize("value", BAD_SETTLE_VALUES)
+def test_a_bad_settle_time_falls_back_to_the_default_with_one_warning(monkeypatch, caplog, value) -> None:
+    """A root middleware must never fail: it would fail every request of the API server."""
+    monkeypatch.setenv("PUSHBUTTON_HITL_SETTLE_SECONDS", value)
+    rec = Recorder(parked_ago=1.0)
+    with caplog.at_level(logging.WARNING, logger="pushbutton.hitl"):
+        middleware = HitlSettleMiddleware(rec.app, None, rec.parked_since, rec.sleep)
+    assert middleware.settle_seconds == plugin.DEFAULT_HITL_SETTLE_SECONDS == 5.0
+    [warning] = [r.getMessage() for r in caplog.records if r.name == "pushbutton.hitl"]
+    assert warning.startswith(f"environment variable PUSHBUTTON_HITL_SETTLE_SECONDS={value!r} is invalid")
+    assert "using the default 5s (fix: set it to a number of seconds, 0 or more" in warning
+    asyncio.run(middleware({"type": "http", "method": "PATCH", "path": ANSWER}, None, None))
+    assert rec.served == [ANSWER] and len(rec.waits) == 1  # still holds, for the default time
+
+
+@pytest.fixture
+def fresh_settings():
+    settings.cache_clear()
+    yield
+    settings.cache_clear()
+
+
+@pytest.mark.parametrize("value", BAD_SETTLE_VALUES)
+def test_the_cli_refuses_a_bad_settle_time_up_front(capsys, monkeypatch, fresh_settings, value) -> None:
+    monkeypatch.setenv("PUSHBUTTON_HITL_SETTLE_SECONDS", value)
+    code = main(["status"])
+    out, err = capsys.readouterr()
+    assert (code, out) == (1, "")
+    assert err.startswith(
+        f"error: environment variable PUSHBUTTON_HITL_SETTLE_SECONDS={value!r} is invalid: "
+    )
+    assert err.endswith(
+        "(fix: set it to a number of seconds, 0 or more (0 turns the hold off), e.g. 5, "
+        "or unset it for the default)\n"
+    )
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("0", 0.0), ("2.5", 2.5), ("12", 12.0)])
+def test_the_cli_and_the_plugin_read_a_good_settle_time_alike(
+    monkeypatch, fresh_settings, value, seconds
+) -> None:
+    monkeypatch.setenv("PUSHBUTTON_HITL_SETTLE_SECONDS", value)
+    assert (
+        settings().hitl_settle_seconds == HitlSettleMiddleware(Recorder(None).app).settle_seconds == seconds
+    )
 
 
 def test_the_plugin_installs_the_middleware_on_the_api_server() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 
@@ -9,6 +10,7 @@ import pytest
 from mlflow.webhooks.delivery import _generate_hmac_signature
 
 from pushbutton.webhook import (
+    DELIVERY_ID,
     SIGNATURE,
     TIMESTAMP,
     WebhookRejected,
@@ -119,3 +121,55 @@ def test_a_version_number_reused_after_the_model_was_recreated_gets_its_own_run(
 def test_a_version_without_an_mlflow_run_still_has_a_run_id() -> None:
     assert cicd_run_id("5", None) == cicd_run_id("5", "") == "registered__v5"
     assert cicd_run_id("5", "../x y") == "registered__v5__xy"  # only letters and digits reach Airflow
+
+
+@pytest.mark.parametrize(
+    ("header", "value", "reason"),
+    [
+        (SIGNATURE, "v1,é", "X-MLflow-Signature is not ASCII"),  # compare_digest raised TypeError
+        (SIGNATURE, "", "missing X-MLflow-Signature"),
+        (SIGNATURE, "   ", "signature does not match"),
+        (DELIVERY_ID, "", "missing X-MLflow-Delivery-Id"),
+        (DELIVERY_ID, "d-é", "X-MLflow-Delivery-Id is not ASCII"),
+        (TIMESTAMP, "", "missing X-MLflow-Delivery-Id or X-MLflow-Timestamp"),
+        (TIMESTAMP, "9" * 400, "not a unix timestamp"),  # float subtraction raised OverflowError
+        (TIMESTAMP, "nan", "not a unix timestamp"),
+        (TIMESTAMP, "inf", "not a unix timestamp"),
+        (TIMESTAMP, "1e9", "not a unix timestamp"),
+        (TIMESTAMP, "-5", "not a unix timestamp"),
+        (TIMESTAMP, "\u0661\u0667" + "\u0660" * 8, "not a unix timestamp"),  # int() takes Arabic-Indic
+        (TIMESTAMP, "1_700_000_000", "not a unix timestamp"),
+    ],
+)
+def test_malformed_headers_are_rejected_not_crashes(header: str, value: str, reason: str) -> None:
+    h = headers()
+    h[header] = value
+    with pytest.raises(WebhookRejected, match=reason):
+        verify(SECRET, h, BODY)
+
+
+def test_a_non_ascii_signature_next_to_the_valid_one_is_still_rejected() -> None:
+    h = headers()
+    h[SIGNATURE] = f"v1,é {h[SIGNATURE]}"
+    with pytest.raises(WebhookRejected, match="not ASCII"):
+        verify(SECRET, h, BODY)
+
+
+@pytest.mark.parametrize("header", [SIGNATURE, DELIVERY_ID, TIMESTAMP])
+@pytest.mark.parametrize(
+    "value", ["\x00", "é" * 3, "\ud800", "9" * 5000, "-inf", "NaN", " 1 ", "v1,ü", "\n", "x" * 10_000]
+)
+def test_any_crafted_header_is_either_rejected_or_a_delivery(header: str, value: str) -> None:
+    h = headers()
+    h[header] = value
+    with contextlib.suppress(WebhookRejected):  # anything else (TypeError, OverflowError...) is a 500
+        assert verify(SECRET, h, BODY) == h[DELIVERY_ID]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[]", b"1", b'"x"', b"\xff\xfe", b'{"entity": "model_version", "action": "created", "data": [1]}'],
+)
+def test_a_body_that_is_not_a_delivery_object_is_rejected(body: bytes) -> None:
+    with pytest.raises(WebhookRejected):
+        created_version(body)

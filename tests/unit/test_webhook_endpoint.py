@@ -7,6 +7,7 @@ The end-to-end path (real MLflow webhook → plugin on the real API server → D
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,7 +17,7 @@ from fastapi.testclient import TestClient
 
 import plugins.pushbutton_plugin as plugin
 from pushbutton.dagstubs import INDEX, STUB_DIR
-from pushbutton.webhook import cicd_run_id
+from pushbutton.webhook import SIGNATURE, TIMESTAMP, cicd_run_id
 from tests.webhook_deliveries import created_body, signed_headers
 
 SECRET = "s3cret-for-endpoint-tests"
@@ -71,6 +72,29 @@ def test_a_bad_signature_is_401_and_triggers_nothing(endpoint) -> None:
     answer = client.post(URL, content=body, headers=headers)
     assert answer.status_code == 401 and "signature" in answer.json()["detail"]
     assert calls == []
+
+
+@pytest.mark.parametrize(
+    ("header", "value"),
+    [
+        (SIGNATURE, "v1,é".encode()),  # Starlette decodes latin-1: a non-ASCII str reaches verify
+        (TIMESTAMP, b"9" * 400),
+        (TIMESTAMP, b"nan"),
+        (TIMESTAMP, b"inf"),
+        (TIMESTAMP, b""),
+    ],
+    ids=["non-ascii-signature", "400-digit-timestamp", "nan-timestamp", "inf-timestamp", "empty-timestamp"],
+)
+def test_a_crafted_header_is_401_logged_and_triggers_nothing(endpoint, caplog, header, value) -> None:
+    client, _, calls = endpoint
+    body, headers = delivery("iris")
+    with caplog.at_level(logging.WARNING, logger="pushbutton.webhook"):
+        answer = client.post(URL, content=body, headers={**headers, header: value})
+    assert answer.status_code == 401 and answer.json()["detail"].startswith("rejected: ")
+    assert calls == []
+    assert [r.getMessage() for r in caplog.records if r.name == "pushbutton.webhook"] == [
+        f"webhook rejected from testclient: {answer.json()['detail'].removeprefix('rejected: ')}"
+    ]
 
 
 def test_an_unknown_model_is_404(endpoint) -> None:
