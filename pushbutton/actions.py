@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 from pushbutton import registry as reg
 from pushbutton.config import Settings
-from pushbutton.errors import Conflict, NotFound, PushbuttonError, StackError
+from pushbutton.errors import Conflict, NotFound, PushbuttonError, SpecError, SpecIssue, StackError
 from pushbutton.webhook import cicd_run_id
 
 if TYPE_CHECKING:
-    from pushbutton.spec import ModelSpec
+    from pushbutton.spec import Discovered, ModelSpec
 
 
 def _client(settings: Settings) -> Any:
@@ -36,12 +36,16 @@ def push(settings: Settings, path: Path, trigger: bool = False) -> dict[str, Any
     new model up at its next refresh. With ``trigger``, an unreachable Airflow or a model whose
     pipeline can never exist fails before anything is trained; a trigger failing after registration
     is reported in ``pipeline.error`` next to the registered version. Whatever training and MLflow
-    print goes to stderr, so stdout carries only the caller's JSON."""
+    print goes to stderr, so stdout carries only the caller's JSON.
+
+    A model directory under the models directory whose name an earlier model directory there
+    already declares is refused before anything is trained (its pipeline is the other one's)."""
     from pushbutton.spec import load_model_dir
     from pushbutton.training import pusher, train_and_register
 
-    model_dir = path.parent if path.name == "model.yaml" else path
+    model_dir = model_dir_of(path)
     spec = load_model_dir(model_dir)
+    check_unique_name(settings.models_dir, model_dir)
     registry = reg.Registry(settings.mlflow_url)
     registry.ping()
     dag_id = f"{spec.name}__cicd"
@@ -68,6 +72,43 @@ def push(settings: Settings, path: Path, trigger: bool = False) -> dict[str, Any
                 f'with {{"version": "{result["version"]}"}}'
             )
     return result
+
+
+def model_dir_of(path: Path) -> Path:
+    """The model directory a PATH argument names: the directory itself, or the parent of its
+    model.yaml. Any other existing file is a ``SpecError`` (it is not a spec to be parsed)."""
+    from pushbutton.spec import SPEC_FILE
+
+    path = Path(path)
+    if path.name == SPEC_FILE:
+        return path.parent
+    if path.exists() and not path.is_dir():
+        raise SpecError(
+            [
+                SpecIssue(
+                    str(path),
+                    "",
+                    f"{path.name} is not a model spec: expected a model directory or its {SPEC_FILE}",
+                    f"pass the model directory (or its {SPEC_FILE})",
+                )
+            ]
+        )
+    return path
+
+
+def check_unique_name(models_dir: Path, model_dir: Path, discovered: list[Discovered] | None = None) -> None:
+    """Raise the ``SpecError`` that ``discover(models_dir)`` gives ``model_dir`` when it lies under
+    the models directory: the duplicate-name error when an earlier (sorted) model directory declares
+    the same name, as the DAG factory decides which directory owns a name. ``discovered`` reuses a
+    ``discover(models_dir)`` result; a directory outside the models directory is not checked."""
+    from pushbutton.spec import discover
+
+    models_dir, target = Path(models_dir).resolve(), Path(model_dir).resolve()
+    if not target.is_relative_to(models_dir):
+        return
+    for found in discover(models_dir) if discovered is None else discovered:
+        if found.error is not None and found.model_dir.resolve() == target:
+            raise found.error
 
 
 def _reachable_client(settings: Settings) -> Any:

@@ -20,11 +20,23 @@ VERSION_CHOICE = re.compile(r"^(candidate|previous|[0-9]+)$")  # as the promote/
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from pushbutton.spec import discover, find_spec_dirs, load_model_dir
+    from pushbutton.actions import check_unique_name, model_dir_of
+    from pushbutton.config import settings
+    from pushbutton.spec import Discovered, discover, find_spec_dirs, load_model_dir
 
     failed = 0
     checked = 0
     missing: list[str] = []
+    catalog: list[Discovered] | None = None  # discover(models dir), read once for all paths
+
+    def unique(model_dir: Path) -> None:
+        """A SpecError when another model directory of the models directory owns this name."""
+        nonlocal catalog
+        models_dir = settings().models_dir
+        if model_dir.resolve().is_relative_to(models_dir):
+            catalog = discover(models_dir) if catalog is None else catalog
+            check_unique_name(models_dir, model_dir, catalog)
+
     for target in args.paths:
         path = Path(target)
         if not path.exists():
@@ -35,9 +47,13 @@ def _validate(args: argparse.Namespace) -> int:
                 missing.append(f"no model.yaml found under {path}")
                 continue
             results = discover(path)  # a directory of models: also checks names are unique
+            if catalog is None and path.resolve() == settings().models_dir:
+                catalog = results
         else:
             try:
-                spec = load_model_dir(path.parent if path.name == "model.yaml" else path)
+                model_dir = model_dir_of(path)
+                spec = load_model_dir(model_dir)
+                unique(model_dir)
                 print(f"ok   {path}: model '{spec.name}'")
             except SpecError as exc:
                 print(f"FAIL {path}:\n{_indent(str(exc))}", file=sys.stderr)
@@ -46,9 +62,15 @@ def _validate(args: argparse.Namespace) -> int:
             continue
         for found in results:
             checked += 1
-            if found.error:
+            error = found.error
+            if error is None:
+                try:
+                    unique(found.model_dir)  # a part of the models directory: names across all of it
+                except SpecError as exc:
+                    error = exc
+            if error:
                 failed += 1
-                print(f"FAIL {found.model_dir}:\n{_indent(str(found.error))}", file=sys.stderr)
+                print(f"FAIL {found.model_dir}:\n{_indent(str(error))}", file=sys.stderr)
             else:
                 print(f"ok   {found.model_dir}: model '{found.spec.name}'")
     for problem in missing:

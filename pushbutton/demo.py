@@ -34,6 +34,7 @@ from pushbutton.errors import PushbuttonError
 from pushbutton.webhook import cicd_run_id
 
 MODEL = "iris"
+HOME_MARKER = ".pushbutton-demo"  # written into a home the demo created: only such a home is wiped
 
 
 class Load:
@@ -260,13 +261,50 @@ class Demo:
         }
 
 
+def fresh_home(cfg: Settings, owned: bool = False) -> None:
+    """Give the demo an empty ``cfg.home``, wiping one only if the demo created it (its marker file),
+    it is empty, or it is the demo's own default (``owned``); refuse a home with anything else in it,
+    or with a stack running there."""
+    from pushbutton.stack import process_group, stack_processes
+
+    home = Path(cfg.home)
+    group = process_group(cfg)
+    pids = {p.pid for name in group.names() if (p := group.get(name)) and p.alive()}
+    pids |= set(stack_processes(cfg))
+    if pids:
+        raise PushbuttonError(
+            f"a pushbutton stack is running in {home} (pids {', '.join(map(str, sorted(pids)))}), so the "
+            f"demo will not wipe it (fix: stop it with `PUSHBUTTON_HOME={home} pushbutton down`, or "
+            "choose another --home)"
+        )
+    if home.exists() and not home.is_dir():
+        raise PushbuttonError(f"--home {home} is a file, not a directory (fix: choose another --home)")
+    if not owned and home.is_dir() and any(home.iterdir()) and not (home / HOME_MARKER).is_file():
+        raise PushbuttonError(
+            f"--home {home} is not empty and was not created by the demo (no {HOME_MARKER} in it); it may "
+            "hold a real registry and history, so the demo will not wipe it (fix: choose another --home, "
+            "or remove that directory yourself)"
+        )
+    try:
+        if home.exists():
+            shutil.rmtree(home)
+        home.mkdir(parents=True)
+        (home / HOME_MARKER).write_text(
+            "created by `python -m pushbutton.demo`; it wipes this home when run again\n"
+        )
+    except OSError as exc:
+        raise PushbuttonError(f"could not prepare --home {home}: {exc} (fix: choose another --home)") from exc
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pushbutton.demo", description=__doc__.splitlines()[0])
+    default_home = REPO_ROOT / ".pushbutton" / "demo"  # git-ignored, the demo's own: always wiped
     parser.add_argument(
         "--home",
         type=Path,
-        default=REPO_ROOT / ".pushbutton" / "demo",
-        help="platform home for the demo (wiped first; default .pushbutton/demo)",
+        default=default_home,
+        help="platform home for the demo (wiped first if the demo created it, else it must be empty or "
+        "missing; default .pushbutton/demo)",
     )
     parser.add_argument("--keep-up", action="store_true", help="leave the stack running at the end")
     parser.add_argument("--report", type=Path, help="write the figures as JSON to this file")
@@ -274,10 +312,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from pushbutton.stack import down, up
 
-    shutil.rmtree(args.home, ignore_errors=True)
     os.environ["PUSHBUTTON_HOME"] = str(args.home)
     settings.cache_clear()
     cfg = settings()
+    try:
+        fresh_home(cfg, owned=args.home.resolve() == default_home.resolve())
+    except PushbuttonError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     started = time.perf_counter()
     ok = False
     demo: Demo | None = None

@@ -179,3 +179,50 @@ def test_init_refuses_a_name_another_spec_already_has(capsys, models_dir: Path, 
     assert (code, out) == (1, "")
     assert f"a model named 'iris' already exists: {models_dir / 'team' / 'flowers' / 'model.yaml'}" in err
     assert not (tmp_path / "scratch" / "iris").exists()
+
+
+def test_a_directory_reusing_a_name_of_the_models_dir_fails(capsys, models_dir: Path) -> None:
+    shutil.copytree(REPO_ROOT / "models" / "iris", models_dir / "iris")
+    shutil.copytree(REPO_ROOT / "models" / "iris", models_dir / "iris-copy")
+    spec_file = models_dir / "iris-copy" / "model.yaml"
+    line = next(n for n, text in enumerate(spec_file.read_text().splitlines(), 1) if text.startswith("name:"))
+    code, out, err = run(capsys, "validate", models_dir / "iris-copy")
+    assert (code, out) == (1, "")
+    assert err == (
+        f"FAIL {models_dir / 'iris-copy'}:\n  {spec_file}:{line}: name: model name 'iris' is already used "
+        f"by {models_dir / 'iris' / 'model.yaml'} (fix: give every model in the repository a unique name)\n"
+    )
+    code, _, err = run(capsys, "validate", spec_file)  # the model.yaml itself: the same verdict
+    assert code == 1 and "already used by" in err
+    assert run(capsys, "validate", models_dir / "iris") == (
+        0,
+        f"ok   {models_dir / 'iris'}: model 'iris'\n",
+        "",
+    )
+
+
+def test_a_part_of_the_models_dir_is_checked_against_all_of_it(capsys, models_dir: Path) -> None:
+    shutil.copytree(REPO_ROOT / "models" / "iris", models_dir / "iris")
+    shutil.copytree(REPO_ROOT / "models" / "iris", models_dir / "team" / "flowers")
+    code, _, err = run(capsys, "validate", models_dir / "team")
+    assert code == 1
+    assert f"FAIL {models_dir / 'team' / 'flowers'}:" in err and "model name 'iris' is already used" in err
+
+
+def test_a_copy_outside_the_models_dir_is_not_a_duplicate(capsys, models_dir: Path, tmp_path: Path) -> None:
+    shutil.copytree(REPO_ROOT / "models" / "iris", models_dir / "iris")
+    shutil.copytree(REPO_ROOT / "models" / "iris", tmp_path / "scratch" / "iris")
+    code, out, err = run(capsys, "validate", tmp_path / "scratch" / "iris")
+    assert (code, err) == (0, "") and out.endswith(": model 'iris'\n")
+
+
+@pytest.mark.parametrize("name", ["train.py", "golden.csv", "requirements.txt"])
+def test_a_file_other_than_model_yaml_is_refused(capsys, name: str) -> None:
+    target = REPO_ROOT / "models" / "iris" / name
+    assert target.is_file()
+    code, out, err = run(capsys, "validate", target)
+    assert (code, out) == (1, "")
+    assert err == (
+        f"FAIL {target}:\n  {target}: {name} is not a model spec: expected a model directory or its "
+        "model.yaml (fix: pass the model directory (or its model.yaml))\n"
+    )

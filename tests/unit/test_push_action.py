@@ -202,3 +202,68 @@ def test_push_records_who_pushed(env, monkeypatch) -> None:
     )
     actions.push(cfg, cfg.models_dir / "iris", trigger=False)
     assert seen["actor"] == "ds@example.org" and seen["source"] == "push"
+
+
+def duplicate(cfg: Settings, name: str = "iris-copy") -> Path:
+    """A second model directory under the models directory that keeps ``name: iris``."""
+    copy = cfg.models_dir / name
+    shutil.copytree(cfg.models_dir / "iris", copy)
+    return copy
+
+
+def test_a_second_directory_declaring_the_same_name_is_refused_before_anything_runs(env, monkeypatch) -> None:
+    from pushbutton.errors import SpecError
+    from pushbutton.spec.loader import compose, field_line
+
+    cfg, _, trained = env
+    airflow = use(monkeypatch, FakeAirflow(dags={"iris__cicd"}))
+    copy = duplicate(cfg)
+    with pytest.raises(SpecError) as failure:
+        actions.push(cfg, copy, trigger=True)
+    [issue] = failure.value.issues
+    spec_file = copy / "model.yaml"
+    assert (issue.file, issue.field) == (str(spec_file), "name")
+    assert issue.line == field_line(compose(spec_file), "name") is not None
+    assert issue.message == f"model name 'iris' is already used by {cfg.models_dir / 'iris' / 'model.yaml'}"
+    assert issue.fix == "give every model in the repository a unique name"
+    assert trained == [] and airflow.calls == []
+    assert not (cfg.dags_dir / STUB_DIR).exists()
+
+
+def test_the_directory_that_owns_the_name_still_pushes(env, monkeypatch) -> None:
+    """As discover() and the DAG factory: the first (sorted) directory owns the name and its DAGs."""
+    cfg, _, trained = env
+    use(monkeypatch, None)
+    duplicate(cfg, "iris-copy")
+    actions.push(cfg, cfg.models_dir / "iris", trigger=False)
+    assert trained == ["iris"]
+
+
+def test_a_duplicate_name_through_the_cli_names_file_line_field_and_fix(env, monkeypatch, capsys) -> None:
+    cfg, _, trained = env
+    use(monkeypatch, None)
+    copy = duplicate(cfg, "a-iris")  # sorts first: it owns 'iris', so models/iris is the duplicate
+    code, out, err = cli_push(capsys, monkeypatch, cfg, "--no-trigger")
+    assert (code, out, trained) == (1, "", [])
+    assert err.startswith(f"error: {cfg.models_dir / 'iris' / 'model.yaml'}:")
+    assert (
+        f": name: model name 'iris' is already used by {copy / 'model.yaml'} "
+        "(fix: give every model in the repository a unique name)\n"
+    ) in err
+
+
+@pytest.mark.parametrize("name", ["train.py", "golden.csv"])
+def test_a_file_other_than_model_yaml_is_refused(env, monkeypatch, name: str) -> None:
+    from pushbutton.errors import SpecError
+
+    cfg, _, trained = env
+    use(monkeypatch, None)
+    target = cfg.models_dir / "iris" / name
+    assert target.is_file()
+    with pytest.raises(SpecError) as failure:
+        actions.push(cfg, target, trigger=False)
+    assert str(failure.value) == (
+        f"{target}: {name} is not a model spec: expected a model directory or its model.yaml "
+        "(fix: pass the model directory (or its model.yaml))"
+    )
+    assert trained == []
