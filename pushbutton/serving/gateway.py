@@ -255,6 +255,22 @@ class Gateway:
             self.stats.setdefault(backend.url, BackendStats(backend.url))
         self.routes[(route.namespace, route.deployment)] = route  # the atomic switch
 
+    def _restore_route(self, namespace: str, deployment: str, route: Route | None) -> None:
+        if route is None:
+            self.routes.pop((namespace, deployment), None)
+        else:
+            self.routes[(namespace, deployment)] = route
+
+    def _state_error(self, key: str, exc: OSError) -> web.Response:
+        log.error("cannot save the routes to %s: %s; %s left as it was", self.state_path, exc, key)
+        return _json(
+            500,
+            {
+                "error": f"cannot save the routes to {self.state_path} ({exc}); {key} is left as it was — "
+                "free disk space or fix the permissions of the gateway's state directory, then apply again"
+            },
+        )
+
     def _prune(self) -> None:
         """Forget counters of backends no route uses once their last request has finished."""
         used = {b.url for r in self.routes.values() for b in r.backends.values()}
@@ -510,7 +526,11 @@ class Gateway:
         for url in new_urls:  # a fresh backend starts healthy; the probe below corrects that
             self.stats.setdefault(url, BackendStats(url)).set_up(True)
         self._install(route)
-        self._save_state()
+        try:
+            self._save_state()
+        except OSError as exc:  # the caller sees a failure, so the route it replaced must stay
+            self._restore_route(route.namespace, route.deployment, previous)
+            return self._state_error(route.key, exc)
         await asyncio.gather(*(self._probe(u) for u in new_urls), return_exceptions=True)
         log.info("route %s -> %s", route.key, json.dumps(route.config()))
         body = self.describe()["deployments"][route.key]
@@ -522,7 +542,11 @@ class Gateway:
         route = self.routes.pop((info["namespace"], info["deployment"]), None)
         if route is None:
             return self._unknown(info["namespace"], info["deployment"])
-        self._save_state()
+        try:
+            self._save_state()
+        except OSError as exc:
+            self._restore_route(route.namespace, route.deployment, route)
+            return self._state_error(route.key, exc)
         log.info("route %s removed", route.key)
         return _json(200, {"deleted": route.key, "config": route.config()})
 

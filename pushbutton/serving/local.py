@@ -35,6 +35,11 @@ def route_config(spec: ServingSpec, urls: Mapping[str, str]) -> dict[str, Any]:
     return Route.from_config(spec.namespace, spec.deployment, config).config()
 
 
+def backend_urls(route: Mapping[str, Any] | None) -> set[str]:
+    """The microservice URLs a gateway route (as ``GatewayClient.route`` returns it) points at."""
+    return {b["url"] for b in route["backends"].values()} if route else set()
+
+
 class LocalRuntime:
     """Serve ServingSpecs with local microservices behind the gateway at ``settings.gateway_url``."""
 
@@ -78,10 +83,12 @@ class LocalRuntime:
                 if changed:
                     self.gateway.put_route(spec.namespace, spec.deployment, **desired)
             except BaseException:  # also a task killed mid-start: no process outlives a failed apply
-                for svc in started:  # the route never pointed at them: nothing can be in flight
-                    self.services.stop(svc.name)
+                routed_now = self._routed_urls(spec.namespace, spec.deployment)
+                for svc in started:  # unless a PUT whose answer was lost did switch the route to it
+                    if svc.url not in routed_now:
+                        self.services.stop(svc.name)
                 raise
-            routed = {b["url"] for b in current["backends"].values()} if current else set()
+            routed = backend_urls(current)
             stopped = self._retire(
                 spec.namespace, spec.deployment, keep={s.name for s in started + reused}, routed=routed
             )
@@ -107,14 +114,12 @@ class LocalRuntime:
             )
         env = load_env(self.envs_root, predictor.env_key)
         svc = self.services.get(name)
-        if svc is not None and svc.serves(
-            predictor.model_uri, predictor.class_ref, predictor.code_uri, str(env.path)
-        ):
+        if svc is not None and svc.serves(predictor.model_uri, predictor.class_ref, predictor.code_uri):
             self.services.wait_healthy(svc, self.ready_timeout)
             return svc, False
-        if svc is not None and current and svc.url in {b["url"] for b in current["backends"].values()}:
+        if svc is not None and svc.url in backend_urls(current):
             raise ServingError(
-                f"{name} already serves model_uri={svc.model_uri} (code {svc.code_dir}, env {svc.env}), "
+                f"{name} already serves model_uri={svc.model_uri} (code {svc.code_dir}, class {svc.class_ref}), "
                 f"not {predictor.model_uri}; a version's artifacts are immutable: register a new version, "
                 "or remove the deployment first"
             )
@@ -148,6 +153,13 @@ class LocalRuntime:
             timeout=self.ready_timeout,
             inputs=inputs,
         )
+
+    def _routed_urls(self, namespace: str, deployment: str) -> set[str]:
+        """Backend URLs of the deployment's route as the gateway has it now (empty if it cannot say)."""
+        try:
+            return backend_urls(self.gateway.route(namespace, deployment))
+        except ServingError:
+            return set()
 
     def _retire(
         self, namespace: str, deployment: str, keep: set[str], routed: set[str] | None = None
@@ -193,7 +205,7 @@ class LocalRuntime:
             if svc is None:
                 return False
             current = self.gateway.route(namespace, model)
-            if current and svc.url in {b["url"] for b in current["backends"].values()}:
+            if svc.url in backend_urls(current):
                 return False
             return self.services.stop(svc.name)
 

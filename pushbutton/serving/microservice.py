@@ -140,13 +140,16 @@ class Microservice:
     def url(self) -> str:
         return f"http://{self.host}:{self.http_port}"
 
-    def serves(self, model_uri: str, class_ref: str, code_dir: str, env: str) -> bool:
-        """Whether this process serves exactly that model build."""
-        return (self.model_uri, self.class_ref, self.code_dir, self.env) == (
+    def serves(self, model_uri: str, class_ref: str, code_dir: str) -> bool:
+        """Whether this process serves exactly that model build (artifacts, class, code).
+
+        The environment is not compared: a version's requirements are immutable, so its env key
+        changes only with the platform (an MLflow upgrade, another serving Python). A running version
+        keeps the env it started in rather than becoming impossible to route to after an upgrade."""
+        return (self.model_uri, self.class_ref, self.code_dir) == (
             model_uri,
             class_ref,
             str(Path(code_dir).resolve()),
-            env,
         )
 
 

@@ -382,3 +382,22 @@ def test_routes_persist_in_the_state_file(tmp_path: Path):
     route = restarted.routes[("models", "iris")]
     assert route.config() == saved["deployments"]["models/iris"]
     assert [p.name for p in state.parent.iterdir()] == ["routes.json"]  # no temp file left behind
+
+
+def test_a_route_change_that_cannot_be_saved_leaves_the_old_route_serving(tmp_path: Path):
+    """The caller gets an error (and stops what it started), so the gateway must not route to it."""
+    state = tmp_path / "gateway" / "routes.json"
+
+    async def scenario(client, gateway, a, b):
+        only = route_body(a, weights={"champion": 100})
+        assert (await client.put("/admin/deployments/models/iris", json=only)).status == 200
+        state.parent.rename(tmp_path / "moved")
+        state.parent.write_text("a file where the state directory was: every save fails")
+        canary = route_body(a, b, weights={"champion": 50, "candidate": 50})
+        resp = await client.put("/admin/deployments/models/iris", json=canary)
+        assert resp.status == 500 and "left as it was" in (await resp.json())["error"]
+        assert {(await predict(client))[1] for _ in range(40)} == {"champion"}
+        resp = await client.delete("/admin/deployments/models/iris")
+        assert resp.status == 500 and (await predict(client))[:2] == (200, "champion")
+
+    run(scenario, state_path=state)

@@ -52,3 +52,20 @@ def test_a_listening_socket_is_told_apart_by_process_group() -> None:
         assert listens_in_group(os.getpgrp(), port) is True
         assert listens_in_group(os.getpgrp() + 1_000_000, port) is False  # no such group listens there
     assert listens_in_group(os.getpgrp(), port) is False  # closed: nobody listens
+
+
+def test_a_running_version_keeps_serving_after_its_env_key_changes(tmp_path) -> None:
+    """A platform upgrade changes every version's env key; the running process still serves the
+    same artifacts, so it is reused (routable) rather than refused as a different build."""
+    from pushbutton.serving.microservice import Microservice
+
+    code = tmp_path / "code"
+    code.mkdir()
+    svc = Microservice(
+        name=service_name("models", "iris", "1"), namespace="models", model="iris", version="1",
+        model_uri="/r/iris/1/model", class_ref="predict:IrisClassifier", code_dir=str(code),
+        env="/envs/old-key", host="127.0.0.1", http_port=1, metrics_port=2, pid=1, log="",
+    )  # fmt: skip
+    assert svc.serves("/r/iris/1/model", "predict:IrisClassifier", str(code))
+    assert not svc.serves("/r/iris/2/model", "predict:IrisClassifier", str(code))
+    assert not svc.serves("/r/iris/1/model", "predict:Other", str(code))
