@@ -355,6 +355,21 @@ def test_activation_retires_the_old_champion_and_remove_stops_everything(
     assert status["route"] is None and status["services"] == []
 
 
+def first_pick_is(taken: int, monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
+    """Make the next microservice start pick ``taken`` as its HTTP port first; returns the picks."""
+    from pushbutton.serving import microservice as ms
+
+    picks: list[list[int]] = []
+    real = ms._free_ports
+
+    def pick(count: int) -> list[int]:
+        picks.append([taken, *real(count - 1)] if not picks else real(count))
+        return picks[-1]
+
+    monkeypatch.setattr(ms, "_free_ports", pick)
+    return picks
+
+
 def test_a_port_taken_before_seldon_binds_it_is_picked_again(
     serving: Serving, iris_build: IrisBuild, monkeypatch: pytest.MonkeyPatch
 ):
@@ -365,18 +380,11 @@ def test_a_port_taken_before_seldon_binds_it_is_picked_again(
     from pushbutton.serving import microservice as ms
 
     b = iris_build
-    picks: list[list[int]] = []
-    real = ms._free_ports
     with socket.socket() as squatter:
         squatter.bind(("0.0.0.0", 0))
         squatter.listen()
         taken = squatter.getsockname()[1]
-
-        def pick(count: int) -> list[int]:
-            picks.append([taken, *real(count - 1)] if not picks else real(count))
-            return picks[-1]
-
-        monkeypatch.setattr(ms, "_free_ports", pick)
+        picks = first_pick_is(taken, monkeypatch)
         services = ms.Microservices(serving.settings)
         svc = services.start(
             b.env, namespace="races", model="iris", version="1", code_dir=b.code_dir,
@@ -414,14 +422,7 @@ def test_a_port_answered_by_another_server_is_not_taken_for_ours(
     impostor = ThreadingHTTPServer(("0.0.0.0", 0), Healthy)
     threading.Thread(target=impostor.serve_forever, daemon=True).start()
     taken = impostor.server_address[1]
-    picks: list[list[int]] = []
-    real = ms._free_ports
-
-    def pick(count: int) -> list[int]:
-        picks.append([taken, *real(count - 1)] if not picks else real(count))
-        return picks[-1]
-
-    monkeypatch.setattr(ms, "_free_ports", pick)
+    picks = first_pick_is(taken, monkeypatch)
     services = ms.Microservices(serving.settings)
     try:
         svc = services.start(
