@@ -367,11 +367,12 @@ def test_corrupted_model_artifact(platform: Platform, v1: str) -> None:
 
 
 def test_signature_mismatch(platform: Platform, v1: str, variants) -> None:
-    edits = {"{name: petal_width_cm, type: double}": "{name: petal_width_cm, type: float}"}
+    # numeric inputs are cast to their declared type before training; a string input is not
+    edits = {"{name: petal_width_cm, type: double}": "{name: petal_width_cm, type: string}"}
     bad = push(platform, variants("signature", edits))
     with pytest.raises(GateFailed) as failed:
         run_gate(platform, "iris", bad)
-    assert any("petal_width_cm: spec float, model double" in f for f in failed.value.failures)
+    assert any("petal_width_cm: spec string, model double" in f for f in failed.value.failures)
 
 
 def test_promoting_a_failed_version_is_refused(platform: Platform, v1: str, variants) -> None:
