@@ -130,8 +130,9 @@ def read_requirements(*paths: str | Path) -> list[str]:
             continue
         for number, line in requirement_lines(path):
             if line.startswith("-"):
-                problem, fix = requirement_problem(line) or ("", "")
-                raise ServingError(f"{path}:{number}: {problem}; {fix}")
+                raise ServingError(
+                    f"{path}:{number}: '{line}' is a pip option, not a package; {PIP_OPTION_FIX}"
+                )
             lines.append(line)
     return lines
 

@@ -88,10 +88,8 @@ class LocalRuntime:
                     if svc.url not in routed_now:
                         self.services.stop(svc.name)
                 raise
-            routed = backend_urls(current)
-            stopped = self._retire(
-                spec.namespace, spec.deployment, keep={s.name for s in started + reused}, routed=routed
-            )
+            keep = {s.name for s in started + reused}
+            stopped = self._retire(spec.namespace, spec.deployment, keep, routed=backend_urls(current))
             return {
                 "deployment": spec.key,
                 "path": spec.external_path,
@@ -310,10 +308,10 @@ class LocalRuntime:
         if svc is not None and self.services.get(svc.name) is not None:
             return None  # running; the gateway's probe reports its health
         if svc is None:
+            # a candidate is redeployed by its own run: promoting it would skip the approval
             redeploy = (
                 f"`pushbutton promote {deployment} --version {backend['version']}`"
-                if role
-                == "champion"  # a candidate is redeployed by its run: promoting it would skip approval
+                if role == "champion"
                 else f"clear the deploy_candidate task of its {deployment}__cicd run, or reject it with "
                 f"`pushbutton approve {deployment} --reject`"
             )

@@ -6,10 +6,10 @@ through ``pushbutton_serve`` (``runtime/seldon``), which binds its servers to th
 (seldon itself binds every interface). Given the
 model's input schema, the interface is ``pushbutton_guard.Guarded`` (also ``runtime/seldon``), which
 answers requests that do not fit the schema with a 400 before the model class sees them. Its
-name is ``svc-<namespace>.<model>.v<version>`` (dots: DNS-safe names may hold dashes, so
-``team-a``/``iris`` and ``team``/``a-iris`` must not share one); pid files and logs live with the platform's other
-processes (``<home>/run``, ``<home>/logs``) and a small metadata file (ports, model URI, code
-directory, env) in ``<home>/run/services`` lets a later process find and reuse it.
+name is ``svc-<namespace>.<model>.v<version>`` (dots, because DNS-safe names hold dashes:
+``team-a``/``iris`` and ``team``/``a-iris`` must not share one); pid files and logs live with the
+platform's other processes (``<home>/run``, ``<home>/logs``) and a small metadata file (ports, model
+URI, code directory, env) in ``<home>/run/services`` lets a later process find and reuse it.
 
 seldon-core 1.18 exposes ``/health/ping`` (liveness: answers ``pong`` once gunicorn serves) and
 ``/health/status`` (runs the wrapper's health path against the loaded model object). Readiness
