@@ -30,7 +30,7 @@ started = time.perf_counter()
 from airflow.dag_processing.dagbag import BundleDagBag
 imported = time.perf_counter()
 dags = Path(sys.argv[1])
-bag = BundleDagBag(dag_folder=str(dags), bundle_path=dags, bundle_name="dags-folder")
+bag = BundleDagBag(dag_folder=str(dags), bundle_path=dags, bundle_name="pushbutton-models")
 done = time.perf_counter()
 print(json.dumps({
     "import_airflow_s": round(imported - started, 3),
@@ -42,8 +42,9 @@ print(json.dumps({
 """
 
 
-def generate(root: Path, count: int) -> tuple[Path, Path]:
-    models, dags = root / "models", root / "dags"
+def generate(root: Path, count: int) -> tuple[Path, Path, Path]:
+    """N models, a copy of dags/ (the factory the stubs import) and the stub bundle (as `up` makes it)."""
+    models, dags, stubs = root / "models", root / "dags", root / "home" / "dags"
     models.mkdir(parents=True)
     dags.mkdir()
     source = REPO / "models" / "iris"
@@ -54,13 +55,13 @@ def generate(root: Path, count: int) -> tuple[Path, Path]:
         (target / "model.yaml").write_text(text.replace("name: iris", f"name: model-{i:04d}"))
     for factory in (REPO / "dags").glob("*.py"):
         shutil.copy(factory, dags / factory.name)
-    sync_stubs(models, dags)
-    return models, dags
+    sync_stubs(models, stubs)
+    return models, dags, stubs
 
 
 def measure(count: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="pushbutton-bench-") as tmp:
-        models, dags = generate(Path(tmp), count)
+        models, dags, stubs = generate(Path(tmp), count)
         env = {
             **os.environ,
             "AIRFLOW_HOME": str(Path(tmp) / "airflow"),
@@ -69,14 +70,15 @@ def measure(count: int) -> dict:
             "PUSHBUTTON_MODELS_DIR": str(models),
             "PUSHBUTTON_DAGS_DIR": str(dags),
             "PUSHBUTTON_HOME": str(Path(tmp) / "home"),
+            "PYTHONPATH": str(dags),  # as `pushbutton up` runs Airflow: stubs import the factory
         }
         proc = subprocess.run(
-            [sys.executable, "-c", PARSE, str(dags)], env=env, capture_output=True, text=True
+            [sys.executable, "-c", PARSE, str(stubs)], env=env, capture_output=True, text=True
         )
         if proc.returncode != 0:
             raise SystemExit(proc.stderr[-2000:])
         result = json.loads(proc.stdout.strip().splitlines()[-1])
-    expected = 3 * count + 2  # cicd, monitor, retrain per model + promote, rollback
+    expected = 3 * count  # cicd, monitor, retrain per model (the stub bundle)
     return {
         "models": count,
         "expected_dags": expected,

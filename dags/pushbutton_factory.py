@@ -2,9 +2,16 @@
 
 How it is wired (Airflow 3.3 records import errors per file, so each model gets its own file):
 - when Airflow parses *this* file, it discovers every ``model.yaml`` under ``PUSHBUTTON_MODELS_DIR``
-  and keeps one two-line stub per model in ``dags/models/`` (``pushbutton.dagstubs``);
+  and keeps one small stub per model under the stub root (``<home>/dags/models/``, a DAG bundle of its
+  own; ``pushbutton.dagstubs``), never in the source tree;
 - each stub calls ``build_model_dags`` for its model. A broken spec raises ``SpecError`` there, so it
   becomes an import error of that model's file only, naming the spec, line, field and fix.
+
+Schedules never fire a tick from before the model's DAGs first appeared: each stub records when its
+model first appeared, and that is the DAGs' ``start_date``. (With ``catchup=False`` Airflow 3.3's
+``CronTriggerTimetable`` otherwise schedules the most recent past tick at once, whatever
+``run_immediately`` says: it always considers ``_align_to_prev(now)`` and only a ``start_date`` bounds
+it.) ``PUSHBUTTON_SCHEDULES=off`` leaves retrain and monitor DAGs without a time schedule.
 
 Parsing stays cheap: mlflow, pandas and scikit-learn are imported inside task callables only.
 """
@@ -12,7 +19,7 @@ Parsing stays cheap: mlflow, pandas and scikit-learn are imported inside task ca
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -50,22 +57,42 @@ def _doc(spec: ModelSpec, model_dir: Path, kind: str) -> str:
         f"{m} {'≥ ' + str(t.min) if t.min is not None else ''}{' ≤ ' + str(t.max) if t.max is not None else ''}"
         for m, t in spec.gate.metrics.items()
     )
+    schedules = f"retrain `{spec.schedules.retrain}`, monitor `{spec.schedules.monitor}`"
+    if settings().schedules == "off":
+        schedules += " (off in this stack: PUSHBUTTON_SCHEDULES=off; trigger runs by hand)"
     return (
         f"## {spec.name} — {kind}\n\n{spec.description.strip()}\n\n"
         f"* owner: {spec.owner}\n* spec: `{model_dir / 'model.yaml'}`\n* task: {spec.task} ({spec.flavor})\n"
         f"* gate: {gate or 'no thresholds'}; champion tolerance {spec.gate.champion_tolerance:.0%}\n"
         f"* traffic: {spec.traffic.mode}"
         + (f" {spec.traffic.candidate_percent}%" if spec.traffic.mode == "canary" else "")
-        + f"\n* schedules: retrain `{spec.schedules.retrain}`, monitor `{spec.schedules.monitor}`\n"
+        + f"\n* schedules: {schedules}\n"
     )
 
 
-def _schedule(cron: str | None) -> dict[str, Any]:
-    """Cron schedules start at the *next* tick: no start_date, so Airflow does not replay the most
-    recent past tick the moment a model's DAG appears (an unasked-for retrain on every new model)."""
-    if cron is None or cron == "@once":
-        return {"schedule": cron, "start_date": START}
-    return {"schedule": CronTriggerTimetable(cron, timezone="UTC")}
+PRESETS = {"@annually": "@yearly"}  # croniter's alias, unknown to Airflow's preset table
+
+
+def _schedule(cron: str | None, first_seen: datetime | None = None) -> dict[str, Any]:
+    """A time schedule that starts at the model's first appearance (``first_seen``): the first run is
+    the first tick at or after it, never an earlier one (see the module docstring)."""
+    if cron is None or settings().schedules == "off":
+        return {"schedule": None, "start_date": START}
+    start = first_seen or datetime.now(UTC)
+    if cron == "@once":  # runs once, when the model first appears
+        return {"schedule": "@once", "start_date": start}
+    return {"schedule": CronTriggerTimetable(PRESETS.get(cron, cron), timezone="UTC"), "start_date": start}
+
+
+def _first_seen(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        log.warning("pushbutton: ignoring unreadable first_seen %r in a DAG stub", value)
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _common(spec: ModelSpec, model_dir: Path, kind: str) -> dict[str, Any]:
@@ -83,7 +110,9 @@ def cicd_dag(spec: ModelSpec, model_dir: Path) -> DAG:
         dag_id=f"{spec.name}__cicd",
         description=f"Release pipeline of {spec.name}: build, test, register, deploy, approve, activate",
         **_schedule(None),
-        max_active_runs=1,  # one CI/CD run per model at a time; later runs queue
+        # one CI/CD run per model at a time; later runs queue, and a newer version's queued run
+        # supersedes an approval still waiting (pushbutton.supersede)
+        max_active_runs=1,
         params={
             "version": Param(
                 "latest",
@@ -103,6 +132,8 @@ def cicd_dag(spec: ModelSpec, model_dir: Path) -> DAG:
         )
         approve = ReleaseApprovalOperator(
             task_id="approve",
+            model=spec.name,
+            version=RESOLVED_VERSION,  # a newer version's queued run supersedes this approval
             subject=f"Release {spec.name} v{RESOLVED_VERSION} to production?",
             body="{{ ti.xcom_pull(task_ids='test', key='report_md') }}",
             defaults="Reject",  # no answer within the timeout counts as a rejection
@@ -144,11 +175,11 @@ def cicd_dag(spec: ModelSpec, model_dir: Path) -> DAG:
     return dag
 
 
-def retrain_dag(spec: ModelSpec, model_dir: Path) -> DAG:
+def retrain_dag(spec: ModelSpec, model_dir: Path, first_seen: datetime | None = None) -> DAG:
     with DAG(
         dag_id=f"{spec.name}__retrain",
         description=f"Retrain {spec.name} and register a new version (which starts its CI/CD)",
-        **_schedule(spec.schedules.retrain),
+        **_schedule(spec.schedules.retrain, first_seen),
         max_active_runs=1,
         params={
             "reason": Param(
@@ -169,11 +200,11 @@ def retrain_dag(spec: ModelSpec, model_dir: Path) -> DAG:
     return dag
 
 
-def monitor_dag(spec: ModelSpec, model_dir: Path) -> DAG:
+def monitor_dag(spec: ModelSpec, model_dir: Path, first_seen: datetime | None = None) -> DAG:
     with DAG(
         dag_id=f"{spec.name}__monitor",
         description=f"Monitor {spec.name} in production",
-        **_schedule(spec.schedules.monitor),
+        **_schedule(spec.schedules.monitor, first_seen),
         max_active_runs=1,
         **_common(spec, model_dir, "monitor"),
     ) as dag:
@@ -181,9 +212,10 @@ def monitor_dag(spec: ModelSpec, model_dir: Path) -> DAG:
     return dag
 
 
-def build_model_dags(relative: str, namespace: dict[str, Any]) -> list[DAG]:
+def build_model_dags(relative: str, namespace: dict[str, Any], first_seen: str | None = None) -> list[DAG]:
     """Build the DAGs of the model directory ``relative`` (to the models dir) into ``namespace``.
 
+    ``first_seen`` (ISO time, from the stub) is when the model first appeared: its schedules start there.
     Raises ``SpecError`` for a broken spec: Airflow shows it as this model file's import error.
     """
     model_dir = settings().models_dir / relative
@@ -192,7 +224,12 @@ def build_model_dags(relative: str, namespace: dict[str, Any]) -> list[DAG]:
     except SpecError as exc:  # keep the import error to our message, without pydantic's chain
         raise SpecError(exc.issues) from None
     _check_unique_name(spec, model_dir)
-    dags = [cicd_dag(spec, model_dir), monitor_dag(spec, model_dir), retrain_dag(spec, model_dir)]
+    since = _first_seen(first_seen)
+    dags = [
+        cicd_dag(spec, model_dir),
+        monitor_dag(spec, model_dir, since),
+        retrain_dag(spec, model_dir, since),
+    ]
     for dag in dags:
         namespace[dag.dag_id.replace("-", "_")] = dag
     return dags
@@ -201,25 +238,34 @@ def build_model_dags(relative: str, namespace: dict[str, Any]) -> list[DAG]:
 def _check_unique_name(spec: ModelSpec, model_dir: Path) -> None:
     from pushbutton.dagstubs import name_owner
 
-    owner = name_owner(settings().dags_dir, spec.name)
+    owner = name_owner(settings().stub_root, spec.name)
     if owner and Path(owner) != model_dir.resolve():
         raise SpecError(
             [
                 SpecIssue(
                     str(model_dir / "model.yaml"),
                     "name",
-                    f"model name '{spec.name}' is already used by {owner}/model.yaml",
-                    "give every model in the repository a unique name",
+                    f"model name '{spec.name}' is already used by {owner}/model.yaml, which keeps the "
+                    "model line (its DAGs, versions and serving)",
+                    "give this directory's model a name of its own, or remove the copy",
                 )
             ]
         )
 
 
-if __name__ != "pushbutton_factory":  # parsed by Airflow as a DAG file (not imported by a stub)
+def _parsed_by_airflow() -> bool:
+    """True when Airflow parses this file as a DAG file (it names the module after the file's path);
+    False when a stub or a test imports it as a module, which must never write stubs."""
+    from airflow.utils.file import get_unique_dag_module_name
+
+    return __name__ == get_unique_dag_module_name(__file__)
+
+
+if _parsed_by_airflow():
     from pushbutton.dagstubs import sync_stubs
 
     try:
-        sync_stubs(settings().models_dir, settings().dags_dir)
+        sync_stubs(settings().models_dir, settings().stub_root)
     except OSError as exc:  # read-only DAG bundle: stubs come from `pushbutton sync-dags` in CI instead
         log.warning("pushbutton: cannot write DAG stubs (%s); run `pushbutton sync-dags` in CI", exc)
     if settings().strict_specs:  # CI: one broken spec anywhere is an import error of the factory itself

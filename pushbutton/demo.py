@@ -1,10 +1,13 @@
 """`make demo`: the model lifecycle on the embedded stack, every step timed.
 
-1. bring the stack up (MLflow, gateway, airflow standalone) and wait for the models' DAGs;
+1. bring the stack up (MLflow, gateway, airflow standalone) and wait for the models' DAGs; the
+   retrain/monitor schedules are off in the demo's stack (``--schedules on`` keeps them), and the demo
+   only ever waits on runs it started;
 2. train iris v1 through its ``iris__retrain`` DAG; MLflow's webhook starts ``iris__cicd``;
 3. approve v1 (the Approve button, pressed through the REST API) and serve it;
-4. push v2 with ``pushbutton push``: canary at the spec's 10%, approve under load, 100% switch;
-5. roll back to v1 with the ``pushbutton__rollback`` DAG, under load;
+4. push v2 with ``pushbutton push``: canary at the spec's 10%, approve under load (100 req/s; the
+   requests per second achieved are reported, and the demo fails if the load did not run), 100% switch;
+5. roll back to v1 with the ``pushbutton__rollback`` DAG, under the same load;
 6. push v3 and reject it: the champion keeps serving.
 
 Leaves nothing running unless ``--keep-up``. ``--report FILE`` writes the figures as JSON.
@@ -34,45 +37,94 @@ from pushbutton.errors import PushbuttonError
 from pushbutton.webhook import cicd_run_id
 
 MODEL = "iris"
+LOAD_RATE = 100.0  # requests per second during activation and rollback
 HOME_MARKER = ".pushbutton-demo"  # written into a home the demo created: only such a home is wiped
 
 
 class Load:
-    """Requests through the gateway from a background thread; counts who answered and what failed."""
+    """Requests through the gateway at ``rate`` per second from ``workers`` threads, paced by a shared
+    schedule; counts who answered and what failed, and how many requests per second it achieved.
 
-    def __init__(self, url: str, payload: dict[str, Any], rate: float = 100.0):
-        self.url, self.payload, self.interval = url, payload, 1.0 / rate
+    Pacing uses ``time.sleep`` and a plain flag, never a timed ``Event.wait``: under libfaketime (the
+    ``at-time`` tool) a timed wait on a lock blocks for the clock offset, and the load silently stopped
+    after one request. ``check()`` fails when the load did not really run."""
+
+    MIN_SHARE = 0.25  # of the announced requests; less means the load did not run
+
+    def __init__(self, url: str, payload: dict[str, Any], rate: float = 100.0, workers: int = 4):
+        self.url, self.payload, self.rate = url, payload, rate
         self.versions: Counter[str] = Counter()
         self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.seconds = 0.0
+        self._stopping = False
+        self._lock = threading.Lock()
+        self._next_at = 0.0
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(workers)]
 
     def __enter__(self) -> Load:
-        self._thread.start()
+        self._started = time.perf_counter()
+        self._next_at = self._started
+        for thread in self._threads:
+            thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+        self._stopping = True
+        for thread in self._threads:
+            thread.join()
+        self.seconds = time.perf_counter() - self._started
+
+    def _slot(self) -> float:
+        """The time of this worker's next request (one every 1/rate seconds across all workers)."""
+        with self._lock:
+            at = self._next_at = max(self._next_at + 1.0 / self.rate, time.perf_counter() - 1.0)
+            return at
 
     def _run(self) -> None:
         with httpx.Client(timeout=10) as client:
-            next_at = time.perf_counter()
-            while not self._stop.is_set():
+            while not self._stopping:
+                delay = self._slot() - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
                 try:
                     resp = client.post(self.url, json=self.payload)
-                    if resp.status_code == 200:
-                        self.versions[resp.headers.get("X-Pushbutton-Version", "?")] += 1
-                    else:
-                        self.failures.append(f"HTTP {resp.status_code}: {resp.text[:200]}")
                 except httpx.HTTPError as exc:
-                    self.failures.append(repr(exc))
-                next_at += self.interval
-                self._stop.wait(max(0.0, next_at - time.perf_counter()))
+                    outcome = repr(exc)
+                else:
+                    outcome = "" if resp.status_code == 200 else f"HTTP {resp.status_code}: {resp.text[:200]}"
+                with self._lock:
+                    if outcome:
+                        self.failures.append(outcome)
+                    else:
+                        self.versions[resp.headers.get("X-Pushbutton-Version", "?")] += 1
 
     @property
     def total(self) -> int:
         return sum(self.versions.values()) + len(self.failures)
+
+    @property
+    def achieved(self) -> float:
+        return self.total / self.seconds if self.seconds else 0.0
+
+    def facts(self) -> dict[str, Any]:
+        return {
+            "requests": self.total,
+            "failed": len(self.failures),
+            "seconds": round(self.seconds, 2),
+            "rps": round(self.achieved, 1),
+            "rps_announced": self.rate,
+            "by_version": dict(self.versions),
+        }
+
+    def check(self, what: str) -> None:
+        """Fail when the load did not run: fewer than a quarter of the announced requests were sent."""
+        announced = self.rate * self.seconds
+        if self.total == 0 or self.total < self.MIN_SHARE * announced:
+            raise PushbuttonError(
+                f"the load during {what} did not run: {self.total} requests in {self.seconds:.1f}s "
+                f"({self.achieved:.1f} req/s of {self.rate:.0f} announced), so its failure count proves "
+                "nothing; is the machine overloaded?"
+            )
 
 
 class Demo:
@@ -143,6 +195,17 @@ class Demo:
         self.report.setdefault("cicd_runs", {})[version] = run_id
         return self.client.wait_run_created(f"{MODEL}__cicd", run_id, timeout)["dag_run_id"]
 
+    @staticmethod
+    def trained_by(registry: Any, run_id: str) -> str:
+        """The version the demo's own retrain run registered (tagged with the run): never another one."""
+        from pushbutton.registry import TRAIN_RUN
+
+        tag = f"{MODEL}__retrain/{run_id}"
+        mine = [v.version for v in registry.versions(MODEL) if v.tags.get(TRAIN_RUN) == tag]
+        if len(mine) != 1:
+            raise PushbuttonError(f"{MODEL}__retrain run {run_id} registered {len(mine)} versions, not one")
+        return mine[0]
+
     def task_seconds(self, run_id: str) -> dict[str, float]:
         return {
             t["task_id"]: round(t["duration"], 1)
@@ -182,7 +245,7 @@ class Demo:
             state = self.client.wait_run(f"{MODEL}__retrain", run["dag_run_id"], timeout=300)["state"]
             if state != "success":
                 raise PushbuttonError(f"{MODEL}__retrain run {run['dag_run_id']} ended {state}")
-            v1 = registry.versions(MODEL)[-1].version
+            v1 = self.trained_by(registry, run["dag_run_id"])
             facts["version"] = v1
 
         with self.step(f"pipeline of v{v1}: build → test → register → deploy candidate") as facts:
@@ -210,39 +273,36 @@ class Demo:
             facts |= {"champion_v1": split[v1], "candidate_v2": split[v2]}
             self.report["canary"] = {"v1": split[v1], "v2": split[v2]}
 
-        with (
-            self.step(f"approve v{v2} under load (100 req/s): switch to 100%") as facts,
-            Load(self.url, self.payload) as load,
-        ):
-            self.answer(run_v2, "Approve")
-            approved = time.perf_counter()  # after the answer was accepted
-            self.until_serving(v2, timeout=120)
-            facts["approve_to_100pct_s"] = round(time.perf_counter() - approved, 2)
-            facts["run"] = self.finish(run_v2)
-            facts["activate_task_s"] = self.task_seconds(run_v2).get("activate")
-        facts_load = {"requests": load.total, "failed": len(load.failures), "by_version": dict(load.versions)}
+        with self.step(f"approve v{v2} under load ({LOAD_RATE:.0f} req/s): switch to 100%") as facts:
+            with Load(self.url, self.payload, LOAD_RATE) as load:
+                self.answer(run_v2, "Approve")
+                approved = time.perf_counter()  # after the answer was accepted
+                self.until_serving(v2, timeout=120)
+                facts["approve_to_100pct_s"] = round(time.perf_counter() - approved, 2)
+                facts["run"] = self.finish(run_v2)
+                facts["activate_task_s"] = self.task_seconds(run_v2).get("activate")
+            facts |= {"load_requests": load.total, "load_rps": round(load.achieved, 1)}
         self.report["activation"] = {
-            **facts_load,
-            "seconds": facts["approve_to_100pct_s"],
+            **load.facts(),
+            "switch_seconds": facts["approve_to_100pct_s"],
             "activate_task_s": facts["activate_task_s"],
         }
-        print(f"  load during activation: {facts_load}")
+        print(f"  load during activation: {_describe(load)}")
+        load.check("the activation")
 
-        with (
-            self.step(f"roll back to v{v1} (pushbutton__rollback DAG) under load") as facts,
-            Load(self.url, self.payload) as load,
-        ):
-            run = self.client.trigger("pushbutton__rollback", conf={"model": MODEL, "version": "previous"})
-            facts["run"] = self.client.wait_run("pushbutton__rollback", run["dag_run_id"], timeout=300)[
-                "state"
-            ]
-            self.until_serving(v1, timeout=30)
-        self.report["rollback"] = {
-            "requests": load.total,
-            "failed": len(load.failures),
-            "by_version": dict(load.versions),
-        }
-        print(f"  load during rollback: {self.report['rollback']}")
+        with self.step(f"roll back to v{v1} (pushbutton__rollback DAG) under load") as facts:
+            with Load(self.url, self.payload, LOAD_RATE) as load:
+                run = self.client.trigger(
+                    "pushbutton__rollback", conf={"model": MODEL, "version": "previous"}
+                )
+                facts["run"] = self.client.wait_run("pushbutton__rollback", run["dag_run_id"], timeout=300)[
+                    "state"
+                ]
+                self.until_serving(v1, timeout=30)
+            facts |= {"load_requests": load.total, "load_rps": round(load.achieved, 1)}
+        self.report["rollback"] = load.facts()
+        print(f"  load during rollback: {_describe(load)}")
+        load.check("the rollback")
 
         with self.step("push v3 and reject it: the champion keeps serving") as facts:
             v3 = self.push_variant(c=0.5)["version"]
@@ -259,6 +319,14 @@ class Demo:
             "versions": {"v1": v1, "v2": v2, "v3": v3},
             "champion": champion.version if champion else None,
         }
+
+
+def _describe(load: Load) -> str:
+    f = load.facts()
+    return (
+        f"{f['requests']} requests in {f['seconds']}s ({f['rps']} req/s achieved, {f['rps_announced']:.0f} "
+        f"announced), {f['failed']} failed, answered by {f['by_version']}"
+    )
 
 
 def fresh_home(cfg: Settings, owned: bool = False) -> None:
@@ -308,11 +376,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--keep-up", action="store_true", help="leave the stack running at the end")
     parser.add_argument("--report", type=Path, help="write the figures as JSON to this file")
+    parser.add_argument(
+        "--schedules",
+        choices=("on", "off"),
+        default="off",
+        help="time schedules of the retrain and monitor DAGs (default off: no tick can start a run in the "
+        "middle of the demo; the demo triggers what it shows)",
+    )
     args = parser.parse_args(argv)
 
     from pushbutton.stack import down, up
 
     os.environ["PUSHBUTTON_HOME"] = str(args.home)
+    os.environ["PUSHBUTTON_SCHEDULES"] = args.schedules
     settings.cache_clear()
     cfg = settings()
     try:
@@ -347,7 +423,8 @@ def main(argv: list[str] | None = None) -> int:
     if ok:
         print(
             f"\ndemo finished in {report['total_s']:.0f}s; lead time push → candidate {report['lead_time_s']}s, "
-            f"activation {report['activation']['seconds']}s with {report['activation']['failed']} failed requests"
+            f"activation {report['activation']['switch_seconds']}s with {report['activation']['failed']} failed "
+            f"of {report['activation']['requests']} requests ({report['activation']['rps']} req/s)"
         )
     return 0 if ok else 1
 

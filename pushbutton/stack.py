@@ -51,6 +51,8 @@ ORDER = ("mlflow", "gateway", "airflow")
 READY_TIMEOUT = {"mlflow": 180.0, "gateway": 60.0, "airflow": 420.0}
 STOP_TIMEOUT = {"mlflow": 15.0, "gateway": 15.0, "airflow": 40.0}
 AIRFLOW_PARALLELISM = max(2, 2 * (os.cpu_count() or 1))
+STUB_BUNDLE = "pushbutton-models"
+MIN_FILE_PROCESS_INTERVAL = 600  # seconds; see airflow_config
 
 
 @dataclass(frozen=True)
@@ -241,6 +243,8 @@ def airflow_config(settings: Settings) -> dict[str, str]:
         "AIRFLOW_CONFIG": str(paths.airflow / "airflow.cfg"),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{paths.airflow / 'airflow.db'}",
         "AIRFLOW__CORE__DAGS_FOLDER": str(settings.dags_dir),
+        # two bundles: the repository's DAG files, and the generated per-model stubs (platform home)
+        "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(dag_bundles(settings)),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(settings.plugins_dir),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
@@ -260,14 +264,29 @@ def airflow_config(settings: Settings) -> dict[str, str]:
         # the task supervisor notices its task's exit after at most this many seconds (default 5):
         # shorter task turnaround, and parked HITL workers report back before a human answers
         "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
+        # new files (a new model's stub) are found within REFRESH_INTERVAL; a changed file (a stub is
+        # rewritten when its model.yaml changes) is re-parsed at once, as the processor re-queues files
+        # modified since their last parse; everything else is re-parsed only every
+        # MIN_FILE_PROCESS_INTERVAL, so an idle stack with hundreds of models stays idle
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "15",
+        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": str(MIN_FILE_PROCESS_INTERVAL),
+        "AIRFLOW__DAG_PROCESSOR__FILE_PARSING_SORT_MODE": "modified_time",
         "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "2",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(paths.logs / "airflow"),
         "AIRFLOW__LOGGING__DAG_PROCESSOR_CHILD_PROCESS_LOG_DIRECTORY": str(
             paths.logs / "airflow" / "dag_processor"
         ),
     }
+
+
+def dag_bundles(settings: Settings) -> list[dict[str, Any]]:
+    """Airflow DAG bundles: ``dags-folder`` (the repository's ``dags/``: factory and promotion DAGs,
+    importable by the stubs) and ``pushbutton-models`` (the generated stubs, under the platform home)."""
+    local = "airflow.dag_processing.bundles.local.LocalDagBundle"
+    return [
+        {"name": "dags-folder", "classpath": local, "kwargs": {}},
+        {"name": STUB_BUNDLE, "classpath": local, "kwargs": {"path": str(settings.stub_root)}},
+    ]
 
 
 def airflow_env(settings: Settings, secret: str) -> dict[str, str]:
@@ -277,6 +296,8 @@ def airflow_env(settings: Settings, secret: str) -> dict[str, str]:
     env.update(settings_env(settings, include_secret=True))
     env["PUSHBUTTON_WEBHOOK_SECRET"] = secret  # the plugin verifies webhook signatures with it
     env["MLFLOW_TRACKING_URI"] = settings.mlflow_url
+    # the stubs (their own bundle) import the factory from the repository's dags/ on every host
+    env["PYTHONPATH"] = os.pathsep.join([str(settings.dags_dir), *filter(None, [env.get("PYTHONPATH")])])
     for conn_id, conn in airflow_connections(settings, secret).items():
         env[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(conn)
     # internal log servers (scheduler/LocalExecutor, triggerer): free ports, never the 8793/8794 defaults
@@ -420,13 +441,19 @@ def up(settings: Settings, *, airflow: bool = True) -> StackInfo:
             raise
         secret()
         if any(c.name == "airflow" for c in to_start):
-            from pushbutton.dagstubs import sync_stubs
+            from pushbutton.dagstubs import remove_legacy_stubs, sync_stubs
 
             _airflow_password(settings)
-            changed = sync_stubs(settings.models_dir, settings.dags_dir)
+            legacy = remove_legacy_stubs(settings.dags_dir)
+            if legacy:
+                info.notes.append(
+                    f"removed {len(legacy)} DAG stub file(s) an older pushbutton generated in "
+                    f"{settings.dags_dir / 'models'} (stubs now live in {settings.stub_root / 'models'})"
+                )
+            changed = sync_stubs(settings.models_dir, settings.stub_root)
             if changed:
                 info.notes.append(
-                    f"{len(changed)} DAG stub(s) written or removed in {settings.dags_dir / 'models'}"
+                    f"{len(changed)} DAG stub(s) written or removed in {settings.stub_root / 'models'}"
                 )
 
         procs: dict[str, ProcInfo] = dict(running)

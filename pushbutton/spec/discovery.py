@@ -53,26 +53,59 @@ def declared_name(model_dir: Path) -> str | None:
 
 
 def discover(root: Path) -> list[Discovered]:
-    """Load every spec under ``root``; duplicate names are an error on each later spec."""
+    """Load every spec under ``root``. Directories that claim one model name, or whose paths differ
+    only in case, are each an error naming the others: neither may be pushed while both exist."""
     results: list[Discovered] = []
-    owners: dict[str, Path] = {}
+    loaded: list[tuple[Path, ModelSpec]] = []
     for model_dir in find_spec_dirs(root):
         try:
-            spec = load_model_dir(model_dir)
+            loaded.append((model_dir, load_model_dir(model_dir)))
         except SpecError as exc:
             results.append(Discovered(model_dir, None, exc))
+    by_name: dict[str, list[Path]] = {}
+    by_folded: dict[str, list[Path]] = {}
+    for model_dir, spec in loaded:
+        by_name.setdefault(spec.name, []).append(model_dir)
+        by_folded.setdefault(_folded(root, model_dir), []).append(model_dir)
+    for model_dir, spec in loaded:
+        folded = _folded(root, model_dir)
+        same_name = [d for d in by_name[spec.name] if d != model_dir]
+        same_folded = [d for d in by_folded[folded] if d != model_dir and d not in same_name]
+        if not same_name and not same_folded:
+            results.append(Discovered(model_dir, spec, None))
             continue
-        first = owners.setdefault(spec.name, model_dir)
-        if first != model_dir:
-            file = model_dir / SPEC_FILE
-            issue = SpecIssue(
+        file = model_dir / SPEC_FILE
+        line = field_line(compose(file), "name")
+        issues = [
+            SpecIssue(
                 str(file),
                 "name",
-                f"model name '{spec.name}' is already used by {first / SPEC_FILE}",
-                "give every model in the repository a unique name",
-                line=field_line(compose(file), "name"),
+                f"model name '{spec.name}' is also claimed by {other / SPEC_FILE}"
+                + (
+                    " (a directory differing from this one only in case)"
+                    if _folded(root, other) == folded
+                    else ""
+                )
+                + "; while two directories claim one model, neither can be validated or pushed",
+                f"give one of them another `name:` or remove the copy ({other})",
+                line=line,
             )
-            results.append(Discovered(model_dir, None, SpecError([issue])))
-            continue
-        results.append(Discovered(model_dir, spec, None))
-    return results
+            for other in same_name
+        ]
+        issues += [
+            SpecIssue(
+                str(file),
+                "",
+                f"directory {model_dir} differs from {other} only in case; they collide on case-insensitive "
+                "file systems and in DAG stub names",
+                f"rename or remove one of them ({other})",
+                line=line,
+            )
+            for other in same_folded
+        ]
+        results.append(Discovered(model_dir, None, SpecError(issues)))
+    return sorted(results, key=lambda found: found.model_dir)
+
+
+def _folded(root: Path, model_dir: Path) -> str:
+    return model_dir.relative_to(root).as_posix().casefold()

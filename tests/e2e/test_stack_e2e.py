@@ -1,10 +1,15 @@
-"""``pushbutton up`` → a DAG runs through the REST API v2 → ``pushbutton down`` leaves nothing behind."""
+"""``pushbutton up`` → a DAG runs through the REST API v2 → ``pushbutton down`` leaves nothing behind;
+and a model's schedules on the real scheduler never fire a tick from before the model appeared."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 import textwrap
 import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -13,7 +18,7 @@ import pytest
 from pushbutton import stack
 from pushbutton.airflow_client import AirflowClient
 from pushbutton.cli import main
-from pushbutton.config import settings
+from pushbutton.config import REPO_ROOT, settings
 from pushbutton.errors import Conflict
 from pushbutton.procs import process_cmdline
 
@@ -63,6 +68,28 @@ pb_e2e_approval()
 """
 
 
+@dataclass(frozen=True)
+class Ticks:
+    """A model whose weekly retrain ticked an hour ago and whose hourly monitor ticked 2 minutes ago:
+    both within the 10% window in which Airflow 3.3 would run the past tick at once (issue 13 §1)."""
+
+    retrain: str
+    monitor: str
+    next_retrain: datetime
+    next_monitor: datetime
+
+    @classmethod
+    def around(cls, now: datetime) -> Ticks:
+        weekly = (now - timedelta(hours=1)).replace(second=0, microsecond=0)
+        hourly = (now - timedelta(minutes=2)).replace(second=0, microsecond=0)
+        return cls(
+            retrain=f"{weekly.minute} {weekly.hour} * * {weekly.isoweekday() % 7}",
+            monitor=f"{hourly.minute} * * * *",
+            next_retrain=weekly + timedelta(days=7),
+            next_monitor=hourly + timedelta(hours=1),
+        )
+
+
 @pytest.fixture
 def cfg(platform_home, tmp_path, monkeypatch):
     dags, models = tmp_path / "dags", tmp_path / "models"
@@ -70,8 +97,23 @@ def cfg(platform_home, tmp_path, monkeypatch):
     models.mkdir()
     (dags / "pb_e2e_hello.py").write_text(textwrap.dedent(DAG))
     (dags / "pb_e2e_approval.py").write_text(APPROVAL_DAG)
+    for source in (REPO_ROOT / "dags").glob("*.py"):  # the factory the model stubs import
+        shutil.copy(source, dags / source.name)
+    ticks = Ticks.around(datetime.now(UTC))
+    shutil.copytree(
+        REPO_ROOT / "models" / "iris", models / "ticker", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    spec = models / "ticker" / "model.yaml"
+    spec.write_text(
+        spec.read_text()
+        .replace("name: iris", "name: ticker")
+        .replace('retrain: "0 3 * * 1"', f'retrain: "{ticks.retrain}"')
+        .replace('monitor: "*/30 * * * *"', f'monitor: "{ticks.monitor}"')
+    )
     monkeypatch.setenv("PUSHBUTTON_DAGS_DIR", str(dags))
     monkeypatch.setenv("PUSHBUTTON_MODELS_DIR", str(models))
+    monkeypatch.setenv("PUSHBUTTON_SCHEDULES", "on")  # this stack keeps its schedules: they are tested
+    monkeypatch.setattr(sys.modules[__name__], "TICKS", ticks)
     settings.cache_clear()
     try:
         yield settings()
@@ -80,9 +122,12 @@ def cfg(platform_home, tmp_path, monkeypatch):
 
 
 def _check_webhook_reaches_the_plugin(cfg) -> None:
-    """MLflow signs a test delivery; the Airflow plugin (when installed) must accept the signature."""
-    if not httpx.get(f"{cfg.airflow_url}/pushbutton/health").is_success:
-        return  # plugin not in settings.plugins_dir
+    """The stack loads the pushbutton plugin; MLflow signs a test delivery and the plugin accepts it."""
+    health = httpx.get(f"{cfg.airflow_url}/pushbutton/health")
+    assert health.status_code == 200 and health.json() == {"status": "ok"}, (
+        f"the pushbutton plugin is not served by the Airflow API server ({cfg.plugins_dir}): "
+        f"HTTP {health.status_code} {health.text[:200]}"
+    )
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=cfg.mlflow_url, registry_uri=cfg.mlflow_url)
@@ -90,6 +135,20 @@ def _check_webhook_reaches_the_plugin(cfg) -> None:
     result = client.test_webhook(hook.webhook_id)
     # 404: signature accepted, but the example payload names a model without a DAG (nothing triggered)
     assert result.response_status in (200, 404), (result.response_status, result.response_body)
+
+
+TICKS: Ticks | None = None  # set by the cfg fixture
+
+
+def _check_no_past_tick_runs(client: AirflowClient) -> None:
+    """On the real scheduler: the model's schedules wait for their next tick (the DAG processor has
+    computed it when the DAG is registered; the old factory's was the past tick, run at once)."""
+    assert TICKS is not None
+    for kind, expected in (("retrain", TICKS.next_retrain), ("monitor", TICKS.next_monitor)):
+        dag = client.wait_dag(f"ticker__{kind}", timeout=120, poll=0.5)
+        assert dag["is_paused"] is False
+        assert datetime.fromisoformat(dag["next_dagrun_run_after"]) == expected, (kind, dag)
+        assert client.list_runs(f"ticker__{kind}") == []
 
 
 def _wait_for(fetch, timeout: float, poll: float = 0.5):
@@ -139,6 +198,7 @@ def test_up_run_a_dag_down(cfg, capsys):
             "pb_e2e_hello",
         ]
         assert client.import_errors() == []
+        _check_no_past_tick_runs(client)
 
         t2 = time.monotonic()
         conf = {"port": cfg.mlflow_port, "home": str(cfg.home)}

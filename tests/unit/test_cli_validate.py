@@ -67,10 +67,14 @@ def test_models_root_reports_every_model_even_with_one_broken(capsys, tmp_path: 
 
 
 def test_models_root_with_duplicate_names(capsys) -> None:
-    code, out, err = run(capsys, "validate", SPECS / "duplicate-model-names")
-    assert code == 1
-    assert "ok   " in out and "model 'twin'" in out
-    assert "second/model.yaml:3: name: model name 'twin' is already used by" in err
+    """Both directories fail, each naming the other: neither is blamed alone for the pair."""
+    root = SPECS / "duplicate-model-names"
+    code, out, err = run(capsys, "validate", root)
+    assert (code, out) == (1, "")
+    for this, other in (("first", "second"), ("second", "first")):
+        assert (
+            f"{root / this}/model.yaml:3: name: model name 'twin' is also claimed by {root / other}/model.yaml"
+        ) in err
 
 
 def test_the_repository_models_are_valid(capsys) -> None:
@@ -189,16 +193,44 @@ def test_a_directory_reusing_a_name_of_the_models_dir_fails(capsys, models_dir: 
     code, out, err = run(capsys, "validate", models_dir / "iris-copy")
     assert (code, out) == (1, "")
     assert err == (
-        f"FAIL {models_dir / 'iris-copy'}:\n  {spec_file}:{line}: name: model name 'iris' is already used "
-        f"by {models_dir / 'iris' / 'model.yaml'} (fix: give every model in the repository a unique name)\n"
+        f"FAIL {models_dir / 'iris-copy'}:\n  {spec_file}:{line}: name: model name 'iris' is also claimed "
+        f"by {models_dir / 'iris' / 'model.yaml'}; while two directories claim one model, neither can be "
+        f"validated or pushed (fix: give one of them another `name:` or remove the copy ({models_dir / 'iris'}))\n"
     )
     code, _, err = run(capsys, "validate", spec_file)  # the model.yaml itself: the same verdict
-    assert code == 1 and "already used by" in err
-    assert run(capsys, "validate", models_dir / "iris") == (
-        0,
-        f"ok   {models_dir / 'iris'}: model 'iris'\n",
-        "",
-    )
+    assert code == 1 and "also claimed by" in err
+    code, out, err = run(capsys, "validate", models_dir / "iris")  # the original too, naming the copy
+    assert (code, out) == (1, "") and f"also claimed by {spec_file}" in err
+
+
+@pytest.mark.parametrize("copy", ["Iris", "IRIS"])
+def test_a_copy_differing_only_in_case_is_refused_both_ways(capsys, models_dir: Path, copy: str) -> None:
+    """Issue 13 §3: `validate Cancer/` said ok beside models/cancer, and the whole folder blamed the
+    original. Each direction now fails naming the other directory."""
+    shutil.copytree(REPO_ROOT / "models" / "iris", models_dir / "iris")
+    shutil.copytree(REPO_ROOT / "models" / "iris", models_dir / copy)
+    for this, other in ((copy, "iris"), ("iris", copy)):
+        code, out, err = run(capsys, "validate", models_dir / this)
+        assert (code, out) == (1, ""), this
+        assert (
+            f"also claimed by {models_dir / other / 'model.yaml'} (a directory differing from this one only "
+            "in case)" in err
+        )
+    code, out, err = run(capsys, "validate", models_dir)
+    assert (code, out) == (1, "")
+    assert err.count("FAIL ") == 2
+
+
+def test_directories_differing_only_in_case_conflict_even_with_different_names(
+    capsys, models_dir: Path
+) -> None:
+    shutil.copytree(REPO_ROOT / "models" / "iris", models_dir / "iris")
+    shutil.copytree(REPO_ROOT / "models" / "iris", models_dir / "Iris")
+    spec = models_dir / "Iris" / "model.yaml"
+    spec.write_text(spec.read_text().replace("name: iris", "name: iris-two"))
+    code, _, err = run(capsys, "validate", models_dir / "Iris")
+    assert code == 1
+    assert f"differs from {models_dir / 'iris'} only in case" in err and "also claimed" not in err
 
 
 def test_a_part_of_the_models_dir_is_checked_against_all_of_it(capsys, models_dir: Path) -> None:
@@ -206,7 +238,7 @@ def test_a_part_of_the_models_dir_is_checked_against_all_of_it(capsys, models_di
     shutil.copytree(REPO_ROOT / "models" / "iris", models_dir / "team" / "flowers")
     code, _, err = run(capsys, "validate", models_dir / "team")
     assert code == 1
-    assert f"FAIL {models_dir / 'team' / 'flowers'}:" in err and "model name 'iris' is already used" in err
+    assert f"FAIL {models_dir / 'team' / 'flowers'}:" in err and "model name 'iris' is also claimed" in err
 
 
 def test_a_copy_outside_the_models_dir_is_not_a_duplicate(capsys, models_dir: Path, tmp_path: Path) -> None:
@@ -225,4 +257,22 @@ def test_a_file_other_than_model_yaml_is_refused(capsys, name: str) -> None:
     assert err == (
         f"FAIL {target}:\n  {target}: {name} is not a model spec: expected a model directory or its "
         "model.yaml (fix: pass the model directory (or its model.yaml))\n"
+    )
+
+
+def test_a_column_the_data_source_lacks_fails_validate(capsys, tmp_path: Path) -> None:
+    """Before issue 13 a misspelled input passed `validate`; only training named it."""
+    model_dir = tmp_path / "iris"
+    shutil.copytree(REPO_ROOT / "models" / "iris", model_dir, ignore=shutil.ignore_patterns("__pycache__"))
+    spec = model_dir / "model.yaml"
+    spec.write_text(spec.read_text().replace("{name: sepal_width_cm", "{name: sepal_widht_cm"))
+    (model_dir / "golden.csv").write_text(
+        (model_dir / "golden.csv").read_text().replace("sepal_width_cm", "sepal_widht_cm", 1)
+    )
+    code, out, err = run(capsys, "validate", model_dir)
+    assert (code, out) == (1, "")
+    assert err == (
+        f"FAIL {model_dir}:\n  {spec}:25: schema.inputs.1.name: column 'sepal_widht_cm' is not in data source "
+        "'sklearn:iris' (it has petal_length_cm, petal_width_cm, sepal_length_cm, sepal_width_cm, species) "
+        "(fix: did you mean 'sepal_width_cm'? name inputs and target exactly as the data source's columns)\n"
     )

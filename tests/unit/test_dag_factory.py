@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -20,8 +21,9 @@ PARSE = textwrap.dedent(
     import json, sys
     from pathlib import Path
     from airflow.dag_processing.dagbag import BundleDagBag
-    dags = Path(sys.argv[1])
-    bag = BundleDagBag(dag_folder=str(dags), bundle_path=dags, bundle_name="dags-folder")
+    dags, stubs = Path(sys.argv[1]), Path(sys.argv[2])
+    bags = [BundleDagBag(dag_folder=str(dags), bundle_path=dags, bundle_name="dags-folder"),
+            BundleDagBag(dag_folder=str(stubs), bundle_path=stubs, bundle_name="pushbutton-models")]
     heavy = sorted(m for m in ("mlflow", "pandas", "sklearn", "alibi_detect") if m in sys.modules)
     out = {
         "dags": {
@@ -32,9 +34,9 @@ PARSE = textwrap.dedent(
                 "params": sorted(d.params.keys()), "max_active_runs": d.max_active_runs,
                 "doc_md": d.doc_md or "", "fileloc": d.relative_fileloc,
             }
-            for d in bag.dags.values()
+            for bag in bags for d in bag.dags.values()
         },
-        "errors": bag.import_errors,
+        "errors": {k: v for bag in bags for k, v in bag.import_errors.items()},
         "heavy": heavy,
     }
     print(json.dumps(out))
@@ -43,12 +45,13 @@ PARSE = textwrap.dedent(
 
 
 def parse(tmp_path: Path, models: Path, **extra_env: str) -> dict:
-    """Parse a copy of dags/ against ``models`` in a fresh interpreter (as Airflow's processor does)."""
-    dags = tmp_path / "dags"
+    """Parse a copy of dags/ and the stub bundle against ``models`` in a fresh interpreter (as Airflow's
+    processor does, with the environment ``pushbutton up`` gives it)."""
+    dags, stubs = tmp_path / "dags", tmp_path / "home" / "dags"
     dags.mkdir(exist_ok=True)
     for source in (REPO_ROOT / "dags").glob("*.py"):
         shutil.copy(source, dags / source.name)
-    sync_stubs(models, dags)
+    sync_stubs(models, stubs)
     env = {
         "PATH": "/usr/bin:/bin",
         "HOME": str(tmp_path),
@@ -57,11 +60,13 @@ def parse(tmp_path: Path, models: Path, **extra_env: str) -> dict:
         "PUSHBUTTON_MODELS_DIR": str(models),
         "PUSHBUTTON_DAGS_DIR": str(dags),
         "PUSHBUTTON_HOME": str(tmp_path / "home"),
+        "PYTHONPATH": str(dags),  # as stack.airflow_env: stubs import the factory from dags/
         **extra_env,
     }
     proc = subprocess.run(
-        [sys.executable, "-c", PARSE, str(dags)], capture_output=True, text=True, env=env, timeout=120
-    )
+        [sys.executable, "-c", PARSE, str(dags), str(stubs)],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -118,12 +123,19 @@ def test_schedules_come_from_the_spec(tmp_path: Path, models: Path) -> None:
     assert dags["iris__cicd"]["schedule"] == "None"
 
 
-def test_a_new_model_does_not_replay_the_last_cron_tick(tmp_path: Path, models: Path) -> None:
-    """No start_date and run_immediately=False: the first retrain is the next tick, not one right away."""
+def test_schedules_start_when_the_model_first_appeared(tmp_path: Path, models: Path) -> None:
+    """The stub's first_seen is the time-scheduled DAGs' start_date (the CI/CD DAG has no schedule)."""
     dags = parse(tmp_path, models)["dags"]
+    stub = (tmp_path / "home" / "dags" / "models" / "iris.py").read_text()
+    first_seen = stub.split("first_seen='")[1].split("'")[0]
     for dag_id in ("iris__retrain", "iris__monitor"):
-        assert dags[dag_id]["start_date"] == "None"
-        assert dags[dag_id]["run_immediately"] is False
+        assert dags[dag_id]["start_date"] == str(datetime.fromisoformat(first_seen))
+
+
+def test_schedules_off_leaves_retrain_and_monitor_to_triggers(tmp_path: Path, models: Path) -> None:
+    dags = parse(tmp_path, models, PUSHBUTTON_SCHEDULES="off")["dags"]
+    assert {dags[f"iris__{kind}"]["schedule"] for kind in ("retrain", "monitor", "cicd")} == {"None"}
+    assert "off in this stack" in dags["iris__retrain"]["doc_md"]
 
 
 def test_parsing_imports_nothing_heavy(tmp_path: Path, models: Path) -> None:
@@ -186,3 +198,15 @@ def test_nested_and_look_alike_model_directories_each_get_their_dags(tmp_path: P
         assert f"{name}__cicd" in result["dags"]
     files = {d["fileloc"] for d in result["dags"].values()}
     assert {"models/team.fraud.py", "models/fraud-x.py", "models/fraud_x.py", "models/v1%2E2.py"} <= files
+
+
+def test_a_copy_that_sorts_first_never_takes_over_the_model_line(tmp_path: Path, models: Path) -> None:
+    """Issue 13 §3: models/Iris (a case-only copy keeping name: iris) appeared beside models/iris after
+    the platform knew iris; the copy sorts first, yet iris keeps its DAGs and the copy's stub is the
+    import error, naming the owner."""
+    sync_stubs(models, tmp_path / "home" / "dags")  # iris was there first
+    break_spec(models, "Iris", "", "", name="iris")
+    result = parse(tmp_path, models)
+    assert list(result["errors"]) == ["models/Iris.py"]
+    assert f"already used by {models / 'iris'}/model.yaml" in result["errors"]["models/Iris.py"]
+    assert result["dags"]["iris__cicd"]["fileloc"] == "models/iris.py"

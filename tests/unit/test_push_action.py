@@ -84,7 +84,7 @@ def test_a_new_model_under_the_models_dir_gets_its_stub_then_waits_for_its_dag(e
     cfg, _, trained = env
     airflow = use(monkeypatch, FakeAirflow(dags=set()))
     result = actions.push(cfg, cfg.models_dir / "iris", trigger=True)
-    assert (cfg.dags_dir / STUB_DIR / "iris.py").is_file()  # written before training
+    assert (cfg.stub_root / STUB_DIR / "iris.py").is_file()  # written before training
     assert trained == ["iris"]
     assert airflow.calls == [
         ("health",),  # before training
@@ -99,7 +99,7 @@ def test_register_only_still_writes_the_stub_and_never_calls_airflow(env, monkey
     cfg, _, trained = env
     use(monkeypatch, None)  # any call would fail
     result = actions.push(cfg, cfg.models_dir / "iris" / "model.yaml", trigger=False)
-    assert (cfg.dags_dir / STUB_DIR / "iris.py").is_file() and trained == ["iris"]
+    assert (cfg.stub_root / STUB_DIR / "iris.py").is_file() and trained == ["iris"]
     assert "triggered_by" not in result["pipeline"]
 
 
@@ -113,7 +113,7 @@ def test_outside_the_models_dir_without_a_dag_fails_before_training(env, monkeyp
         "not under the models directory" in message and "iris__cicd" in message and "--no-trigger" in message
     )
     assert trained == []  # nothing trained, nothing registered
-    assert not (cfg.dags_dir / STUB_DIR).exists()
+    assert not (cfg.stub_root / STUB_DIR).exists()
 
 
 def test_outside_the_models_dir_with_the_dag_the_webhook_may_win(env, monkeypatch) -> None:
@@ -224,31 +224,46 @@ def test_a_second_directory_declaring_the_same_name_is_refused_before_anything_r
     spec_file = copy / "model.yaml"
     assert (issue.file, issue.field) == (str(spec_file), "name")
     assert issue.line == field_line(compose(spec_file), "name") is not None
-    assert issue.message == f"model name 'iris' is already used by {cfg.models_dir / 'iris' / 'model.yaml'}"
-    assert issue.fix == "give every model in the repository a unique name"
+    assert issue.message == (
+        f"model name 'iris' is also claimed by {cfg.models_dir / 'iris' / 'model.yaml'}; while two "
+        "directories claim one model, neither can be validated or pushed"
+    )
+    assert issue.fix == f"give one of them another `name:` or remove the copy ({cfg.models_dir / 'iris'})"
     assert trained == [] and airflow.calls == []
-    assert not (cfg.dags_dir / STUB_DIR).exists()
+    assert not (cfg.stub_root / STUB_DIR).exists()
 
 
-def test_the_directory_that_owns_the_name_still_pushes(env, monkeypatch) -> None:
-    """As discover() and the DAG factory: the first (sorted) directory owns the name and its DAGs."""
+def test_while_a_copy_claims_its_name_the_owner_is_refused_too_and_keeps_its_model_line(
+    env, monkeypatch
+) -> None:
+    """Issue 13 §3: a copy differing only in case (models/Iris beside models/iris, both 'name: iris').
+    Pushing either is refused naming the other; the stub index still gives the model line to iris."""
+    from pushbutton.dagstubs import name_owner, sync_stubs
+    from pushbutton.errors import SpecError
+
     cfg, _, trained = env
     use(monkeypatch, None)
-    duplicate(cfg, "iris-copy")
-    actions.push(cfg, cfg.models_dir / "iris", trigger=False)
-    assert trained == ["iris"]
+    sync_stubs(cfg.models_dir, cfg.stub_root)  # the platform knew iris before the copy appeared
+    copy = duplicate(cfg, "Iris")  # sorts before 'iris'
+    for target, other in ((copy, cfg.models_dir / "iris"), (cfg.models_dir / "iris", copy)):
+        with pytest.raises(SpecError) as failure:
+            actions.push(cfg, target, trigger=False)
+        assert str(other / "model.yaml") in str(failure.value)
+    assert trained == []
+    assert name_owner(cfg.stub_root, "iris") == str(cfg.models_dir / "iris")
 
 
 def test_a_duplicate_name_through_the_cli_names_file_line_field_and_fix(env, monkeypatch, capsys) -> None:
     cfg, _, trained = env
     use(monkeypatch, None)
-    copy = duplicate(cfg, "a-iris")  # sorts first: it owns 'iris', so models/iris is the duplicate
+    copy = duplicate(cfg, "a-iris")  # a copy elsewhere in the models dir: models/iris cannot be pushed
     code, out, err = cli_push(capsys, monkeypatch, cfg, "--no-trigger")
     assert (code, out, trained) == (1, "", [])
     assert err.startswith(f"error: {cfg.models_dir / 'iris' / 'model.yaml'}:")
     assert (
-        f": name: model name 'iris' is already used by {copy / 'model.yaml'} "
-        "(fix: give every model in the repository a unique name)\n"
+        f": name: model name 'iris' is also claimed by {copy / 'model.yaml'}; while two directories claim "
+        f"one model, neither can be validated or pushed (fix: give one of them another `name:` or remove "
+        f"the copy ({copy}))\n"
     ) in err
 
 

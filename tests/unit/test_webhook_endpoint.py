@@ -16,6 +16,7 @@ from airflow.exceptions import DagNotFound, DagRunAlreadyExists
 from fastapi.testclient import TestClient
 
 import plugins.pushbutton_plugin as plugin
+from pushbutton.config import settings
 from pushbutton.dagstubs import INDEX, STUB_DIR
 from pushbutton.webhook import SIGNATURE, TIMESTAMP, cicd_run_id
 from tests.webhook_deliveries import created_body, signed_headers
@@ -31,11 +32,12 @@ def delivery(name: str, version: str = "3", secret: str = SECRET) -> tuple[bytes
 
 @pytest.fixture
 def endpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """The app, a DAGs folder whose stub index knows ``iris`` and ``fresh``, and DAGs for ``iris`` only."""
+    """The app, a stub root whose index knows ``iris`` and ``fresh``, and DAGs for ``iris`` only."""
     index = tmp_path / STUB_DIR / INDEX
     index.parent.mkdir()
     index.write_text(json.dumps({"iris": "/models/iris", "fresh": "/models/fresh"}))
-    monkeypatch.setenv("AIRFLOW__CORE__DAGS_FOLDER", str(tmp_path))
+    monkeypatch.setenv("PUSHBUTTON_STUBS_DIR", str(tmp_path))
+    settings.cache_clear()
     monkeypatch.setattr(plugin, "_secret", lambda: SECRET)
     runs: dict[str, set[str]] = {"iris__cicd": set()}
     calls: list[dict] = []
@@ -51,6 +53,7 @@ def endpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr("airflow.api.common.trigger_dag.trigger_dag", trigger_dag)
     with TestClient(plugin.app) as client:
         yield client, runs, calls
+    settings.cache_clear()
 
 
 def test_a_signed_delivery_triggers_cicd_once(endpoint) -> None:
