@@ -23,9 +23,9 @@ import asyncio
 import logging
 import os
 import re
+import threading
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 
 from airflow.plugins_manager import AirflowPlugin
 from fastapi import FastAPI, Request
@@ -59,11 +59,10 @@ def _secret() -> str | None:
 
 def _spec_dir(name: str) -> str | None:
     """The model directory that declares ``name`` (from the factory's last stub sync), if any."""
-    from airflow.configuration import conf
-
+    from pushbutton.config import settings
     from pushbutton.dagstubs import name_owner
 
-    return name_owner(Path(conf.get("core", "dags_folder")), name)
+    return name_owner(settings().stub_root, name)
 
 
 def _trigger(name: str, version: str, mlflow_run_id: str, delivery: str) -> tuple[int, dict]:
@@ -129,8 +128,67 @@ async def mlflow_webhook(request: Request) -> JSONResponse:
     if event is None:
         return JSONResponse({"status": "ignored", "reason": "not a model_version.created event"})
     status, payload = await run_in_threadpool(_trigger, *event, delivery)
+    if payload.get("status") in ("triggered", "already triggered"):
+        supersede_soon(payload["dag_id"])  # an older version's approval may be waiting
     headers = {"Retry-After": str(payload["retry_after"])} if "retry_after" in payload else None
     return JSONResponse(payload, status, headers=headers)
+
+
+# -- a newer version supersedes an approval still waiting (pushbutton.supersede) --------------------
+
+supersede_log = logging.getLogger("pushbutton.supersede")
+CICD_TRIGGER = re.compile(r"^/api/v2/dags/(?P<dag_id>[^/]+__cicd)/dagRuns/?$")
+
+
+def _supersede(dag_id: str, settle_seconds: float, passes: int = 2) -> None:
+    """Supersede what a queued newer run of ``dag_id`` holds back; once more after the settle time, for
+    an approval that was parking while the newer run was created."""
+    import time
+
+    from operators.supersede import supersede_waiting
+
+    for attempt in range(passes):
+        if attempt:
+            time.sleep(settle_seconds + 2.0)
+        try:
+            supersede_waiting(dag_id, settle_seconds)
+        except Exception:  # logged; the approval still waits for a person
+            supersede_log.exception("could not supersede waiting approvals of %s", dag_id)
+
+
+def supersede_soon(dag_id: str, settle_seconds: float | None = None) -> threading.Thread:
+    """Run :func:`_supersede` in the background: the caller's request never waits for it."""
+    seconds = _settle_seconds_from_environment() if settle_seconds is None else settle_seconds
+    thread = threading.Thread(
+        target=_supersede, args=(dag_id, seconds), daemon=True, name=f"supersede-{dag_id}"
+    )
+    thread.start()
+    return thread
+
+
+class SupersedeMiddleware:
+    """After a CI/CD run is created through the REST API or the UI (``POST /api/v2/dags/<model>__cicd/
+    dagRuns`` answered 200), supersede an older version's approval that it queues behind."""
+
+    def __init__(self, app: Callable, start: Callable[[str], object] = supersede_soon) -> None:
+        self.app = app
+        self.start = start
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        match = CICD_TRIGGER.match(scope.get("path", "")) if scope["type"] == "http" else None
+        if match is None or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        status: list[int] = []
+
+        async def recording(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+            await send(message)
+
+        await self.app(scope, receive, recording)
+        if status and status[0] == 200:
+            self.start(match.group("dag_id"))
 
 
 HITL_ANSWER = re.compile(
@@ -187,11 +245,13 @@ class HitlSettleMiddleware:
         settle_seconds: float | None = None,
         parked_since: Callable[..., datetime | None] = _parked_since,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),  # the clock; tests inject one
     ) -> None:
         self.app = app
         self.settle_seconds = _settle_seconds_from_environment() if settle_seconds is None else settle_seconds
         self.parked_since = parked_since
         self.sleep = sleep
+        self.now = now
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] == "http" and scope["method"] == "PATCH" and self.settle_seconds > 0:
@@ -210,7 +270,7 @@ class HitlSettleMiddleware:
             return
         if since is None:
             return
-        wait = self.settle_seconds - (datetime.now(UTC) - since).total_seconds()
+        wait = self.settle_seconds - (self.now() - since).total_seconds()
         if wait > 0:
             hitl_log.info(
                 "holding the answer to %s %s %s for %.1fs until it has settled", dag_id, run_id, task_id, wait
@@ -226,4 +286,7 @@ async def health() -> dict:
 class PushbuttonPlugin(AirflowPlugin):
     name = "pushbutton"
     fastapi_apps = [{"app": app, "url_prefix": "/pushbutton", "name": "pushbutton"}]
-    fastapi_root_middlewares = [{"middleware": HitlSettleMiddleware, "name": "pushbutton-hitl-settle"}]
+    fastapi_root_middlewares = [
+        {"middleware": HitlSettleMiddleware, "name": "pushbutton-hitl-settle"},
+        {"middleware": SupersedeMiddleware, "name": "pushbutton-supersede"},
+    ]
