@@ -1,6 +1,7 @@
 """Quality gate decisions (pure): metrics, thresholds, golden data, signature, champion comparison.
 
-Every failed check states which check, which value and which threshold.
+Every failed check states which check, which value and which threshold. Latency decisions live in
+``pushbutton.gate_latency``.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ class GateReport:
     version: str
     checks: list[Check] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
-    champion: dict[str, Any] | None = None
+    champion: dict[str, Any] | None = None  # version, and its metrics and latency where measured
+    latency: dict[str, Any] | None = None  # the candidate's figures (Latency.summary) and the ceilings
 
     @property
     def passed(self) -> bool:
@@ -65,6 +67,11 @@ class GateReport:
             for name, value in sorted(self.metrics.items()):
                 other = champ.get(name)
                 lines.append(f"| {name} | {value:.4f} | {'' if other is None else f'{other:.4f}'} |")
+        if self.latency:
+            from pushbutton.gate_latency import latency_markdown  # it builds on Check: import here
+
+            champion = self.champion or {}
+            lines += latency_markdown(self.latency, champion.get("latency"), champion.get("version"))
         return "\n".join(lines)
 
 
@@ -182,3 +189,81 @@ def signature_check(spec: ModelSpec, signature_inputs: list[dict[str, Any]] | No
     if mismatched:
         return Check("input signature", False, "type mismatch: " + "; ".join(mismatched))
     return Check("input signature", True, f"{len(want)} inputs match schema.inputs")
+
+
+def _kind(value: Any) -> str:
+    """What a label is, as the data scientist would say it (integral floats count as integers)."""
+    if isinstance(value, str):
+        return "strings"
+    if isinstance(value, bool | int) or (isinstance(value, float) and value.is_integer()):
+        return "integers"
+    if isinstance(value, float):
+        return "numbers"
+    return type(value).__name__
+
+
+_CAST = {"integers": "int(label)", "numbers": "float(label)", "strings": "str(label)"}
+_UNCHANGED = "(e.g. `return self.model.predict(X)`"
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    import json
+
+    text = json.dumps(value, default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def answers_problem(
+    task: str, y_true: Sequence[Any], y_pred: Any, train_labels: Sequence[Any] = ()
+) -> str | None:
+    """Why the answers cannot be scored against the holdout, with the fix; None if they can.
+
+    Names what ``compute_metrics`` would only report as a scikit-learn error: a count other than one
+    answer per row, rows instead of values, nulls, and (classification) labels of another type than
+    the training labels (``'1'`` for ``1``), or none of them a training label.
+    """
+    one = "label" if task == "classification" else "number"
+    if not isinstance(y_pred, list) or len(y_pred) != len(y_true):
+        got = f"{len(y_pred)} answers" if isinstance(y_pred, list) else f"a {type(y_pred).__name__}"
+        return (
+            f"predict() returned {got} for {len(y_true)} holdout rows; return one {one} per row {_UNCHANGED})"
+        )
+    nested = next((v for v in y_pred if isinstance(v, list | dict)), None)
+    if nested is not None:
+        what = "labels, not class probabilities (`predict_proba`)" if one == "label" else "a flat list"
+        return (
+            f"predict() returned rows like {_short(nested)} instead of one {one} per row; "
+            f"return {what} {_UNCHANGED})"
+        )
+    if any(v is None for v in y_pred):
+        row = next(i for i, v in enumerate(y_pred, start=1) if v is None)
+        return f"predict() returned null for holdout row {row}; return a {one} for every row"
+    if task != "classification":
+        text = next((v for v in y_pred if isinstance(v, str)), None)
+        if text is None:
+            return None
+        return (
+            f"predict() returned strings like {text!r} but a regression model returns numbers; return the "
+            f"estimator's values unchanged {_UNCHANGED}) or convert them (`float(value)`)"
+        )
+    labels = [*train_labels, *y_true]
+    known: dict[str, Any] = {}
+    for label in labels:
+        known.setdefault(_kind(label), label)
+    for value in y_pred:
+        kind = _kind(value)
+        if kind not in known:
+            want, example = next(iter(known.items()))
+            return (
+                f"predict() returned {kind} like {value!r} but the training labels are {want} like "
+                f"{example!r}: return the estimator's labels unchanged {_UNCHANGED}, without "
+                f"`.astype(...)`, `str(...)` or a mapping), or convert them back with "
+                f"`{_CAST.get(want, want)}`"
+            )
+    if y_pred and not set(y_pred) & set(labels):
+        shown = ", ".join(repr(v) for v in sorted(set(labels), key=str)[:10])
+        return (
+            f"predict() returned labels like {y_pred[0]!r}, none of which is a training label ({shown}): "
+            f"return the estimator's labels unchanged {_UNCHANGED}), not codes or names of your own"
+        )
+    return None

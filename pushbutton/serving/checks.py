@@ -1,7 +1,8 @@
 """Model checks run inside the serving environment: predictions on a frame, and the model's tests.
 
 Both run the env's own interpreter (the platform cannot import the model's dependencies), so a
-version that passes here loads and predicts exactly as its seldon-core microservice will.
+version that passes here loads and predicts exactly as its seldon-core microservice will. Against
+a running microservice: predictions over HTTP, and request latency (``measure_latency``).
 """
 
 from __future__ import annotations
@@ -9,10 +10,13 @@ from __future__ import annotations
 import json
 import subprocess
 import tempfile
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pushbutton.errors import ServingError
+from pushbutton.gate_latency import Latency
 from pushbutton.procs import model_env
 from pushbutton.serving.envs import ServingEnv
 
@@ -20,6 +24,11 @@ if TYPE_CHECKING:
     import pandas as pd
 
 RUNNER = Path(__file__).resolve().parent / "runtime" / "check_model.py"
+# latency sampling: up to this many requests, or until the budget (seconds) is spent (one at least).
+# 200 single-row requests give a p99 that is not just the slowest one; a few-ms model such as iris
+# takes ~1 s for both kinds, a slow one is cut off by the budget after its first request.
+SINGLE_REQUESTS, SINGLE_BUDGET = 200, 2.0
+BATCH_REQUESTS, BATCH_BUDGET = 30, 1.0
 # file -> section that makes it pytest's configuration ("" = the file alone does)
 PYTEST_CONFIGS = {
     "pytest.ini": "",
@@ -153,3 +162,77 @@ def predict_http(url: str, names: list[str], rows: list[list[Any]], timeout: flo
     if values is None:
         raise ServingError(f"{url} answered without data.ndarray or data.tensor: {response.text[:300]}")
     return values
+
+
+def _batches(rows: Sequence[list[Any]], size: int) -> list[list[list[Any]]]:
+    """The holdout cut into requests of ``size`` rows (all of it when it has fewer; no ragged tail)."""
+    rows = list(rows)
+    if len(rows) <= size:
+        return [rows]
+    return [rows[i : i + size] for i in range(0, len(rows) - size + 1, size)]
+
+
+def _timed(
+    client: Any,
+    url: str,
+    names: list[str],
+    requests: list[list[list[Any]]],
+    count: int,
+    budget: float,
+    clock: Callable[[], float],
+) -> tuple[list[float], int]:
+    """Milliseconds per request, sending ``requests`` in turn (cycling) one at a time; stops after
+    ``count`` requests, once ``budget`` seconds are spent, or at the first timeout (counted)."""
+    import httpx
+
+    samples: list[float] = []
+    started = clock()
+    for index in range(count):
+        if index and clock() - started >= budget:
+            break
+        body = {"data": {"names": names, "ndarray": requests[index % len(requests)]}}
+        before = clock()
+        try:
+            response = client.post(f"{url}/api/v1.0/predictions", json=body)
+        except httpx.TimeoutException:
+            samples.append(client.timeout.read * 1000)
+            return samples, 1
+        except httpx.HTTPError as exc:
+            raise ServingError(f"{url} did not answer a latency request: {exc}") from exc
+        samples.append((clock() - before) * 1000)
+        if response.status_code != 200:
+            raise ServingError(
+                f"a latency request of {len(body['data']['ndarray'])} row(s) to {url} failed with HTTP "
+                f"{response.status_code}: {response.text[:500]}"
+            )
+    return samples, 0
+
+
+def measure_latency(
+    url: str,
+    names: list[str],
+    rows: Sequence[list[Any]],
+    *,
+    batch_rows: int,
+    timeout: float,
+    single: tuple[int, float] = (SINGLE_REQUESTS, SINGLE_BUDGET),
+    batch: tuple[int, float] = (BATCH_REQUESTS, BATCH_BUDGET),
+    clock: Callable[[], float] = time.perf_counter,
+) -> Latency:
+    """Latency of a running seldon microservice over ``rows`` (the holdout): single-row requests,
+    then ``batch_rows``-row requests, sequentially; ``single``/``batch`` are (requests, budget s).
+
+    A request slower than ``timeout`` (the version's ``serving.timeout_seconds``) counts as timed
+    out and ends that kind's sampling. Raises ``ServingError`` when a request fails.
+    """
+    import httpx
+
+    if not rows:
+        raise ServingError(f"no holdout rows to measure the latency of {url} with")
+    batches = _batches(rows, batch_rows)
+    with httpx.Client(timeout=timeout) as client:
+        single_ms, single_timeouts = _timed(client, url, names, [[r] for r in rows], *single, clock)
+        batch_ms, batch_timeouts = _timed(client, url, names, batches, *batch, clock)
+    return Latency(
+        tuple(single_ms), tuple(batch_ms), len(batches[0]), single_timeouts, batch_timeouts, timeout
+    )

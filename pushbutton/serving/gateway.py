@@ -4,6 +4,15 @@
 picked by weight (canary) and is copied, fire-and-forget, to shadow predictors; the client gets the
 answering backend's bytes unchanged plus ``X-Pushbutton-Predictor``/``X-Pushbutton-Version``.
 
+Request bodies above ``--max-request-bytes`` (``PUSHBUTTON_GATEWAY_MAX_REQUEST_BYTES``, 10 MiB by
+default) are answered 413 before they are read (``Content-Length``) or as soon as a chunked body
+passes the limit; nothing of them reaches a model. Each backend has its own timeout (its version's
+``serving.timeout_seconds``, carried in the route; else ``--request-timeout``): a backend slower
+than that is answered 504 naming the model, the timeout and the fix. Each request is a task on one
+event loop that awaits its body and its backend without blocking, so a large or slow request to one
+model holds up no other model's requests (a model's own microservice, one sync worker, still
+answers its requests one at a time).
+
 Routes change through the admin API (``PUT``/``DELETE /admin/deployments/{ns}/{deployment}``,
 ``GET /admin/deployments``); a ``PUT`` swaps the whole route in one assignment, so requests
 already in flight finish on the old route and new ones use the new one. Routes persist in the
@@ -42,14 +51,17 @@ from aiohttp import (
     web,
 )
 
-from pushbutton.errors import ServingError
+from pushbutton.config import Settings, settings
+from pushbutton.errors import ConfigError, ServingError
 
 log = logging.getLogger("pushbutton.gateway")
 
 PREDICT_PATH = "/api/v1.0/predictions"
 HEALTH_PATH = "/health/ping"
-MAX_BODY = 64 * 1024 * 1024
-REQUEST_TIMEOUT = 60.0  # seconds a backend may take to answer
+MAX_REQUEST_BYTES: int = Settings.model_fields["gateway_max_request_bytes"].default
+ADMIN_MAX_BODY = 1024 * 1024  # a route is a few hundred bytes
+REQUEST_TIMEOUT = 60.0  # seconds a backend may take to answer unless its route says otherwise
+TIMEOUT_MAX = 3600.0
 MAX_SHADOW_INFLIGHT = 256  # copies beyond this are dropped: a slow shadow must not eat the gateway
 BACKEND_KEEPALIVE = 1.5  # seconds; below seldon's gunicorn --keepalive of 2 (threaded workers)
 # connections per backend: under overload requests wait in the gateway instead of flooding
@@ -71,6 +83,7 @@ class Backend:
     url: str
     version: str
     predict_url: str
+    timeout: float | None = None  # seconds; None: the gateway's --request-timeout
 
 
 @dataclass(frozen=True)
@@ -95,7 +108,7 @@ class Route:
     def config(self) -> dict[str, Any]:
         """Canonical JSON form (what ``PUT`` takes and the state file stores)."""
         return {
-            "backends": {r: {"url": b.url, "version": b.version} for r, b in sorted(self.backends.items())},
+            "backends": {r: _backend_config(b) for r, b in sorted(self.backends.items())},
             "weights": dict(sorted(self.weights.items())),
             "shadows": sorted(self.shadows),
         }
@@ -123,7 +136,8 @@ class Route:
             if not url.startswith(("http://", "https://")):
                 raise ValueError(f"backend '{role}' url '{url}' must start with http:// or https://")
             version = str(spec.get("version", ""))
-            backends[str(role)] = Backend(str(role), url, version, url + PREDICT_PATH)
+            timeout = _route_timeout(role, spec.get("timeout_seconds"))
+            backends[str(role)] = Backend(str(role), url, version, url + PREDICT_PATH, timeout)
         weights = config.get("weights") or {}
         if not isinstance(weights, Mapping):
             raise ValueError(
@@ -147,6 +161,25 @@ class Route:
             if clean.get(role, 0) > 0:
                 raise ValueError(f"'{role}' both answers (weight {clean[role]}) and is a shadow; pick one")
         return cls(namespace, deployment, backends, clean, tuple(sorted(set(shadows))))
+
+
+def _backend_config(backend: Backend) -> dict[str, Any]:
+    config: dict[str, Any] = {"url": backend.url, "version": backend.version}
+    if backend.timeout is not None:
+        config["timeout_seconds"] = backend.timeout
+    return config
+
+
+def _route_timeout(role: Any, value: Any) -> float | None:
+    if value is None:
+        return None
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok or not 0 < value <= TIMEOUT_MAX:
+        raise ValueError(
+            f"backend '{role}' timeout_seconds must be a number of seconds above 0 and at most "
+            f"{TIMEOUT_MAX:g}, got {value!r}"
+        )
+    return float(value)
 
 
 def pick(weights: Mapping[str, int], rng: random.Random, healthy: Collection[str] | None = None) -> str:
@@ -210,12 +243,15 @@ class Gateway:
         probe_interval: float = 1.0,
         probe_timeout: float = 2.0,
         request_timeout: float = REQUEST_TIMEOUT,
+        max_request_bytes: int = MAX_REQUEST_BYTES,
     ):
         self.state_path = Path(state_path) if state_path else None
         self.rng = rng or random.Random()
         self.probe_interval = probe_interval
         self.probe_timeout = probe_timeout
+        self.default_timeout = request_timeout
         self.request_timeout = ClientTimeout(total=request_timeout, sock_connect=5.0)
+        self.max_request_bytes = max_request_bytes
         self.routes: dict[tuple[str, str], Route] = {}
         self.stats: dict[str, BackendStats] = {}
         self.session: ClientSession | None = None
@@ -280,8 +316,10 @@ class Gateway:
     # application ------------------------------------------------------------------------------
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY)
-        app.router.add_post("/seldon/{namespace}/{deployment}" + PREDICT_PATH, self.predict)
+        app = web.Application(client_max_size=ADMIN_MAX_BODY)  # predictions read their body themselves
+        app.router.add_post(
+            "/seldon/{namespace}/{deployment}" + PREDICT_PATH, self.predict, expect_handler=self._expect
+        )
         app.router.add_get("/health", self.health)
         app.router.add_get("/admin/deployments", self.list_routes)
         app.router.add_put("/admin/deployments/{namespace}/{deployment}", self.put_route)
@@ -315,9 +353,56 @@ class Gateway:
 
     # prediction path --------------------------------------------------------------------------
 
+    async def _expect(self, request: web.Request) -> web.StreamResponse | None:
+        """``Expect: 100-continue``: refuse an oversized body before the client sends it."""
+        if (request.content_length or 0) > self.max_request_bytes:
+            return self._too_large(request.content_length)
+        expect = request.headers.get("Expect", "")
+        if expect.lower() != "100-continue":
+            raise web.HTTPExpectationFailed(
+                text=f"unknown Expect: {expect}; send 'Expect: 100-continue' or none"
+            )
+        if request.version >= (1, 1):
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            request.writer.output_size = 0  # the interim line is not part of the response
+        return None
+
+    async def _read_body(self, request: web.Request) -> bytes | None:
+        """The body, or None as soon as it is known to exceed the limit (from ``Content-Length``
+        before reading anything, or by counting a chunked body while it streams in)."""
+        limit = self.max_request_bytes
+        if request.content_length is not None and request.content_length > limit:
+            return None
+        chunks, size = [], 0
+        async for chunk in request.content.iter_any():
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _too_large(self, declared: int | None) -> web.Response:
+        limit = self.max_request_bytes
+        size = f"{declared} bytes" if declared is not None else f"more than {limit} bytes (chunked)"
+        response = _json(
+            413,
+            {
+                "error": f"request body of {size} exceeds the gateway's limit of {limit} bytes "
+                f"({limit / 1024**2:.3g} MiB)",
+                "limit_bytes": limit,
+                "fix": "send fewer rows per request (split the batch), or raise the limit: set "
+                "PUSHBUTTON_GATEWAY_MAX_REQUEST_BYTES (the gateway's --max-request-bytes) and restart "
+                "the stack (`pushbutton down && pushbutton up`)",
+            },
+        )
+        response.force_close()  # the rest of the body is never read: this connection cannot be reused
+        return response
+
     async def predict(self, request: web.Request) -> web.StreamResponse:
         info = request.match_info
-        body = await request.read()
+        body = await self._read_body(request)
+        if body is None:
+            return self._too_large(request.content_length)
         # no await from here until _forward counts the request in flight: once a PUT has returned,
         # an old backend's in-flight count of 0 means no request can still reach it
         route = self.routes.get((info["namespace"], info["deployment"]))
@@ -331,7 +416,7 @@ class Gateway:
         role = pick(route.weights, self.rng, healthy)
         chosen = route.backends[role]
         try:
-            return await self._forward(chosen, body, headers)
+            return await self._forward(route, chosen, body, headers)
         except _Retryable as exc:
             # retry once on the route as it is now: it may have switched away from a retired backend
             now = self.routes.get((route.namespace, route.deployment)) or route
@@ -347,28 +432,36 @@ class Gateway:
             else:
                 return self._bad_gateway(route, role, exc)
             try:
-                return await self._forward(retry, body, headers, self.fresh)
+                return await self._forward(route, retry, body, headers, self.fresh)
             except _Retryable as again:
                 return self._bad_gateway(route, retry.role, again)
 
+    def _timeout(self, backend: Backend) -> ClientTimeout:
+        if backend.timeout is None:
+            return self.request_timeout
+        return ClientTimeout(total=backend.timeout, sock_connect=min(5.0, backend.timeout))
+
     async def _forward(
-        self, backend: Backend, body: bytes, headers: dict[str, str], session: ClientSession | None = None
+        self,
+        route: Route,
+        backend: Backend,
+        body: bytes,
+        headers: dict[str, str],
+        session: ClientSession | None = None,
     ) -> web.Response:
         stats = self.stats[backend.url]
         stats.requests += 1
         stats.inflight += 1
         try:
             async with (session or self.session).post(
-                backend.predict_url, data=body, headers=headers
+                backend.predict_url, data=body, headers=headers, timeout=self._timeout(backend)
             ) as resp:
                 payload = await resp.read()
                 status = resp.status
                 content_type = resp.headers.get("Content-Type", "application/json")
         except (ClientConnectionError, ClientPayloadError) as exc:
             if isinstance(exc, ServerTimeoutError) and not isinstance(exc, ConnectionTimeoutError):
-                stats.errors += 1
-                stats.last_error = f"timed out: {exc}"
-                return _json(504, {"error": f"backend {backend.role} ({backend.url}) timed out"})
+                return self._timed_out(route, backend, stats)
             stats.errors += 1
             refused = isinstance(exc, (ClientConnectorError, ConnectionTimeoutError))
             reason = f"{type(exc).__name__}: {exc}"
@@ -379,9 +472,7 @@ class Gateway:
                 self._spawn(self._probe(backend.url))
             raise _Retryable(reason, refused) from exc
         except TimeoutError:
-            stats.errors += 1
-            stats.last_error = "timed out"
-            return _json(504, {"error": f"backend {backend.role} ({backend.url}) timed out"})
+            return self._timed_out(route, backend, stats)
         finally:
             stats.inflight -= 1
         if status >= 500:
@@ -393,6 +484,26 @@ class Gateway:
                 "Content-Type": content_type,
                 "X-Pushbutton-Predictor": backend.role,
                 "X-Pushbutton-Version": backend.version,
+            },
+        )
+
+    def _timed_out(self, route: Route, backend: Backend, stats: BackendStats) -> web.Response:
+        seconds = backend.timeout if backend.timeout is not None else self.default_timeout
+        stats.errors += 1
+        stats.last_error = f"timed out after {seconds:g} s"
+        where = (
+            "serving.timeout_seconds in its model.yaml (then push a new version)"
+            if backend.timeout is not None
+            else "the gateway's --request-timeout"
+        )
+        return _json(
+            504,
+            {
+                "error": f"{route.key} v{backend.version} ({backend.role}, {backend.url}) did not answer "
+                f"within {seconds:g} s",
+                "timeout_seconds": seconds,
+                "fix": f"make {route.deployment}'s predict() faster or send fewer rows per request; "
+                f"or raise {where}",
             },
         )
 
@@ -408,7 +519,9 @@ class Gateway:
         stats.inflight += 1
         self._shadow_inflight += 1
         try:
-            async with self.session.post(backend.predict_url, data=body, headers=headers) as resp:
+            async with self.session.post(
+                backend.predict_url, data=body, headers=headers, timeout=self._timeout(backend)
+            ) as resp:
                 await resp.read()
                 if resp.status >= 500:
                     stats.shadow_errors += 1
@@ -598,7 +711,7 @@ class GatewayClient:
         self,
         namespace: str,
         deployment: str,
-        backends: Mapping[str, Mapping[str, str]],
+        backends: Mapping[str, Mapping[str, Any]],
         weights: Mapping[str, int],
         shadows: Iterable[str] = (),
     ) -> dict[str, Any]:
@@ -650,10 +763,37 @@ class GatewayClient:
         return self._call("POST", path, json=payload)
 
 
-def gateway_argv(host: str, port: int, state: str | Path, python: str | None = None) -> list[str]:
-    """Command line that runs the gateway (for ``ProcessGroup.start``)."""
-    return [python or sys.executable, "-m", "pushbutton.serving.gateway", "--host", host, "--port", str(port),
+def gateway_argv(
+    host: str,
+    port: int,
+    state: str | Path,
+    python: str | None = None,
+    *,
+    max_request_bytes: int | None = None,
+    request_timeout: float | None = None,
+) -> list[str]:
+    """Command line that runs the gateway (for ``ProcessGroup.start``); limits left at None come
+    from ``PUSHBUTTON_GATEWAY_MAX_REQUEST_BYTES`` and the defaults."""
+    argv = [python or sys.executable, "-m", "pushbutton.serving.gateway", "--host", host, "--port", str(port),
             "--state", str(state)]  # fmt: skip
+    if max_request_bytes is not None:
+        argv += ["--max-request-bytes", str(max_request_bytes)]
+    if request_timeout is not None:
+        argv += ["--request-timeout", str(request_timeout)]
+    return argv
+
+
+def _positive(kind: type, what: str) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not value > 0 or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return value
+
+    return parse
 
 
 # --- entry point --------------------------------------------------------------------------------
@@ -667,11 +807,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--state", required=True, help="JSON file the routes persist in")
     parser.add_argument("--probe-interval", type=float, default=1.0, help="seconds between health probes")
+    parser.add_argument(
+        "--max-request-bytes",
+        type=_positive(int, "a positive number of bytes"),
+        help="prediction bodies above this are answered 413 "
+        f"(default: PUSHBUTTON_GATEWAY_MAX_REQUEST_BYTES, else {MAX_REQUEST_BYTES})",
+    )
+    parser.add_argument(
+        "--request-timeout",
+        type=_positive(float, "a positive number of seconds"),
+        default=REQUEST_TIMEOUT,
+        help="seconds a backend may take when its route sets no timeout_seconds (504 after)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        gateway = Gateway(args.state, probe_interval=args.probe_interval)
-    except ServingError as exc:
+        limit = args.max_request_bytes or settings().gateway_max_request_bytes
+        gateway = Gateway(
+            args.state,
+            probe_interval=args.probe_interval,
+            request_timeout=args.request_timeout,
+            max_request_bytes=limit,
+        )
+    except (ServingError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     loop = None
@@ -681,8 +839,8 @@ def main(argv: list[str] | None = None) -> int:
         loop = uvloop.new_event_loop()
     except ImportError:
         pass
-    log.info("gateway on http://%s:%d (state %s, %s)", args.host, args.port, args.state,
-             "uvloop" if loop else "asyncio")  # fmt: skip
+    log.info("gateway on http://%s:%d (state %s, %s, max request %d bytes, timeout %g s)", args.host,
+             args.port, args.state, "uvloop" if loop else "asyncio", limit, args.request_timeout)  # fmt: skip
     web.run_app(
         gateway.app(),
         host=args.host,

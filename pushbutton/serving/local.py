@@ -30,7 +30,10 @@ from pushbutton.serving.spec import Predictor, ServingSpec, traffic_plan
 def route_config(spec: ServingSpec, urls: Mapping[str, str]) -> dict[str, Any]:
     """The gateway route (canonical form) serving ``spec`` from the microservice ``urls`` by role."""
     plan = traffic_plan(spec)
-    backends = {p.name: {"url": urls[p.name], "version": p.version} for p in spec.predictors}
+    backends = {
+        p.name: {"url": urls[p.name], "version": p.version, "timeout_seconds": p.timeout_seconds}
+        for p in spec.predictors
+    }
     config = {"backends": backends, "weights": plan.weights, "shadows": list(plan.shadows)}
     return Route.from_config(spec.namespace, spec.deployment, config).config()
 
@@ -124,7 +127,15 @@ class LocalRuntime:
         inputs = tuple((f.name, f.type, f.nullable) for f in predictor.inputs)
         p = predictor
         return self._start(
-            env, namespace, p.model, p.version, p.code_uri, p.class_ref, p.model_uri, inputs
+            env,
+            namespace,
+            p.model,
+            p.version,
+            p.code_uri,
+            p.class_ref,
+            p.model_uri,
+            inputs,
+            p.timeout_seconds,
         ), True
 
     def _start(
@@ -137,6 +148,7 @@ class LocalRuntime:
         class_ref: str,
         model_uri: str,
         inputs: tuple[tuple[str, str, bool], ...],
+        request_timeout: float | None = None,
     ) -> Microservice:
         return self.services.start(
             env,
@@ -150,6 +162,7 @@ class LocalRuntime:
             threads=self.threads,
             timeout=self.ready_timeout,
             inputs=inputs,
+            request_timeout=request_timeout,
         )
 
     def _routed_urls(self, namespace: str, deployment: str) -> set[str]:
@@ -291,7 +304,7 @@ class LocalRuntime:
                         result["errors"].append(str(exc))
                         continue
                     if fresh is not None:
-                        backends[role] = {"url": fresh.url, "version": backend["version"]}
+                        backends[role] = {**backend, "url": fresh.url}  # its version and timeout stay
                         result["restarted"].append(fresh.name)
                 if result["restarted"]:
                     self.gateway.put_route(
@@ -320,9 +333,11 @@ class LocalRuntime:
                 f"service record under {self.services.meta_dir}; redeploy it: {redeploy}"
             )
         env = load_env(self.envs_root, Path(svc.env).name)
+        timeout = backend.get("timeout_seconds")
         return self._start(
-            env, namespace, svc.model, svc.version, svc.code_dir, svc.class_ref, svc.model_uri, svc.inputs
-        )
+            env, namespace, svc.model, svc.version, svc.code_dir, svc.class_ref, svc.model_uri, svc.inputs,
+            float(timeout) if timeout else None,
+        )  # fmt: skip
 
     def close(self) -> None:
         self.gateway.close()

@@ -5,7 +5,10 @@ started in the model's code directory with ``model_uri`` passed as a Seldon cons
 through ``pushbutton_serve`` (``runtime/seldon``), which binds its servers to the platform's host
 (seldon itself binds every interface). Given the
 model's input schema, the interface is ``pushbutton_guard.Guarded`` (also ``runtime/seldon``), which
-answers requests that do not fit the schema with a 400 before the model class sees them. Its
+answers requests that do not fit the schema with a 400 before the model class sees them. A spec
+without a predict class is served by a built-in one from ``runtime/seldon`` too
+(``pushbutton_sklearn.SklearnModel``), found through the process's ``PYTHONPATH`` (spec checks refuse a
+model module of the same name, which would shadow it from the working directory). Its
 name is ``svc-<namespace>.<model>.v<version>`` (dots, because DNS-safe names hold dashes:
 ``team-a``/``iris`` and ``team``/``a-iris`` must not share one); pid files and logs live with the
 platform's other processes (``<home>/run``, ``<home>/logs``) and a small metadata file (ports, model
@@ -42,6 +45,8 @@ SERVICE_PREFIX = "svc-"
 READY_PATH = "/health/status"
 PING_PATH = "/health/ping"
 PREDICT_PATH = "/api/v1.0/predictions"
+WORKER_TIMEOUT_VARIABLE = "PUSHBUTTON_WORKER_TIMEOUT"  # read by the launcher, pushbutton_serve
+WORKER_TIMEOUT_MARGIN = 10.0  # seconds past the gateway's timeout before gunicorn restarts a busy worker
 RUNTIME_DIR = Path(__file__).resolve().parent / "runtime" / "seldon"  # on the microservice's PYTHONPATH
 LAUNCHER = "pushbutton_serve"
 GUARD_INTERFACE = "pushbutton_guard.Guarded"
@@ -251,8 +256,13 @@ class Microservices:
         threads: int | None = None,
         timeout: float = READY_TIMEOUT,
         inputs: Sequence[tuple[str, str, bool]] = (),
+        request_timeout: float | None = None,
     ) -> Microservice:
         """Start (replacing any process of that name) and wait until ready.
+
+        ``request_timeout`` (the version's ``serving.timeout_seconds``) sets gunicorn's worker timeout
+        to that plus ``WORKER_TIMEOUT_MARGIN``: seldon's own default (5 s) killed a worker answering a
+        request the gateway still waited for; unset, the launcher's default applies.
 
         ``inputs`` (the spec's ``(name, type, nullable)`` triples) put the model class behind the schema guard.
 
@@ -271,6 +281,8 @@ class Microservices:
         # this start succeeds, so a failed restart can be tried again by the next `pushbutton up`
         self.group.stop(name)
         child_env = _child_env(self.settings)
+        if request_timeout:
+            child_env[WORKER_TIMEOUT_VARIABLE] = str(int(request_timeout + WORKER_TIMEOUT_MARGIN))
         for attempt in range(PORT_ATTEMPTS):
             http_port, metrics_port = _free_ports(2)
             argv = microservice_argv(

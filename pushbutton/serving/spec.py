@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pushbutton.spec.model import DnsName, Feature, ModelSpec, Reference, Resources
+from pushbutton.spec.model import TIMEOUT_SECONDS, DnsName, Feature, ModelSpec, Reference, Resources
 
 Role = Literal["champion", "candidate"]
 
@@ -41,6 +41,9 @@ class Predictor(BaseModel):
     shadow: bool = False
     replicas: int = Field(1, ge=1)
     resources: Resources = Resources()
+    timeout_seconds: float = Field(
+        TIMEOUT_SECONDS, gt=0, description="the gateway answers 504 when this predictor takes longer"
+    )
 
 
 class ServingSpec(BaseModel):
@@ -128,6 +131,7 @@ def predictor(
         shadow=shadow,
         replicas=model.serving.replicas,
         resources=model.serving.resources,
+        timeout_seconds=model.serving.timeout_seconds,
     )
 
 

@@ -5,14 +5,27 @@ Runs inside the serving environment (no pushbutton there):
 seldon-core 1.18/1.19 hard-codes ``0.0.0.0`` for its REST, metrics and gRPC servers, which would
 let anyone on the network call a model past the gateway; this launcher rewrites those addresses to
 ``HOST`` (the platform's host, loopback by default) and hands over to seldon's own ``main``.
-Gunicorn's config hook and seldon's gRPC entry are the only places touched.
+Gunicorn's config hook and seldon's gRPC entry are touched for that.
+
+Two more gunicorn settings are fixed here. The worker timeout: seldon sets 5 s, so a predict taking
+longer had its worker killed while the gateway still waited for the answer; it becomes
+``PUSHBUTTON_WORKER_TIMEOUT`` (the version's ``serving.timeout_seconds`` plus a margin, set by
+pushbutton; ``DEFAULT_WORKER_TIMEOUT`` when unset). And the worker heartbeat: gunicorn 20.1 compares
+its own clock (``time.time()``) with the file system's (a temp file's ``st_ctime``); when the process
+clock is shifted (libfaketime, as the ``at-time`` tool runs a whole stack at another date) every worker
+looked dead and was killed every second. The heartbeat then writes and reads one clock, as gunicorn 21
+does: the worker stamps the file's mtime with ``time.time()``, the arbiter reads that stamp back.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 
 ALL_INTERFACES = "0.0.0.0"
+WORKER_TIMEOUT_VARIABLE = "PUSHBUTTON_WORKER_TIMEOUT"
+DEFAULT_WORKER_TIMEOUT = 660  # the longest serving.timeout_seconds (600) plus a margin
 USAGE = "usage: python -m pushbutton_serve --bind-host HOST <seldon-core-microservice arguments>"
 
 
@@ -34,8 +47,10 @@ def install(host: str) -> None:
     def do_load_config(self) -> None:
         load_config(self)
         self.cfg.set("bind", [rebind(address, host) for address in self.cfg.bind])
+        self.cfg.set("timeout", worker_timeout(os.environ))
 
     BaseApplication.do_load_config = do_load_config
+    one_clock_heartbeat()
 
     run_grpc_server = microservice._run_grpc_server
 
@@ -47,6 +62,27 @@ def install(host: str) -> None:
         return run_grpc_server(*args, **kwargs)
 
     microservice._run_grpc_server = _run_grpc_server
+
+
+def worker_timeout(environ: dict[str, str] | os._Environ) -> int:
+    """Seconds a worker may spend on one request before gunicorn restarts it."""
+    value = environ.get(WORKER_TIMEOUT_VARIABLE, "")
+    return int(value) if value.isdigit() and int(value) > 0 else DEFAULT_WORKER_TIMEOUT
+
+
+def one_clock_heartbeat() -> None:
+    """Make gunicorn's worker heartbeat compare ``time.time()`` with ``time.time()`` (see module doc)."""
+    from gunicorn.workers.workertmp import WorkerTmp
+
+    def notify(self) -> None:
+        now = time.time()
+        os.utime(self._tmp.fileno(), (now, now))
+
+    def last_update(self) -> float:
+        return os.fstat(self._tmp.fileno()).st_mtime
+
+    WorkerTmp.notify = notify
+    WorkerTmp.last_update = last_update
 
 
 def main(argv: list[str]) -> None:
