@@ -19,14 +19,110 @@ if TYPE_CHECKING:
 
     from pushbutton.spec.model import ModelSpec
 
-# scikit-learn's bundled datasets (no download): name -> loader function in sklearn.datasets
+
+@dataclass(frozen=True)
+class SklearnDataset:
+    """One of scikit-learn's bundled data sets (no download) as a ``sklearn:<name>`` data source.
+
+    ``columns`` are its feature columns as pushbutton names them (``snake_case`` of scikit-learn's),
+    kept here so that validating a spec never imports scikit-learn (seconds); a unit test compares
+    them with scikit-learn's. Every feature is a double without missing values. The target column is
+    scikit-learn's ``target`` renamed to the spec's ``data.target``; ``target`` below is the name
+    ``pushbutton init --from-data`` gives it.
+    """
+
+    loader: str  # function in sklearn.datasets
+    task: str
+    target: str
+    columns: tuple[str, ...]
+    labels: tuple[str, ...] = ()  # classification: what target 0, 1, ... stand for (its target_names)
+
+
+_CANCER = (
+    "radius",
+    "texture",
+    "perimeter",
+    "area",
+    "smoothness",
+    "compactness",
+    "concavity",
+    "concave_points",
+    "symmetry",
+    "fractal_dimension",
+)
 SKLEARN_DATASETS = {
-    "iris": "load_iris",
-    "diabetes": "load_diabetes",
-    "wine": "load_wine",
-    "breast_cancer": "load_breast_cancer",
-    "digits": "load_digits",
+    "iris": SklearnDataset(
+        "load_iris",
+        "classification",
+        "species",
+        ("sepal_length_cm", "sepal_width_cm", "petal_length_cm", "petal_width_cm"),
+        ("setosa", "versicolor", "virginica"),
+    ),
+    "diabetes": SklearnDataset(
+        "load_diabetes",
+        "regression",
+        "progression",
+        ("age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"),
+    ),
+    "wine": SklearnDataset(
+        "load_wine",
+        "classification",
+        "cultivar",
+        (
+            "alcohol",
+            "malic_acid",
+            "ash",
+            "alcalinity_of_ash",
+            "magnesium",
+            "total_phenols",
+            "flavanoids",
+            "nonflavanoid_phenols",
+            "proanthocyanins",
+            "color_intensity",
+            "hue",
+            "od280_od315_of_diluted_wines",
+            "proline",
+        ),
+        ("class_0", "class_1", "class_2"),
+    ),
+    "breast_cancer": SklearnDataset(
+        "load_breast_cancer",
+        "classification",
+        "diagnosis",
+        (*(f"mean_{c}" for c in _CANCER), *(f"{c}_error" for c in _CANCER), *(f"worst_{c}" for c in _CANCER)),
+        ("malignant", "benign"),
+    ),
+    "digits": SklearnDataset(
+        "load_digits",
+        "classification",
+        "digit",
+        tuple(f"pixel_{row}_{col}" for row in range(8) for col in range(8)),
+        tuple(str(digit) for digit in range(10)),
+    ),
 }
+
+
+def sklearn_datasets_markdown(most: int = 32) -> str:
+    """The README's table of the ``sklearn:`` data sources, made from ``SKLEARN_DATASETS`` (a unit
+    test keeps the README equal to it): ``python -c 'from pushbutton.data import *;
+    print(sklearn_datasets_markdown())'``."""
+    lines = [
+        "| `data.source` | task | target (as `init --from-data` names it) | input columns (all `double`) |",
+        "|---|---|---|---|",
+    ]
+    for name, dataset in SKLEARN_DATASETS.items():
+        columns = dataset.columns
+        if len(columns) > most:
+            shown = f"`{columns[0]}`, `{columns[1]}`, … `{columns[-1]}` ({len(columns)} columns)"
+        else:
+            shown = ", ".join(f"`{c}`" for c in columns)
+        target = f"`{dataset.target}`"
+        if any(label not in (str(value), f"class_{value}") for value, label in enumerate(dataset.labels)):
+            target += (
+                " (" + ", ".join(f"{value} = {label}" for value, label in enumerate(dataset.labels)) + ")"
+            )
+        lines.append(f"| `sklearn:{name}` | {dataset.task} | {target} | {shown} |")
+    return "\n".join(lines)
 
 
 def snake_case(column: str) -> str:
@@ -53,7 +149,7 @@ def load_frame(spec: ModelSpec, model_dir: Path) -> pd.DataFrame:
     if scheme == "sklearn":
         import sklearn.datasets
 
-        bunch = getattr(sklearn.datasets, SKLEARN_DATASETS[rest])(as_frame=True)
+        bunch = getattr(sklearn.datasets, SKLEARN_DATASETS[rest].loader)(as_frame=True)
         frame = bunch.frame.rename(columns=snake_case).rename(columns={"target": spec.data.target})
     elif scheme == "csv":
         try:
@@ -127,33 +223,10 @@ def _data_issue(spec: ModelSpec, model_dir: Path, problem: str, fix: str = "") -
 
 
 def _missing_columns(spec: ModelSpec, model_dir: Path, columns: list[str]) -> list[SpecIssue]:
-    """One issue per input or target the data source lacks, on its line, with the closest column."""
-    import difflib
+    """One issue per input or target the data source lacks (as ``validate`` reports it)."""
+    from pushbutton.datasource import missing_columns
 
-    from pushbutton.spec.loader import compose, field_line
-
-    file = model_dir / "model.yaml"
-    wanted = [(f"schema.inputs.{i}.name", name) for i, name in enumerate(spec.feature_names)]
-    wanted.append(("data.target", spec.data.target))
-    root = None
-    issues = []
-    for field, name in wanted:
-        if name in columns:
-            continue
-        root = root or compose(file)
-        close = difflib.get_close_matches(name, columns, n=1)
-        hint = f"did you mean '{close[0]}'? " if close else ""
-        issues.append(
-            SpecIssue(
-                str(file),
-                field,
-                f"column '{name}' is not in data source '{spec.data.source}' "
-                f"(it has {', '.join(sorted(columns))})",
-                f"{hint}name inputs and target exactly as the data source's columns",
-                line=field_line(root, field),
-            )
-        )
-    return issues
+    return missing_columns(spec, str(model_dir / "model.yaml"), columns)
 
 
 def split(spec: ModelSpec, model_dir: Path) -> Split:

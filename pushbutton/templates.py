@@ -16,7 +16,7 @@ import shutil
 import string
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,6 +61,25 @@ def init_model(
 
     Refuses a name some spec under ``models_dir`` (or ``parent``) already declares: model names are
     unique in the repository."""
+    target = new_model_target(
+        name, parent, models_dir, after=lambda: _known_template(template, templates_dir)
+    )
+    return write_model(target, lambda staging: _render(templates_dir / template, staging, {"name": name}))
+
+
+def _known_template(template: str, templates_dir: Path) -> None:
+    available = list_templates(templates_dir)
+    if template not in available:
+        choices = ", ".join(available) or "(none)"
+        raise NotFound(f"template '{template}' not found in {templates_dir}; use one of: {choices}")
+
+
+def new_model_target(
+    name: str, parent: Path, models_dir: Path | None = None, after: Callable[[], None] | None = None
+) -> Path:
+    """``parent/name`` when a new model called ``name`` may be created there; else the error saying
+    why (a name that is not DNS-safe, one another spec declares, an existing directory). ``after``
+    runs once the name is known to be well-formed, before anything is looked up on disk."""
     parent = Path(parent)
     target = parent / name
     try:
@@ -68,15 +87,20 @@ def init_model(
     except ValueError as exc:
         problem, _, fix = str(exc).rpartition("; ")
         raise SpecError([SpecIssue(str(target / SPEC_FILE), "name", problem, fix)]) from exc
-    available = list_templates(templates_dir)
-    if template not in available:
-        choices = ", ".join(available) or "(none)"
-        raise NotFound(f"template '{template}' not found in {templates_dir}; use one of: {choices}")
+    if after is not None:
+        after()
     if target.exists() or target.is_symlink():
         raise AlreadyExists(f"{target} already exists; choose another name or --dir, or remove it first")
     if parent.exists() and not parent.is_dir():
         raise PushbuttonError(f"--dir {parent} is a file, not a directory; pass a directory (or omit --dir)")
     _check_name_is_new(name, [r for r in (models_dir, parent) if r is not None])
+    return target
+
+
+def write_model(target: Path, fill: Callable[[Path], None]) -> Path:
+    """Let ``fill`` write a model directory into a hidden staging directory beside ``target``, check
+    it, and rename it to ``target``: all or nothing."""
+    parent, name = target.parent, target.name
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -84,7 +108,7 @@ def init_model(
     staging = parent / f".{name}.init-{secrets.token_hex(4)}"  # hidden: discovery skips it
     staging.mkdir()
     try:
-        _render(templates_dir / template, staging, {"name": name})
+        fill(staging)
         load_model_dir(staging)  # a template that renders into an invalid model is a bug; never ship it
         if target.exists():
             raise AlreadyExists(f"{target} was created while rendering; remove it or choose another name")
@@ -141,22 +165,52 @@ class LocalModel:
     model_uri: str
 
     def predictor(self) -> Any:
-        """The spec's predict class, constructed the way serving constructs it."""
-        return load_reference(self.model_dir, self.spec.predict.class_, "predict.class")(
-            model_uri=self.model_uri
-        )
+        """The spec's predict class (pushbutton's built-in one when the spec names none), constructed
+        the way serving constructs it."""
+        return predict_class(self.model_dir, self.spec)(model_uri=self.model_uri)
+
+
+def predict_class(model_dir: Path, spec: ModelSpec) -> Any:
+    """The class ``predict.class`` names: from the model directory, or from pushbutton's serving
+    runtime for a built-in class (which a microservice finds on its ``PYTHONPATH``)."""
+    if not spec.predict.builtin:
+        return load_reference(model_dir, spec.predict.class_, "predict.class")
+    import importlib.util
+
+    from pushbutton.serving.microservice import RUNTIME_DIR
+
+    module_name, _, attr = spec.predict.class_.partition(":")
+    name = f"_pushbutton_runtime_{module_name}"
+    module = sys.modules.get(name)
+    if module is None:
+        path = RUNTIME_DIR / f"{module_name}.py"
+        module_spec = importlib.util.spec_from_file_location(name, path)
+        if module_spec is None or module_spec.loader is None or not path.is_file():
+            raise NotFound(
+                f"pushbutton's serving runtime {RUNTIME_DIR} lacks {path.name}; reinstall pushbutton"
+            )
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+        sys.modules[name] = module
+    return getattr(module, attr)
 
 
 def train_local(model_dir: Path, out_dir: Path, *, spec: ModelSpec | None = None) -> LocalModel:
     """Validate (unless ``spec`` is given), split, train with the spec's entry point and save under
-    ``out_dir/model`` the way pushbutton logs it (``training.flavor_kwargs``)."""
+    ``out_dir/model`` the way pushbutton logs it (``training.flavor_kwargs``, with the input signature
+    the built-in predict class reads)."""
     import mlflow.sklearn
+    from mlflow.models import infer_signature
 
     model_dir = Path(model_dir)
     fitted = fit(spec or load_model_dir(model_dir), model_dir)
     uri = Path(out_dir) / "model"
+    x_train = fitted.data.x_train
+    signature = infer_signature(x_train, fitted.estimator.predict(x_train.head(5)))
     # explicit (possibly empty) requirements: skips MLflow's slow inference for a local model
-    mlflow.sklearn.save_model(fitted.estimator, str(uri), **flavor_kwargs(fitted, infer_requirements=False))
+    mlflow.sklearn.save_model(
+        fitted.estimator, str(uri), signature=signature, **flavor_kwargs(fitted, infer_requirements=False)
+    )
     return LocalModel(model_dir, fitted.spec, fitted.data, fitted.estimator, str(uri))
 
 

@@ -1,5 +1,5 @@
-"""Checks of a model directory against its spec: files exist, stay inside the directory, and the
-entry points are defined.
+"""Checks of a model directory against its spec: files exist, stay inside the directory, the entry
+points are defined, and the data source holds the declared inputs and target (``pushbutton.datasource``).
 
 Entry points are checked by parsing the module with ``ast`` (cheap and side-effect free, so it runs
 at DAG-parse time too); importing the module with its dependencies is the build/test stage's job.
@@ -14,9 +14,10 @@ from pathlib import Path
 
 import yaml
 
+from pushbutton import datasource
 from pushbutton.errors import SpecError, SpecIssue
 from pushbutton.spec.loader import SPEC_FILE, compose, field_line, load_spec
-from pushbutton.spec.model import ModelSpec
+from pushbutton.spec.model import DEFAULT_PREDICT_CLASSES, ModelSpec
 
 
 def load_model_dir(model_dir: str | Path) -> ModelSpec:
@@ -37,7 +38,10 @@ def check_model_dir(spec: ModelSpec, model_dir: Path) -> list[SpecIssue]:
     file = str(model_dir / SPEC_FILE)
     issues: list[SpecIssue] = []
     issues += _reference(file, model_dir, "train.entry_point", spec.train.entry_point, kind="function")
-    issues += _reference(file, model_dir, "predict.class", spec.predict.class_, kind="class")
+    if spec.predict.builtin:
+        issues += _builtin_class(file, model_dir, spec)
+    else:
+        issues += _reference(file, model_dir, "predict.class", spec.predict.class_, kind="class")
     explicit = spec.model_fields_set
     if spec.requirements and ("requirements" in explicit or (model_dir / spec.requirements).exists()):
         found = _file(file, model_dir, "requirements", spec.requirements)
@@ -48,8 +52,8 @@ def check_model_dir(spec: ModelSpec, model_dir: Path) -> list[SpecIssue]:
         found = _file(file, model_dir, "gate.golden", spec.gate.golden)
         issues += found or _golden_header(file, model_dir / spec.gate.golden, spec)
     scheme, _, rest = spec.data.source.partition(":")
-    if scheme in ("csv", "parquet"):
-        issues += _file(file, model_dir, "data.source", rest)
+    data_file = _file(file, model_dir, "data.source", rest) if scheme in ("csv", "parquet") else []
+    issues += data_file or datasource.check(spec, model_dir, file)  # columns, types, target
     if not issues:
         return issues
     root = compose(file)  # line numbers are only needed to report problems
@@ -184,6 +188,36 @@ def _reference(file: str, model_dir: Path, field: str, ref: str, kind: str) -> l
             )
         ]
     return []
+
+
+def _builtin_class(file: str, model_dir: Path, spec: ModelSpec) -> list[SpecIssue]:
+    """A ``predict.class`` in pushbutton's runtime module must be the flavor's built-in class, and no
+    module of the model directory may shadow that module (the microservice runs in the directory)."""
+    default = DEFAULT_PREDICT_CLASSES[spec.flavor]
+    module = spec.predict.class_.partition(":")[0]
+    shadows = [p for p in (f"{module}.py", f"{module}/__init__.py") if (model_dir / p).exists()]
+    if shadows:
+        return [
+            SpecIssue(
+                file,
+                "predict.class",
+                f"{shadows[0]} in the model directory has the name of pushbutton's built-in serving module "
+                f"'{module}' and would be served instead of it",
+                f"rename {shadows[0]}",
+            )
+        ]
+    if spec.predict.class_ == default:
+        return []
+    return [
+        SpecIssue(
+            file,
+            "predict.class",
+            f"'{module}' is pushbutton's built-in serving module; it has no class "
+            f"'{spec.predict.class_.partition(':')[2]}' for flavor {spec.flavor}",
+            f"leave predict out (or write '{default}') to serve the logged model as it is, or name your "
+            "own module in the model directory",
+        )
+    ]
 
 
 def _requirements(path: Path) -> list[SpecIssue]:

@@ -9,6 +9,7 @@ File-system checks (paths exist, entry points defined) live in ``pushbutton.spec
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
@@ -141,10 +142,21 @@ class Feature(_Strict):
 
 
 class SchemaSpec(_Strict):
-    """Input columns the model accepts, in order, and the shape of what it returns."""
+    """Input columns the model accepts, in order, and the shape of what it returns.
+
+    An input written as a bare name (``inputs: [age, income]``) is ``{name: age}``: a double that
+    must not be missing (what ``pushbutton init --from-data`` writes for such columns).
+    """
 
     inputs: list[Feature] = Field(min_length=1)
     output: Feature = Feature(name="prediction")
+
+    @field_validator("inputs", mode="before")
+    @classmethod
+    def _bare_names(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"name": item} if isinstance(item, str) else item for item in value]
+        return value
 
     @field_validator("inputs")
     @classmethod
@@ -160,10 +172,24 @@ class SchemaSpec(_Strict):
         return value
 
 
-class PredictSpec(_Strict):
-    """The serving class: ``module:Class`` with ``predict(X, features_names=None)``."""
+# The predict class serving a flavor's model when the spec names none: pushbutton's own, in the
+# serving runtime (pushbutton/serving/runtime/seldon/pushbutton_sklearn.py), not in the model directory.
+DEFAULT_PREDICT_CLASSES = {"sklearn": "pushbutton_sklearn:SklearnModel"}
+BUILTIN_PREDICT_MODULES = frozenset(ref.partition(":")[0] for ref in DEFAULT_PREDICT_CLASSES.values())
 
-    class_: Reference = Field(alias="class")
+
+class PredictSpec(_Strict):
+    """The serving class: ``module:Class`` with ``predict(X, features_names=None)`` (seldon-core's
+    python wrapper contract). Left out, the flavor's built-in class serves the logged model as it is
+    (labels or values; class probabilities in the response's ``meta.tags``). With more than one
+    flavor, ``ModelSpec`` must pick the default by ``flavor``; today sklearn is the only one."""
+
+    class_: Reference = Field(DEFAULT_PREDICT_CLASSES["sklearn"], alias="class")
+
+    @property
+    def builtin(self) -> bool:
+        """Whether the class ships with pushbutton's serving runtime rather than the model directory."""
+        return self.class_.partition(":")[0] in BUILTIN_PREDICT_MODULES
 
 
 class Threshold(_Strict):
@@ -179,6 +205,77 @@ class Threshold(_Strict):
         return self
 
 
+def _no_bool(value: Any) -> Any:
+    if isinstance(value, bool):  # pydantic would read true as 1.0
+        raise ValueError(f"{str(value).lower()} is a boolean, not a number; write a number here")
+    return value
+
+
+def _finite(value: float, what: str, example: str) -> float:
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{value:g} is not {what}; give a positive number, e.g. {example}")
+    return value
+
+
+class LatencySpec(_Strict):
+    """Latency ceilings (milliseconds) the test step holds the candidate's own microservice to.
+
+    The test step times sequential single-row requests and ``batch_rows``-row requests over the
+    holdout (p50/p99). The defaults are ceilings no healthy online model should reach: a model a
+    request waits seconds for fails the gate unless its spec raises them.
+    """
+
+    p50_ms: float | None = Field(None, description="single-row median ceiling (default: none)")
+    p99_ms: float = Field(1000.0, description="single-row 99th-percentile ceiling")
+    batch_rows: int = Field(100, ge=1, le=10_000, description="rows per batch request")
+    batch_p50_ms: float | None = Field(None, description="batch median ceiling (default: none)")
+    batch_p99_ms: float = Field(5000.0, description="batch 99th-percentile ceiling")
+    champion_slowdown: float | None = Field(
+        2.0, description="the candidate's medians may be at most this many times the champion's; null: off"
+    )
+    champion_margin_ms: float = Field(
+        50.0, description="a median at most this many ms above the champion's never fails"
+    )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _not_bool(cls, value: Any) -> Any:
+        return _no_bool(value)
+
+    @field_validator("p50_ms", "p99_ms", "batch_p50_ms", "batch_p99_ms")
+    @classmethod
+    def _ceiling(cls, value: float | None) -> float | None:
+        return None if value is None else _finite(value, "a latency ceiling in milliseconds", "1000")
+
+    @field_validator("champion_slowdown")
+    @classmethod
+    def _slowdown(cls, value: float | None) -> float | None:
+        if value is not None and not (math.isfinite(value) and value > 1):
+            raise ValueError(
+                f"{value:g} is not a slowdown factor (how many times the champion's median latency the "
+                "candidate's may reach); write a number above 1, e.g. 2, or null to turn the comparison off"
+            )
+        return value
+
+    @field_validator("champion_margin_ms")
+    @classmethod
+    def _margin(cls, value: float) -> float:
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"{value:g} is not a margin in milliseconds; write 0 or more, e.g. 50")
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LatencySpec:
+        for low, high in (("p50_ms", "p99_ms"), ("batch_p50_ms", "batch_p99_ms")):
+            median, tail = getattr(self, low), getattr(self, high)
+            if median is not None and median > tail:
+                raise ValueError(
+                    f"{low}: {low} {median:g} is above {high} {tail:g}, but a median never exceeds the "
+                    f"99th percentile; lower {low} or raise {high}"
+                )
+        return self
+
+
 class GateSpec(_Strict):
     """Quality gate: absolute thresholds plus the challenger-vs-champion tolerance."""
 
@@ -186,6 +283,7 @@ class GateSpec(_Strict):
     champion_tolerance: float = Field(0.0, ge=0.0, le=1.0)
     golden: RelPath | None = None
     golden_tolerance: float = Field(1e-6, ge=0.0)
+    latency: LatencySpec = LatencySpec()
 
     @field_validator("metrics", mode="before")
     @classmethod
@@ -239,11 +337,35 @@ class Resources(_Strict):
         return value
 
 
+TIMEOUT_SECONDS = 60.0  # the gateway's default: what a client waits at most for a model's answer
+TIMEOUT_MAX_SECONDS = 600.0
+
+
 class ServingSection(_Strict):
     namespace: DnsName = "models"
     replicas: int = Field(1, ge=1, le=50)
     graph: GraphNode = GraphNode()
     resources: Resources = Resources()
+    timeout_seconds: float = Field(
+        TIMEOUT_SECONDS, description="the gateway answers 504 when this version takes longer"
+    )
+
+    @field_validator("timeout_seconds", mode="before")
+    @classmethod
+    def _timeout_not_bool(cls, value: Any) -> Any:
+        return _no_bool(value)
+
+    @field_validator("timeout_seconds")
+    @classmethod
+    def _timeout(cls, value: float) -> float:
+        _finite(value, "a timeout in seconds", "30")
+        if value > TIMEOUT_MAX_SECONDS:
+            raise ValueError(
+                f"{value:g} s would hold a client (and the gateway's connection) for over "
+                f"{TIMEOUT_MAX_SECONDS:g} s; use at most {TIMEOUT_MAX_SECONDS:g}, and score bigger batches "
+                "offline rather than through the gateway"
+            )
+        return value
 
 
 class TrafficSpec(_Strict):
@@ -307,7 +429,7 @@ class ModelSpec(_Strict):
     train: TrainSpec
     data: DataSpec
     schema_: SchemaSpec = Field(alias="schema")
-    predict: PredictSpec
+    predict: PredictSpec = PredictSpec()  # left out: the flavor's built-in class
     requirements: RelPath | None = "requirements.txt"
     tests: RelPath | None = None
     gate: GateSpec = GateSpec()
@@ -347,6 +469,20 @@ class ModelSpec(_Strict):
             raise ValueError(
                 f"data.target: '{self.data.target}' is also a model input; remove it from schema.inputs"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _latency_within_timeout(self) -> ModelSpec:
+        """A latency ceiling set above the serving timeout can never be reached: the gateway answers 504."""
+        latency, timeout = self.gate.latency, self.serving.timeout_seconds
+        for key in ("p50_ms", "p99_ms", "batch_p50_ms", "batch_p99_ms"):
+            ceiling = getattr(latency, key)
+            if key in latency.model_fields_set and ceiling is not None and ceiling > timeout * 1000:
+                raise ValueError(
+                    f"gate.latency.{key}: {ceiling:g} ms is above serving.timeout_seconds ({timeout:g} s), "
+                    f"so the gateway answers such requests 504 before they finish; lower gate.latency.{key} "
+                    "or raise serving.timeout_seconds"
+                )
         return self
 
     @property

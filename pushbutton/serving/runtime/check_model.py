@@ -1,7 +1,9 @@
 """Run a model's predict class on CSV rows inside its serving environment.
 
 Standalone (the serving env has no pushbutton): imports ``module:Class`` from the code directory
-the way seldon-core does (code dir as working directory, appended to ``sys.path``), constructs it
+the way seldon-core does (code dir as working directory, appended to ``sys.path``; pushbutton's
+built-in classes such as ``pushbutton_sklearn:SklearnModel`` come from ``seldon/`` beside this file,
+as they do from a microservice's ``PYTHONPATH``), constructs it
 with ``model_uri=``, calls ``predict(X, features_names)`` and writes
 ``{"predictions": [...], "seconds": s}``; on any exception writes
 ``{"error", "stage": "load"|"predict", "traceback"}`` and exits 2.
@@ -33,6 +35,8 @@ def run(args: argparse.Namespace) -> dict:
     os.chdir(code_dir)
     here = os.path.dirname(os.path.abspath(__file__))
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
+    # pushbutton's built-in predict classes, as on a microservice's PYTHONPATH
+    sys.path.append(os.path.join(here, "seldon"))
     sys.path.append(code_dir)
     import pandas as pd
 
