@@ -1,8 +1,9 @@
 """Thin operators over ``pushbutton.lifecycle``: build the Platform from hooks, call one step.
 
-Configuration and decision errors (bad spec, failing model code, failed gate, promoting an untested
-version, unknown model) fail the task without retry (``AirflowFailException``); transport errors
-and a promotion lock held too long (``LockBusy``) may retry.
+Configuration and decision errors (bad spec, failing model code, requirements no serving environment
+can be built from, failed gate, promoting an untested version, unknown model) fail the task without
+retry (``AirflowFailException``); transport errors (an unreachable MLflow or package index) and a
+promotion lock held too long (``LockBusy``) may retry.
 """
 
 from __future__ import annotations
@@ -30,11 +31,11 @@ def platform() -> Any:
 
 
 def _final(call: Callable[[], Any]) -> Any:
-    from pushbutton.errors import Conflict, GateFailed, ModelCodeError, NotFound, SpecError
+    from pushbutton.errors import Conflict, GateFailed, ModelCodeError, NotFound, RequirementsError, SpecError
 
     try:
         return call()
-    except (SpecError, ModelCodeError, GateFailed, Conflict, NotFound) as exc:
+    except (SpecError, ModelCodeError, RequirementsError, GateFailed, Conflict, NotFound) as exc:
         raise AirflowFailException(str(exc)) from exc
 
 
@@ -44,7 +45,42 @@ ANSWER_KEY = "answer"
 class ReleaseApprovalOperator(ApprovalOperator):
     """Airflow's ``ApprovalOperator`` that also keeps the answer (who, which option, the form) in the
     XCom ``answer``: on Reject, Airflow skips the downstream tasks and stores no return value, so
-    without it a rejection would lose who rejected and why."""
+    without it a rejection would lose who rejected and why.
+
+    Before it asks, it looks for a newer version's CI/CD run already queued behind this one: then the
+    request is superseded at once (Reject, ``superseded by vN``) instead of holding that run back for
+    up to the approval timeout (see ``pushbutton.supersede``; a request already parked is superseded
+    by the Airflow plugin when the newer run is created)."""
+
+    template_fields: Sequence[str] = (*ApprovalOperator.template_fields, "version")
+
+    def __init__(self, *, model: str = "", version: str = "", **kwargs: Any):
+        super().__init__(**kwargs)
+        self.model = model
+        self.version = version
+
+    def execute(self, context: Context) -> Any:
+        newer = self._newer_queued_version(context)
+        if newer is not None:
+            from operators.supersede import superseded_event
+
+            self.log.info("%s v%s is superseded by v%s, whose run is queued: not asking", self.model,
+                          self.version, newer)  # fmt: skip
+            return self.execute_complete(context, superseded_event(newer))
+        return super().execute(context)
+
+    def _newer_queued_version(self, context: Context) -> str | None:
+        if not self.model or not str(self.version).isdigit():
+            return None
+        from operators.supersede import newer_queued_version
+
+        ti = context["ti"]
+        try:
+            registry = MlflowRegistryHook().get_conn()
+            return newer_queued_version(self.model, self.version, ti.dag_id, registry, ti.get_dr_count)
+        except Exception as exc:  # never block the approval on this check: ask as usual
+            self.log.warning("could not check for a newer queued version (%s); asking for approval", exc)
+            return None
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         if "error" not in event:
@@ -61,6 +97,12 @@ class ReleaseApprovalOperator(ApprovalOperator):
 def approval_answer(context: Context, task_id: str = "approve") -> dict[str, Any]:
     ti = context["ti"]
     return ti.xcom_pull(task_ids=task_id, key=ANSWER_KEY) or ti.xcom_pull(task_ids=task_id) or {}
+
+
+def superseded_by(user: dict[str, Any] | None) -> str | None:
+    from pushbutton.supersede import superseded_by as parse
+
+    return parse(user)
 
 
 def approver(context: Context, task_id: str = "approve") -> str:
@@ -188,10 +230,33 @@ class SeldonDiscardCandidateOperator(_LifecycleOperator):
         from pushbutton.lifecycle import reject
 
         version = self.release_version()
+        newer = superseded_by(approval_answer(context).get("responded_by_user"))
+        if newer is not None:  # the approval was answered by a newer version's run
+            return _final(lambda: self._supersede(context, version, newer))
         comment = approval_comment(context)
         reason = f"rejected by {approver(context)}" + (f": {comment}" if comment else "")
         return _final(
             lambda: reject(platform(), self.model, version, approver(context), self.run_id(context), reason)
+        )
+
+    def _supersede(self, context: Context, version: str, newer: str) -> dict[str, Any]:
+        from pushbutton.lifecycle import reject
+        from pushbutton.registry import ACTOR
+        from pushbutton.supersede import reason
+
+        p = platform()
+        pushed_by = p.registry.get(self.model, newer).tags.get(ACTOR) or None
+        why = reason(newer, pushed_by)
+        self.log.info("%s v%s: %s; withdrawing its candidate", self.model, version, why)
+        return reject(
+            p,
+            self.model,
+            version,
+            pushed_by or "unknown",
+            self.run_id(context),
+            why,
+            action="supersede",
+            detail={"superseded_by": newer, "pushed_by": pushed_by},
         )
 
 

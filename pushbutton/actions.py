@@ -132,7 +132,7 @@ def _sync_dag_stub(settings: Settings, model_dir: Path) -> bool:
     models_dir = Path(settings.models_dir).resolve()
     if not Path(model_dir).resolve().is_relative_to(models_dir):
         return False
-    sync_stubs(models_dir, settings.dags_dir)
+    sync_stubs(models_dir, settings.stub_root)
     return True
 
 
@@ -205,7 +205,9 @@ def respond_approval(
 
 
 def model_status(settings: Settings, model: str) -> dict[str, Any]:
-    """Versions with their status and aliases, what the gateway serves, and the serving history."""
+    """Versions with their status and aliases, each version's last CI/CD run (run id, state, failing
+    task, one-line reason; asked from Airflow, which may be down: ``cicd.available`` says so and why),
+    what the gateway serves, and the serving history."""
     from pushbutton.history import HistoryStore
     from pushbutton.serving.local import LocalRuntime
 
@@ -236,12 +238,44 @@ def model_status(settings: Settings, model: str) -> dict[str, Any]:
             for v in versions
         ],
     }
+    status["cicd"], runs = _cicd_runs(settings, model, versions)
+    if status["cicd"]["available"]:
+        for entry in status["versions"]:
+            entry["last_run"] = runs.get(entry["version"])
     if spec is None:
         status["spec"] = _unreadable_note(settings, model, spec, unreadable).removeprefix("; ")
     namespace = spec.serving.namespace if spec else settings.namespace
     status["serving"] = LocalRuntime(settings).status(namespace, model)
     status["history"] = HistoryStore(settings.store).events(model, limit=20)
     return status
+
+
+def _cicd_runs(
+    settings: Settings, model: str, versions: list[reg.Version]
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """(what was asked and whether Airflow answered, version -> its last CI/CD run)."""
+    from pushbutton.runs import last_runs
+
+    dag_id = f"{model}__cicd"
+    try:
+        found = last_runs(_client(settings), model, versions)
+    except PushbuttonError as exc:
+        why = f"Airflow could not be asked for the {dag_id} runs: {exc}"
+        return {"dag_id": dag_id, "available": False, "why": why}, {}
+    return {"dag_id": dag_id, "available": True}, found
+
+
+def follow_push(
+    settings: Settings, result: dict[str, Any], timeout: float, emit: Any, clock: Any = None
+) -> dict[str, Any]:
+    """``push --wait``: follow the CI/CD run ``push`` started (``result["pipeline"]``) to its approval,
+    its failure or ``timeout`` (``pushbutton.runs.follow``); ``emit`` gets the progress lines."""
+    from pushbutton.runs import follow
+
+    pipeline = result["pipeline"]
+    return follow(
+        _client(settings), pipeline["dag_id"], pipeline["run_id"], timeout=timeout, clock=clock, emit=emit
+    )
 
 
 def find_model_spec(models_dir: Path, model: str) -> tuple[ModelSpec | None, list[Path]]:

@@ -314,6 +314,13 @@ class AirflowClient:
         body = {"chosen_options": list(chosen_options), "params_input": params_input or {}}
         return self.request("PATCH", path, json=body)
 
+    # -- links into the UI -------------------------------------------------------------------
+
+    def task_ui_url(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> str:
+        """The Airflow 3 UI page of one task instance (its log; ``+ "/required_actions"``: its form)."""
+        url = f"{self.base_url}/dags/{_q(dag_id)}/runs/{_q(run_id)}/tasks/{_q(task_id)}"
+        return url + (f"/mapped/{map_index}" if map_index >= 0 else "")
+
 
 _EXCEPTION_LINE = re.compile(r"^(?:[\w.]+\.)?((?:\w*(?:Error|Exception|Failed)): .*)$")
 _WRAPPERS = {"AirflowFailException", "AirflowException", "AirflowTaskTimeout"}

@@ -89,12 +89,29 @@ def _indent(text: str) -> str:
 
 def _init(args: argparse.Namespace) -> int:
     from pushbutton.config import settings
-    from pushbutton.templates import init_model
 
     models_dir = settings().models_dir
     parent = Path(args.dir) if args.dir else models_dir
-    target = init_model(args.name, args.template, parent, models_dir=models_dir)
-    print(f"created {target} from template '{args.template}'; next: pushbutton validate {target}")
+    if args.from_data is None:
+        from pushbutton.templates import init_model
+
+        if args.target or args.task:
+            print("error: --target and --task go with --from-data (a template sets its own)", file=sys.stderr)
+            return 2
+        template = args.template or "sklearn-classifier"
+        target = init_model(args.name, template, parent, models_dir=models_dir)
+        print(f"created {target} from template '{template}'; next: pushbutton validate {target}")
+        return 0
+    if args.template:
+        print("error: pass --template or --from-data, not both", file=sys.stderr)
+        return 2
+    from pushbutton.from_data import describe, init_from_data
+
+    target, inferred = init_from_data(
+        args.name, args.from_data, parent, target=args.target, task=args.task, models_dir=models_dir
+    )
+    print(f"created {target} from {args.from_data}: {describe(inferred)}")
+    print(f"next: pushbutton validate {target} && pushbutton push {target} (train.py is yours to change)")
     return 0
 
 
@@ -111,8 +128,8 @@ def _sync_dags(args: argparse.Namespace) -> int:
     from pushbutton.dagstubs import sync_stubs
 
     cfg = settings()
-    stubs = [p for p in sync_stubs(cfg.models_dir, cfg.dags_dir) if p.suffix == ".py"]
-    print(f"DAG stubs in {cfg.dags_dir / 'models'}: {len(stubs)} written or removed")
+    stubs = [p for p in sync_stubs(cfg.models_dir, cfg.stub_root) if p.suffix == ".py"]
+    print(f"DAG stubs in {cfg.stub_root / 'models'}: {len(stubs)} written or removed")
     return 0
 
 
@@ -140,7 +157,10 @@ def _status(args: argparse.Namespace) -> int:
     if args.model:
         from pushbutton.actions import model_status
 
-        print(json.dumps(model_status(settings(), args.model), indent=2, default=str))
+        report = model_status(settings(), args.model)
+        print(json.dumps(report, indent=2, default=str))
+        if not report["cicd"]["available"]:
+            print(f"warning: no CI/CD run information: {report['cicd']['why']}", file=sys.stderr)
         return 0
     from pushbutton.stack import status
 
@@ -149,17 +169,43 @@ def _status(args: argparse.Namespace) -> int:
     return 0 if all(c.get("running") for c in report.get("components", {}).values()) else 1
 
 
+PUSH_WAIT_EXIT = {"awaiting_approval": 0, "success": 0, "failed": 1, "timeout": 124}
+PUSH_WAIT_SECONDS = 1800.0
+
+
 def _push(args: argparse.Namespace) -> int:
-    from pushbutton.actions import push
+    from pushbutton.actions import follow_push, push
     from pushbutton.config import settings
 
-    result = push(settings(), Path(args.path), trigger=args.trigger)
-    print(json.dumps(result, indent=2, default=str))
+    if args.wait and not args.trigger:
+        print("error: --wait follows the run push triggers; drop --no-trigger (or --wait)", file=sys.stderr)
+        return 2
+    if args.timeout is not None and not args.wait:
+        print("error: --timeout goes with --wait (how long to follow the run)", file=sys.stderr)
+        return 2
+    cfg = settings()
+    result = push(cfg, Path(args.path), trigger=args.trigger)
     error = result["pipeline"].get("error")
-    if error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
+    if error or not args.wait:
+        print(json.dumps(result, indent=2, default=str))
+        if error:
+            print(f"error: {error}", file=sys.stderr)
+        return 1 if error else 0
+    code = 1  # registered: whatever happens while following, stdout gets the result
+    try:
+        timeout = PUSH_WAIT_SECONDS if args.timeout is None else args.timeout
+        outcome = follow_push(cfg, result, timeout, emit=lambda line: print(line, file=sys.stderr))
+        code = PUSH_WAIT_EXIT[outcome["state"]]
+    except PushbuttonError as exc:
+        outcome = {"state": "unknown", "error": str(exc)}
+        what = f"{result.get('name', 'the model')} version {result['version']}"
+        print(f"error: registered {what}, but following its CI/CD run failed: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        outcome, code = {"state": "interrupted"}, 130
+        print("interrupted; the run goes on in Airflow", file=sys.stderr)
+    result["pipeline"]["outcome"] = outcome
+    print(json.dumps(result, indent=2, default=str))
+    return code
 
 
 def _promote(args: argparse.Namespace) -> int:
@@ -179,6 +225,16 @@ def _promotion(action: str, args: argparse.Namespace) -> int:
     for task, reason in (result.get("reasons") or {}).items():
         print(f"error: {action} of '{args.model}' failed in task '{task}': {reason}", file=sys.stderr)
     return 0 if result.get("state") in ("success", "queued", "running") else 1
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"'{value}' is not a number of seconds greater than 0 (e.g. 600)")
+    return seconds
 
 
 def _version(value: str) -> str:
@@ -213,13 +269,24 @@ def build_parser() -> argparse.ArgumentParser:
         "validate", _validate, "validate model specs (a model directory, a model.yaml, or a models root)"
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="model directory, model.yaml or models root")
-    p = command("init", _init, "create a model directory from a template")
+    p = command("init", _init, "create a model directory from a template, or from a data set")
     p.add_argument("name", help="model name: lowercase letters, digits and '-', starting with a letter")
     p.add_argument(
         "--template",
         "-t",
-        default="sklearn-classifier",
-        help="template name (list them with: pushbutton templates)",
+        help="template name (default sklearn-classifier; list them with: pushbutton templates)",
+    )
+    p.add_argument(
+        "--from-data",
+        metavar="PATH|sklearn:NAME",
+        help="write model.yaml (inputs and types, target, task, gate) and train.py from a CSV or parquet "
+        "file (copied into the model directory) or a scikit-learn data set; no predict class needed",
+    )
+    p.add_argument("--target", metavar="COLUMN", help="with --from-data: the column to predict (files)")
+    p.add_argument(
+        "--task",
+        choices=("classification", "regression"),
+        help="with --from-data: override the task inferred from the target column",
     )
     p.add_argument("--dir", help="parent directory (default: the models directory, PUSHBUTTON_MODELS_DIR)")
     command("templates", _templates, "list model templates")
@@ -237,6 +304,19 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="register only (MLflow's webhook still starts the pipeline); by default also trigger "
         "<model>__cicd through the REST API, waiting until Airflow has parsed a new model's DAG",
+    )
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="follow the CI/CD run: print each step as it ends (stderr), stop at the approval (exit 0, with "
+        "the test report and how to approve) or at a failure (exit 1, with the failing step and why)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help=f"with --wait: stop following after this long (exit 124; the run goes on; default "
+        f"{PUSH_WAIT_SECONDS:.0f})",
     )
     for name, handler, text, default in (
         ("promote", _promote, "make a version champion (default: the candidate)", "candidate"),

@@ -1,8 +1,8 @@
 """The small exception hierarchy every layer raises.
 
 Transport errors are wrapped (``raise NotFound(...) from exc``) so callers handle one family.
-``SpecError``, ``ModelCodeError`` and ``GateFailed`` are configuration/decision errors: Airflow
-operators turn them into ``AirflowFailException`` (no retry).
+``SpecError``, ``ModelCodeError``, ``RequirementsError`` and ``GateFailed`` are configuration/decision
+errors: Airflow operators turn them into ``AirflowFailException`` (no retry).
 """
 
 from __future__ import annotations
@@ -41,6 +41,28 @@ class StackError(PushbuttonError):
 
 class ServingError(PushbuttonError):
     """Building, starting or routing to a serving environment failed."""
+
+
+class RequirementsError(ServingError):
+    """A serving environment that no retry can build from these requirements: a package that does not
+    exist, a pin no release matches, requirements that contradict each other, a package that does not
+    build, a line that is not a requirement. (An unreachable or failing package index is a plain
+    ``ServingError``: trying again may work.)
+
+    The first line of the message is ``[where: ]problem (fix: …)``; the installer's output follows."""
+
+    def __init__(
+        self, problem: str, fix: str = "", packages: tuple[str, ...] = (), output: str = "", where: str = ""
+    ):
+        self.problem, self.fix, self.output, self.where = problem, fix, output, where
+        self.packages = tuple(packages)  # the offending packages' canonical names, where known
+        text = f"{where}: {problem}" if where else problem
+        text += f" (fix: {fix})" if fix else ""
+        super().__init__(text + (f"\nInstaller output (tail):\n{output}" if output else ""))
+
+    def located(self, where: str) -> RequirementsError:
+        """The same error, naming where the offending requirement is written (``file:line``)."""
+        return RequirementsError(self.problem, self.fix, self.packages, self.output, where)
 
 
 class ModelCodeError(PushbuttonError):

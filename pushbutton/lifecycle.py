@@ -20,6 +20,7 @@ from pushbutton.errors import Conflict, GateFailed, NotFound, PushbuttonError, S
 from pushbutton.gate import (
     Check,
     GateReport,
+    answers_problem,
     champion_check,
     comparison_blocker,
     compute_metrics,
@@ -90,7 +91,11 @@ def prepare(p: Platform, name: str, version: str) -> Prepared:
 
 def build(p: Platform, name: str, version: str, run_id: str = "") -> dict[str, Any]:
     """The first CI/CD step. A run releases a version once: a version another run (or a promotion)
-    already made champion, retired or rejected is refused, so no approval is asked for it again."""
+    already made champion, retired or rejected is refused, so no approval is asked for it again.
+
+    A failure is recorded on the version (status ``failed``, its reason, ``failed_step`` build) unless
+    it is champion, retired or rejected; a requirement no index has is named by its line in the
+    model's requirements file. A later successful build of the version forgets that verdict."""
     mv = p.registry.get(name, version)
     owner = mv.tags.get(reg.CICD_RUN)
     if mv.status in PAST_CANDIDATE and not (run_id and owner == run_id):
@@ -105,8 +110,30 @@ def build(p: Platform, name: str, version: str, run_id: str = "") -> dict[str, A
             + (f" (CI/CD run {owner})" if owner else "")
             + f"; a CI/CD run releases a version once, so this run stops before asking for approval: {how}"
         )
-    prepared = prepare(p, name, version)
+    try:
+        prepared = prepare(p, name, version)
+    except Exception as exc:
+        failure = _requirement_located(p, name, version, exc)
+        if mv.status not in PAST_CANDIDATE:  # a champion's (retired's, rejected's) status reflects serving
+            first = (str(failure).strip().splitlines() or [repr(failure)])[0]
+            with contextlib.suppress(PushbuttonError):  # MLflow down: the failure itself matters more
+                p.registry.set_tags(
+                    name,
+                    version,
+                    {
+                        reg.STATUS: "failed",
+                        reg.REASON: f"build failed: {first}"[:500],
+                        reg.FAILED_STEP: "build",
+                        "pushbutton.dag_run_id": run_id,
+                    },
+                )
+        if failure is not exc:
+            raise failure from exc
+        raise
     tags = {reg.BUILD: prepared.env.key, "pushbutton.dag_run_id": run_id}
+    if mv.status == "failed" and mv.tags.get(reg.FAILED_STEP) == "build":  # built now: forget that verdict
+        tags[reg.STATUS] = "registered"
+        p.registry.delete_tags(name, version, [reg.REASON, reg.FAILED_STEP])
     p.registry.set_tags(name, version, tags | ({reg.CICD_RUN: run_id} if run_id else {}))
     return {
         "model": name,
@@ -116,6 +143,29 @@ def build(p: Platform, name: str, version: str, run_id: str = "") -> dict[str, A
         "env_seconds": round(prepared.env.seconds, 2),
         "release": str(prepared.directory),
     }
+
+
+def _requirement_located(p: Platform, name: str, version: str, exc: BaseException) -> BaseException:
+    """A ``RequirementsError`` naming the line of the model's requirements file that holds the package
+    it is about (``requirements.txt:3``); any other error as it is."""
+    from packaging.utils import canonicalize_name
+
+    from pushbutton.errors import RequirementsError
+    from pushbutton.serving.envs import requirement_lines, requirement_name
+
+    if not isinstance(exc, RequirementsError) or exc.where or not exc.packages:
+        return exc
+    code = p.release_dir(name, version) / "code"
+    try:
+        relative = load_spec(code).requirements or "requirements.txt"
+        lines = requirement_lines(code / relative)
+    except (PushbuttonError, OSError, ValueError):
+        return exc
+    wanted = {canonicalize_name(package) for package in exc.packages}
+    for number, line in lines:
+        if requirement_name(line) in wanted:
+            return exc.located(f"{relative}:{number}")
+    return exc
 
 
 def _signature_inputs(model_dir: Path) -> list[dict[str, Any]] | None:
@@ -136,9 +186,10 @@ class Incomparable(Exception):
 
 def _champion_predictions(
     p: Platform, name: str, version: str, frame: Any, candidate: ModelSpec
-) -> list[Any]:
+) -> tuple[list[Any], str | None, ModelSpec]:
     """The champion's answers on the candidate's holdout: from its running microservice, else from a
-    one-off load in its serving environment."""
+    one-off load in its serving environment; with that microservice's URL (None: not running) and
+    the champion's spec."""
     from pushbutton.serving.checks import predict_http, predict_in_env
 
     incumbent = prepare(p, name, version)
@@ -148,15 +199,64 @@ def _champion_predictions(
         raise Incomparable(blocker)
     url = p.runtime.endpoint(spec.serving.namespace, name, version)
     if url:
-        return predict_http(url, spec.feature_names, _rows(frame[spec.feature_names]))
-    return predict_in_env(
+        return predict_http(url, spec.feature_names, _rows(frame[spec.feature_names])), url, spec
+    answers = predict_in_env(
         incumbent.env, incumbent.code_dir, spec.predict.class_, str(incumbent.model_dir), frame
     )
+    return answers, None, spec
+
+
+def _latency(
+    report: GateReport,
+    spec: ModelSpec,
+    version: str,
+    url: str,
+    frame: Any,
+    champion: tuple[str, str | None, ModelSpec] | None,
+) -> None:
+    """Time the candidate's microservice on the holdout, then the champion's the same way (when it
+    runs and was comparable), and add the latency checks. Runs after the concurrent checks, so a
+    model test's CPU load does not count against the candidate."""
+    from pushbutton.gate_latency import COMPARISON, champion_latency_check, latency_checks, latency_summary
+    from pushbutton.serving.checks import measure_latency
+
+    rows = spec.gate.latency.batch_rows
+    try:
+        mine = measure_latency(
+            url, spec.feature_names, _rows(frame), batch_rows=rows, timeout=spec.serving.timeout_seconds
+        )
+    except ServingError as exc:
+        report.checks.append(Check("latency", False, f"could not measure v{version}'s latency: {exc}"))
+        return
+    report.latency = latency_summary(spec, mine)
+    report.checks += latency_checks(spec, mine)
+    if champion is None:
+        return
+    old, old_url, old_spec = champion
+    if old_url is None:
+        why = f"champion v{old} has no running microservice here to time"
+        report.checks.append(Check(COMPARISON, True, f"skipped: {why}", skipped=True))
+        return
+    try:
+        theirs = measure_latency(
+            old_url,
+            old_spec.feature_names,
+            _rows(frame[old_spec.feature_names]),
+            batch_rows=rows,
+            timeout=old_spec.serving.timeout_seconds,
+        )
+    except ServingError as exc:
+        why = f"champion v{old}'s latency could not be measured: {exc}"
+        report.checks.append(Check(COMPARISON, True, f"skipped: {why}", skipped=True))
+        return
+    report.champion = (report.champion or {"version": old}) | {"latency": theirs.summary()}
+    report.checks.append(champion_latency_check(spec, mine, theirs, old))
 
 
 def evaluate(p: Platform, name: str, version: str) -> GateReport:
     """Run every check of the gate against the version's own seldon microservice; never raises on a
-    failed check. The model's tests and the champion's answers run concurrently with the load."""
+    failed check. The model's tests and the champion's answers run concurrently with the load; the
+    latency (candidate, then champion) is timed once they are done."""
     from concurrent.futures import ThreadPoolExecutor
 
     import pandas as pd
@@ -206,13 +306,16 @@ def evaluate(p: Platform, name: str, version: str) -> GateReport:
         except ServingError as exc:
             report.checks.append(Check("serving", False, f"v{version} does not serve: {exc}"))
             return report
+    problem = answers_problem(spec.task, data.y_holdout.tolist(), predicted, data.y_train.tolist())
+    if problem:  # e.g. '1' for 1, probabilities for labels, text for numbers
+        report.checks.append(Check("answers", False, f"cannot score v{version}'s answers: {problem}"))
+        return report
     try:
         report.metrics = compute_metrics(spec.task, list(data.y_holdout), predicted)
-    except (ValueError, TypeError) as exc:  # e.g. labels for a regression, text for numbers
+    except (ValueError, TypeError) as exc:
         report.checks.append(
-            Check("metrics", False, f"cannot score v{version}'s answers as {spec.task}: {exc}; "
-                  f"predict() must return one {'label' if spec.task == 'classification' else 'number'} per row")
-        )  # fmt: skip
+            Check("metrics", False, f"cannot score v{version}'s answers as {spec.task}: {exc}")
+        )
         return report
     report.checks += threshold_checks(spec, report.metrics)
     if golden is not None:
@@ -221,9 +324,12 @@ def evaluate(p: Platform, name: str, version: str) -> GateReport:
         passed, output = tests.result()
         last = output.strip().splitlines()[-1] if output.strip() else "no output"
         report.checks.append(Check("model tests", passed, last if passed else output[-1500:]))
+    measurable = None  # the champion, when its latency can be compared
     if theirs is not None:
         try:
-            champ_metrics = compute_metrics(spec.task, list(data.y_holdout), theirs.result())
+            answers, champ_url, champ_spec = theirs.result()
+            measurable = (incumbent, champ_url, champ_spec)
+            champ_metrics = compute_metrics(spec.task, list(data.y_holdout), answers)
         except Incomparable as exc:
             report.checks.append(skipped_comparison(str(exc)))
         except ServingError as exc:
@@ -238,6 +344,7 @@ def evaluate(p: Platform, name: str, version: str) -> GateReport:
         else:
             report.champion = {"version": incumbent, "metrics": champ_metrics}
             report.checks.append(champion_check(spec, report.metrics, champ_metrics, incumbent))
+    _latency(report, spec, str(version), url, data.x_holdout, measurable)
     return report
 
 
@@ -297,8 +404,9 @@ def withdraw(p: Platform, name: str, version: str, run_id: str = "", reason: str
     """After a failed CI/CD run: undo what the run did to serving, never touching the champion.
 
     The version's candidate is rejected (the champion gets all traffic back; on a first release the
-    deployment is removed); otherwise a microservice its test step started is stopped. A version that
-    became champion, or is retired or rejected, stays as it is. Returns what was done.
+    deployment is removed); otherwise a microservice its test step started is stopped, and a version
+    still ``registered`` is tagged ``failed`` with ``reason`` (``status`` then says why). A version
+    that became champion, or is retired or rejected, stays as it is. Returns what was done.
     """
     mv = p.registry.get(name, version)
     if mv.status in PAST_CANDIDATE:
@@ -307,7 +415,13 @@ def withdraw(p: Platform, name: str, version: str, run_id: str = "", reason: str
     if candidate is not None and candidate.version == str(version):
         reject(p, name, version, actor="pipeline", run_id=run_id, reason=reason or "its CI/CD run failed")
         return "candidate withdrawn; the champion serves"
-    return "stopped its unrouted microservice" if release_unrouted(p, name, version) else "nothing to undo"
+    stopped = release_unrouted(p, name, version)
+    if mv.status == "registered":  # no step said why (a failed build or test tags "failed" itself)
+        why = reason or f"its CI/CD run{' ' + run_id if run_id else ''} failed"
+        p.registry.set_tags(
+            name, version, {reg.STATUS: "failed", reg.REASON: why, "pushbutton.dag_run_id": run_id}
+        )
+    return "stopped its unrouted microservice" if stopped else "nothing to undo"
 
 
 def _require_tested(p: Platform, name: str, version: str) -> reg.Version:
@@ -453,9 +567,20 @@ def make_champion(
 
 
 def reject(
-    p: Platform, name: str, version: str, actor: str = "", run_id: str = "", reason: str = ""
+    p: Platform,
+    name: str,
+    version: str,
+    actor: str = "",
+    run_id: str = "",
+    reason: str = "",
+    *,
+    action: str = "reject",
+    detail: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Take the candidate out of serving (the champion gets all traffic back) and tag it rejected."""
+    """Take the candidate out of serving (the champion gets all traffic back) and tag it rejected.
+
+    ``action`` names it in the serving history (``reject``; ``supersede`` when a newer version's run
+    answered the approval), with ``detail`` beside the reason."""
     with p.history.lock(name):
         mv = p.registry.get(name, version)
         champion = p.registry.by_alias(name, reg.CHAMPION)
@@ -479,12 +604,12 @@ def reject(
         p.history.record(
             namespace=spec.serving.namespace,
             model=name,
-            action="reject",
+            action=action,
             version=str(version),
             previous_version=champion.version if champion else None,
             actor=actor,
             run_id=run_id,
-            detail={"reason": text},
+            detail={"reason": text, **(detail or {})},
         )
     return {"model": name, "rejected": str(version), "champion": champion.version if champion else None}
 

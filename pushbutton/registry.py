@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import shutil
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ ACTOR = TAG + "actor"  # who pushed (git identity or OS user), or dag:<id> for a
 MLFLOW_RUN = TAG + "run_id"  # the MLflow run that trained the version (also in the webhook's tags)
 CICD_RUN = TAG + "cicd_run_id"  # the CI/CD run that takes the version through the pipeline
 TRAIN_RUN = TAG + "train_run_id"  # the Airflow run that trained the version (retrain DAG)
+FAILED_STEP = TAG + "failed_step"  # the CI/CD step that set status "failed" (e.g. build), when not test
 _TAG_LIMIT = 5000  # MLflow's limit for a tag value
 
 
@@ -64,6 +66,39 @@ def _translate(what: str) -> Iterator[None]:
         raise PushbuttonError(f"{what}: MLflow registry error: {exc}") from exc
     except OSError as exc:
         raise PushbuttonError(f"{what}: MLflow is unreachable ({exc}); is `pushbutton up` running?") from exc
+
+
+PROGRESS_BAR_VARIABLE = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"  # mlflow.environment_variables
+_quiet_lock = threading.Lock()
+_quiet_users = 0
+_quiet_saved: str | None = None
+
+
+@contextlib.contextmanager
+def quiet_artifact_transfers() -> Iterator[None]:
+    """MLflow's artifact progress bars off for the ``with`` block, and as they were afterwards.
+
+    MLflow draws a tqdm bar on stderr for every download, which an Airflow task log records at error
+    level. MLflow reads ``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR`` when a transfer starts, so the
+    variable is set only while pushbutton's own transfers run (reference-counted: concurrent
+    downloads in threads of one task restore it once, after the last) and the user's own MLflow use
+    before and after keeps its setting."""
+    global _quiet_users, _quiet_saved
+    with _quiet_lock:
+        if _quiet_users == 0:
+            _quiet_saved = os.environ.get(PROGRESS_BAR_VARIABLE)
+            os.environ[PROGRESS_BAR_VARIABLE] = "false"
+        _quiet_users += 1
+    try:
+        yield
+    finally:
+        with _quiet_lock:
+            _quiet_users -= 1
+            if _quiet_users == 0:
+                if _quiet_saved is None:
+                    os.environ.pop(PROGRESS_BAR_VARIABLE, None)
+                else:
+                    os.environ[PROGRESS_BAR_VARIABLE] = _quiet_saved
 
 
 class Registry:
@@ -235,7 +270,7 @@ class Registry:
             staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
             (staging / "model").mkdir()
             try:
-                with _translate(f"artifacts of {name} v{version}"):
+                with _translate(f"artifacts of {name} v{version}"), quiet_artifact_transfers():
                     mlflow.artifacts.download_artifacts(
                         artifact_uri=f"models:/{name}/{version}",
                         dst_path=str(staging / "model"),

@@ -4,7 +4,9 @@ run for an Airflow task never sees the worker's Connections, Variables, configur
 ``python -m pushbutton.train_job REQUEST RESULT`` reads the job (model directory, tracking URI,
 source, actor, tags) from the JSON file REQUEST, trains and registers, and writes the
 ``TrainResult`` (or the pushbutton error it raised) to RESULT. Its output goes to the caller's
-stderr line by line, so a task log shows the model's own output and tracebacks.
+stderr line by line, so a task log shows the model's own output and tracebacks: for an error of the
+model's code, the frames of the model directory (``training.model_traceback``) rather than the
+platform's.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pushbutton import errors
-from pushbutton.errors import PushbuttonError, SpecError, SpecIssue, StackError
+from pushbutton.errors import ModelCodeError, PushbuttonError, SpecError, SpecIssue, StackError
 from pushbutton.procs import model_env
 
 
@@ -125,8 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     request_file, result_file = argv if argv is not None else sys.argv[1:]
     try:
         outcome: dict[str, Any] = {"result": _run(json.loads(Path(request_file).read_text()))}
+    except ModelCodeError as exc:  # its message ends with the model code's frames and the exception
+        print(f"error: {exc}", file=sys.stderr)
+        outcome = {"error": _describe(exc)}
     except PushbuttonError as exc:
-        traceback.print_exc()  # the model's own traceback (chained) into the task log
+        traceback.print_exc()  # the whole chain into the task log
         outcome = {"error": _describe(exc)}
     Path(result_file).write_text(json.dumps(outcome))
     return 0 if "result" in outcome else 1

@@ -69,12 +69,13 @@ def load_reference(model_dir: Path, ref: str, field: str = "train.entry_point") 
     try:
         module_spec.loader.exec_module(module)
     except (Exception, SystemExit) as exc:  # sys.exit() at import time is model code failing too
+        where = _innermost_model_line(exc, model_dir)
         raise SpecError(
             [
                 SpecIssue(
                     file,
                     field,
-                    f"importing '{module_name}' failed: {exc!r}",
+                    f"importing '{module_name}' failed" + (f" at {where}" if where else "") + f": {exc!r}",
                     "make the module importable (missing package? add it to requirements.txt)",
                 )
             ]
@@ -117,14 +118,13 @@ def fit(spec: ModelSpec, model_dir: Path) -> Fitted:
         estimator = train(data.x_train, data.y_train, dict(spec.train.params))
     except (Exception, SystemExit) as exc:
         raise ModelCodeError(
-            f"{where} {_raised(exc)}; fix the train function (its traceback is chained to this error) and "
-            "push again"
+            f"{where} {_raised(exc)}; fix the train function and push again" + model_traceback(exc, model_dir)
         ) from exc
     if estimator is None or not hasattr(estimator, "predict"):
         raise ModelCodeError(
             f"{where} returned {type(estimator).__name__}; return the fitted estimator (an object with predict())"
         )
-    _check_predicts(estimator, data, where)
+    _check_predicts(estimator, data, where, model_dir)
     return Fitted(spec, model_dir, data, estimator)
 
 
@@ -134,7 +134,44 @@ def _raised(exc: BaseException) -> str:
     return f"raised {type(exc).__name__}: {exc}"
 
 
-def _check_predicts(estimator: Any, data: Split, where: str) -> None:
+def model_traceback(exc: BaseException, model_dir: Path) -> str:
+    """The part of ``exc``'s traceback a data scientist can act on, as Python prints it: the frames in
+    files under ``model_dir`` (file, line, source line), the innermost frame when a library raised
+    there, and the exception. Empty when no frame is in the model directory. Starts with a newline."""
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    inside = [i for i, frame in enumerate(frames) if _in_dir(frame.filename, model_dir)]
+    if not inside:
+        return ""
+    shown = traceback.format_list([frames[i] for i in inside])
+    if inside[-1] != len(frames) - 1:  # raised inside a library the model code called
+        skipped = len(frames) - 1 - inside[-1] - 1
+        if skipped:
+            shown.append(f"  ... {skipped} library frame{'s' if skipped > 1 else ''} ...\n")
+        shown += traceback.format_list([frames[-1]])
+    last = traceback.format_exception_only(type(exc), exc)[-1]
+    return "\nTraceback of the model code (most recent call last):\n" + "".join(shown) + last.rstrip("\n")
+
+
+def _in_dir(filename: str, directory: Path) -> bool:
+    try:
+        return Path(filename).resolve().is_relative_to(Path(directory).resolve())
+    except (OSError, ValueError):
+        return False
+
+
+def _innermost_model_line(exc: BaseException, model_dir: Path) -> str:
+    """``file:line`` of the innermost frame in the model directory (a SyntaxError's own position)."""
+    import traceback
+
+    if isinstance(exc, SyntaxError) and exc.filename and _in_dir(exc.filename, model_dir):
+        return f"{exc.filename}:{exc.lineno}"
+    inside = [f for f in traceback.extract_tb(exc.__traceback__) if _in_dir(f.filename, model_dir)]
+    return f"{inside[-1].filename}:{inside[-1].lineno}" if inside else ""
+
+
+def _check_predicts(estimator: Any, data: Split, where: str, model_dir: Path) -> None:
     """The returned estimator must predict: an unfitted one fails here, not deep in logging."""
     from sklearn.exceptions import NotFittedError
 
@@ -149,6 +186,7 @@ def _check_predicts(estimator: Any, data: Split, where: str) -> None:
         raise ModelCodeError(
             f"{where} returned a {type(estimator).__name__} whose predict() {_raised(exc)} on 5 training "
             "rows; train must return a fitted estimator that predicts the schema's inputs"
+            + model_traceback(exc, model_dir)
         ) from exc
 
 

@@ -4,6 +4,10 @@ seldon-core pins clash with Airflow 3, so models are served (and tested) from th
 seldon-core + mlflow-skinny at the platform's MLflow version + the model's requirements. An env is
 keyed by a short hash of its full requirement set, built into a temporary directory and renamed
 into place, and reused as long as its completion marker exists.
+
+An install that cannot succeed (a package that does not exist, a pin no release matches, contradicting
+pins, a package that does not build) raises ``RequirementsError``, told apart from an unreachable or
+failing package index (plain ``ServingError``: a retry may work) by what uv or pip prints.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -27,7 +32,7 @@ from pathlib import Path
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from pushbutton.errors import ServingError
+from pushbutton.errors import RequirementsError, ServingError
 from pushbutton.locks import file_lock
 from pushbutton.procs import model_env
 
@@ -80,7 +85,9 @@ def normalize_requirement(line: str) -> str:
     try:
         req = Requirement(text)
     except InvalidRequirement as exc:
-        raise ServingError(f"invalid requirement '{line}': {exc}; write it as pip would accept it") from exc
+        raise RequirementsError(
+            f"invalid requirement '{line}': {exc}", "write it as pip would accept it, e.g. 'package==1.2'"
+        ) from exc
     name = canonicalize_name(req.name)
     if name == "mlflow":
         name = "mlflow-skinny"
@@ -130,8 +137,8 @@ def read_requirements(*paths: str | Path) -> list[str]:
             continue
         for number, line in requirement_lines(path):
             if line.startswith("-"):
-                raise ServingError(
-                    f"{path}:{number}: '{line}' is a pip option, not a package; {PIP_OPTION_FIX}"
+                raise RequirementsError(
+                    f"'{line}' is a pip option, not a package", PIP_OPTION_FIX, where=f"{path}:{number}"
                 )
             lines.append(line)
     return lines
@@ -235,7 +242,8 @@ def ensure_env(requirements: Iterable[str], *, python: str | None = None, root: 
     return ServingEnv(key=key, path=final, python=final / "bin" / "python", created=True, seconds=seconds)
 
 
-def _run(argv: list[str], what: str, lines: list[str]) -> None:
+def _run(argv: list[str], what: str, lines: list[str], classify: bool = False) -> None:
+    """Run an installer step; with ``classify``, a failure no retry can fix is a ``RequirementsError``."""
     env = model_env()  # a requirement's build script is model code too
     env["UV_PYTHON_DOWNLOADS"] = "never"
     try:
@@ -246,10 +254,101 @@ def _run(argv: list[str], what: str, lines: list[str]) -> None:
         raise ServingError(f"{what} for requirements {lines} failed: {exc}") from exc
     if proc.returncode != 0:
         output = "\n".join((proc.stdout + proc.stderr).splitlines()[-40:])
+        if classify and (final := install_failure(proc.stdout + proc.stderr, output)) is not None:
+            raise final
         raise ServingError(
-            f"{what} for requirements {lines} failed (exit {proc.returncode}); fix or loosen the "
-            f"model's requirements.txt. Installer output (tail):\n{output}"
+            f"{what} for requirements {lines} failed (exit {proc.returncode}); if the package index was "
+            f"unreachable this may pass on a retry, else fix or loosen the model's requirements.txt. "
+            f"Installer output (tail):\n{output}"
         )
+
+
+# what uv (0.13: "error: Request failed after 3 retries", "cause: Failed to fetch: URL", "cause: tcp
+# connect error", "HTTP status server error (503 …)") and pip ("WARNING: Retrying (Retry(…)) after
+# connection broken by 'NewConnectionError(…)'") print when the package index could not be asked
+_NETWORK = re.compile(
+    r"Request failed after|Failed to fetch|error sending request|tcp connect error|dns error|"
+    r"failed to lookup address|Connection refused|Connection reset|timed out|server error|"
+    r"Too Many Requests|os error 1(?:01|10|11|13)|Retrying \(Retry\(|NewConnectionError|"
+    r"ConnectTimeoutError|ReadTimeoutError|Max retries exceeded|ProxyError|"
+    r"Temporary failure in name resolution|Name or service not known|Network is unreachable",
+    re.IGNORECASE,
+)
+_MISSING = re.compile(  # uv, uv with --find-links only
+    r"Because (?P<pkg>[^\s]+) was not found in the (?:package registry|provided package locations)"
+)
+_NO_VERSION = re.compile(r"there is no version of (?P<req>[^\s,]+)")  # uv
+_PIP_NO_MATCH = re.compile(
+    r"Could not find a version that satisfies the requirement (?P<req>\S+) \(from versions: (?P<found>[^)]*)\)"
+)
+_CONFLICT = re.compile(  # uv's first cause line; pip's summary
+    r"(?P<uv>Because you require .+?, we can conclude that your requirements are unsatisfiable)|"
+    r"Cannot install (?P<pip>.+?) because these package versions have conflicting dependencies"
+)
+_BUILD = re.compile(r"Failed to build `(?P<uv>[^`]+)`|Failed building wheel for (?P<pip>\S+)")
+
+
+def requirement_name(requirement: str) -> str:
+    """The canonical distribution name a requirement (or an installer's ``name==1.0``) is about."""
+    return canonicalize_name(re.split(r"[\s<>=!~;\[@(]", requirement.strip(), maxsplit=1)[0])
+
+
+def install_failure(output: str, tail: str = "") -> RequirementsError | None:
+    """The ``RequirementsError`` an installer's failed output shows, or None when it may be transient
+    (the package index unreachable, timing out, answering 5xx) or is not recognised.
+
+    Read from uv 0.13 and pip 23-25 output. Limits: pip says nothing when an index answers 5xx, and
+    names an unreachable index only in its retry warnings (none with ``PIP_RETRIES=0``), so under pip
+    such an outage looks like a package that does not exist."""
+    if _NETWORK.search(output):
+        return None
+    if found := _MISSING.search(output):
+        name = requirement_name(found["pkg"])
+        return _missing(name, tail)
+    if found := _PIP_NO_MATCH.search(output):
+        name, versions = requirement_name(found["req"]), [v.strip() for v in found["found"].split(",")]
+        if versions == ["none"]:
+            return _missing(name, tail)
+        shown = ", ".join(versions[-8:]) + (" …" if len(versions) > 8 else "")
+        return _no_version(found["req"], name, tail, f"; available: {shown}")
+    if found := _NO_VERSION.search(output):
+        return _no_version(found["req"], requirement_name(found["req"]), tail)
+    if found := _CONFLICT.search(output):
+        what = found["uv"] or f"{found['pip']} cannot be installed together"
+        return RequirementsError(
+            f"the requirements contradict each other: {what}",
+            "loosen or align these pins in requirements.txt (the serving environment also installs "
+            f"seldon-core, mlflow-skinny, {', '.join(COMMON_BASE)})",
+            output=tail,
+        )
+    if found := _BUILD.search(output):
+        requirement = found["uv"] or found["pip"]
+        return RequirementsError(
+            f"package '{requirement}' does not build from source here",
+            "pin a version that ships a wheel for this Python on Linux, or remove it from requirements.txt",
+            (requirement_name(requirement),),
+            tail,
+        )
+    return None
+
+
+def _missing(name: str, tail: str) -> RequirementsError:
+    return RequirementsError(
+        f"package '{name}' does not exist on the package index",
+        "correct its name in requirements.txt (the name pip installs: scikit-learn, not sklearn) or remove "
+        "it, then push again",
+        (name,),
+        tail,
+    )
+
+
+def _no_version(requirement: str, name: str, tail: str, available: str = "") -> RequirementsError:
+    return RequirementsError(
+        f"no release of '{name}' matches '{requirement}'{available}",
+        f"pin a version of {name} that exists (`pip index versions {name}` lists them), then push again",
+        (name,),
+        tail,
+    )
 
 
 def _build(target: Path, python: str, lines: list[str], final: Path) -> None:
@@ -262,12 +361,13 @@ def _build(target: Path, python: str, lines: list[str], final: Path) -> None:
         install = [*uv, "pip", "install", "--quiet", "-p", py]
         try:  # from uv's cache alone when it holds everything: ~1 s instead of ~7 s of index queries
             _run([*install, "--offline", *lines], "uv pip install --offline", lines)
-        except ServingError:
-            _run([*install, *lines], "uv pip install", lines)
+        except ServingError:  # not all cached ("not found in the cache"): the index decides
+            _run([*install, *lines], "uv pip install", lines, classify=True)
         return
     _run([python, "-m", "venv", str(target)], "python -m venv", lines)
     py = str(target / "bin" / "python")
-    _run([py, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *lines], "pip install", lines)
+    pip = [py, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *lines]
+    _run(pip, "pip install", lines, classify=True)
     _retarget_scripts(target, final)
 
 

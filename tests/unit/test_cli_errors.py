@@ -68,20 +68,38 @@ def test_a_mistyped_variable_is_named_with_its_likely_fix(capsys, monkeypatch, f
     assert lines[1].startswith(
         "warning: PUSHBUTTON_NONSENSE is not a pushbutton setting and is ignored (known: "
     )
-    assert "PUSHBUTTON_HOME" in lines[1] and "PUSHBUTTON_TEST_PYTHON" not in lines[1]
+    assert "PUSHBUTTON_HOME" in lines[1] and "PUSHBUTTON_TEST_" not in lines[1]  # settings only
     assert lines[2].startswith("error: environment variable PUSHBUTTON_AIRFLOW_PORT")
 
 
 def test_every_known_variable_is_read_somewhere() -> None:
+    """A whole-word match: ``PUSHBUTTON_TEST_PYTHON`` was listed while only ``..._PYTHON312`` was read."""
     from pushbutton.config import OTHER_VARIABLES, REPO_ROOT
 
     sources = [
         p
         for d in ("pushbutton", "plugins", "tests", "dags", "operators")
         for p in (REPO_ROOT / d).rglob("*.py")
+        if p.name != "config.py" and p.resolve() != Path(__file__).resolve()
     ]
-    text = "\n".join(p.read_text() for p in sources if p.name != "config.py")
-    assert [v for v in sorted(OTHER_VARIABLES) if v not in text] == []
+    text = "\n".join(p.read_text() for p in sources)
+    assert [v for v in sorted(OTHER_VARIABLES) if not re.search(rf"\b{v}\b", text)] == []
+
+
+def test_the_test_suites_variables_warn_nothing_and_a_near_miss_names_them() -> None:
+    from pushbutton.config import unknown_variables
+
+    read_by_the_tests = {
+        "PUSHBUTTON_TEST_PYTHON312": "/usr/bin/python3.12",  # the 3.12 serving-env test
+        "PUSHBUTTON_TEST_REQUIRE_ALL": "1",  # .ci/run: a missing prerequisite fails, not skips
+        "PUSHBUTTON_TEST_SESSION": "0f3c",
+        "PUSHBUTTON_CHROMIUM": "/usr/bin/chromium",
+    }
+    assert unknown_variables(read_by_the_tests) == []
+    assert unknown_variables({"PUSHBUTTON_TEST_PYTHON": "/usr/bin/python3.12"}) == [
+        "PUSHBUTTON_TEST_PYTHON is not a pushbutton setting and is ignored "
+        "(did you mean PUSHBUTTON_TEST_PYTHON312?)"
+    ]
 
 
 def test_a_bad_version_is_refused_before_anything_runs(capsys, monkeypatch) -> None:
@@ -182,8 +200,12 @@ def test_stub_names_never_collide(tmp_path: Path) -> None:
     sync_stubs(models, dags)
     stubs = sorted(p.name for p in (dags / STUB_DIR).glob("*.py"))
     assert stubs == sorted(names)
-    assert "build_model_dags('fraud_x', globals())" in (dags / STUB_DIR / "fraud_x.py").read_text()
-    assert "build_model_dags('fraud-x', globals())" in (dags / STUB_DIR / "fraud-x.py").read_text()
+    assert (
+        "build_model_dags('fraud_x', globals(), first_seen=" in (dags / STUB_DIR / "fraud_x.py").read_text()
+    )
+    assert (
+        "build_model_dags('fraud-x', globals(), first_seen=" in (dags / STUB_DIR / "fraud-x.py").read_text()
+    )
 
 
 def test_sync_dags_counts_stubs_only(capsys, monkeypatch, tmp_path: Path) -> None:
@@ -192,14 +214,15 @@ def test_sync_dags_counts_stubs_only(capsys, monkeypatch, tmp_path: Path) -> Non
     monkeypatch.setattr(pushbutton.config, "settings", lambda: cfg)
     assert run(capsys, "sync-dags") == (
         0,
-        f"DAG stubs in {cfg.dags_dir / 'models'}: 1 written or removed\n",
+        f"DAG stubs in {cfg.home / 'dags' / 'models'}: 1 written or removed\n",
         "",
     )
     assert run(capsys, "sync-dags") == (
         0,
-        f"DAG stubs in {cfg.dags_dir / 'models'}: 0 written or removed\n",
+        f"DAG stubs in {cfg.home / 'dags' / 'models'}: 0 written or removed\n",
         "",
     )
+    assert not (cfg.dags_dir / "models").exists()  # never in the source tree
 
 
 def test_help_is_a_description_and_every_argument_has_help() -> None:
