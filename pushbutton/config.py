@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -45,7 +45,9 @@ class Settings(BaseSettings):
 
     home: Path = Field(default_factory=lambda: Path.home() / ".pushbutton")
     models_dir: Path = REPO_ROOT / "models"
-    dags_dir: Path = REPO_ROOT / "dags"
+    dags_dir: Path = REPO_ROOT / "dags"  # the repository's DAG files (factory, promotions)
+    # the generated per-model DAG stubs: default <home>/dags (see stub_root), never the source tree
+    stubs_dir: Path | None = None
     plugins_dir: Path = REPO_ROOT / "plugins"
     host: str = "127.0.0.1"
     mlflow_port: int = Field(5000, ge=1, le=65535)
@@ -56,14 +58,19 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = None
     store_url: str | None = None
     artifacts_destination: str | None = None  # e.g. s3://bucket/mlflow (MinIO/S3); default: under home
+    # `off`: the retrain and monitor DAGs get no time schedule (manual and asset triggers only), e.g.
+    # for the demo and test stacks, where a tick must never start a run mid-way
+    schedules: Literal["on", "off"] = "on"
     strict_specs: bool = False  # any broken spec fails DAG parsing of the factory itself (CI)
     # read by the plugin's HITL middleware on the Airflow API server; here so the CLI checks it
     hitl_settle_seconds: float = DEFAULT_HITL_SETTLE_SECONDS
+    # the gateway answers larger prediction requests 413 without reading them (10 MiB; 1 KiB..1 GiB)
+    gateway_max_request_bytes: int = Field(10 * 1024 * 1024, ge=1024, le=1024**3)
 
-    @field_validator("home", "models_dir", "dags_dir", "plugins_dir")
+    @field_validator("home", "models_dir", "dags_dir", "plugins_dir", "stubs_dir")
     @classmethod
-    def _absolute(cls, value: Path) -> Path:
-        return value.expanduser().resolve()
+    def _absolute(cls, value: Path | None) -> Path | None:
+        return None if value is None else value.expanduser().resolve()
 
     @field_validator("host")
     @classmethod
@@ -77,6 +84,11 @@ class Settings(BaseSettings):
     @classmethod
     def _settle_seconds(cls, value: str | float) -> float:
         return hitl_settle_seconds(value)
+
+    @property
+    def stub_root(self) -> Path:
+        """Where the per-model DAG stubs live: a DAG bundle of their own (``<stub_root>/models/``)."""
+        return self.stubs_dir or self.home / "dags"
 
     @property
     def mlflow_url(self) -> str:
@@ -102,14 +114,16 @@ class Settings(BaseSettings):
         return target
 
 
-# read by the test suite and its fixtures
-OTHER_VARIABLES = {
-    "PUSHBUTTON_TEST_PYTHON",
-    "PUSHBUTTON_TEST_SESSION",
-    "PUSHBUTTON_STACK_HOME",
-    "PUSHBUTTON_SCHEMAS_DIR",
-    "PUSHBUTTON_CHROMIUM",
+# read by the test suite and its fixtures (tests/), never by the platform
+TEST_VARIABLES = {
+    "PUSHBUTTON_TEST_PYTHON312",  # the Python 3.12 interpreter of the 3.12 serving-env test
+    "PUSHBUTTON_TEST_REQUIRE_ALL",  # 1 (set by .ci/run): a missing prerequisite fails instead of skipping
+    "PUSHBUTTON_TEST_SESSION",  # marks every process a test session starts (leftover guard)
+    "PUSHBUTTON_SCHEMAS_DIR",  # the compose-spec schema for the compose-file test
+    "PUSHBUTTON_CHROMIUM",  # the browser of the Airflow UI test
 }
+# read outside the settings: the stack's process marker, and the test suite's variables
+OTHER_VARIABLES = {"PUSHBUTTON_STACK_HOME", *TEST_VARIABLES}
 
 
 def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
@@ -134,6 +148,7 @@ _EXPECTED = {int: "an integer", bool: "true or false", Path: "a path", str: "a s
 _EXPECTED_FIELD = {
     "host": "a host name or IPv4 address, e.g. 127.0.0.1 (no scheme, no port, no IPv6 literal)",
     "hitl_settle_seconds": HITL_SETTLE_EXPECTED,
+    "schedules": "on or off (off: retrain and monitor DAGs run only when triggered)",
 }
 
 

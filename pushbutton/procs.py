@@ -29,6 +29,8 @@ STACK_MARKER = "PUSHBUTTON_STACK_HOME"
 # variables and configuration (database URL, fernet and JWT keys), the webhook secret, cloud keys
 _SECRET_PREFIXES = ("AIRFLOW_CONN_", "AIRFLOW_VAR_", "AIRFLOW__", "_AIRFLOW_")
 _SECRET_NAMES = {
+    "AIRFLOW_HOME",  # leads to airflow.cfg (database URL, fernet and JWT keys)
+    "AIRFLOW_CONFIG",
     "PUSHBUTTON_WEBHOOK_SECRET",
     "PUSHBUTTON_STORE_URL",  # may carry the platform database's password
     "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY",

@@ -9,11 +9,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from pushbutton.airflow_client import PASSWORD_FILE, read_password
+from tests.prerequisites import missing
 
 CHROMIUM = Path(os.environ.get("PUSHBUTTON_CHROMIUM", "/usr/bin/chromium"))
+INSTALL = "apt-get install chromium (Debian's package; .ci/run installs it), or set PUSHBUTTON_CHROMIUM"
 # no background networking: this machine's closed network refuses Chromium's own connections
 ARGS = [
     "--headless=new",
@@ -30,9 +30,12 @@ ARGS = [
 @contextmanager
 def airflow_ui(settings: Any, username: str = "admin") -> Iterator[Any]:
     """A Playwright page signed in to the stack's Airflow UI; the browser is closed afterwards."""
-    if not CHROMIUM.exists():
-        pytest.skip(f"no Chromium at {CHROMIUM}: install Debian's chromium package (.ci/run does)")
-    sync_api = pytest.importorskip("playwright.sync_api")
+    if not CHROMIUM.is_file():
+        missing(f"Chromium at {CHROMIUM}", INSTALL)
+    try:
+        from playwright import sync_api
+    except ImportError:
+        missing("the playwright package", "install the dev requirements (make venv)")
     password = read_password(Path(settings.home) / "airflow" / PASSWORD_FILE, username)
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)

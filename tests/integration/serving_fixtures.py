@@ -1,19 +1,18 @@
-"""Fixtures for the local serving runtime: a real serving env, two trained iris versions that answer
-differently, a broken model class, and a real gateway process.
+"""What the serving tests deploy: a real serving env, two trained iris versions that answer
+differently and a broken model class (``build_iris``), and a real gateway process (``Serving``).
 
-Import ``iris_build_fixture`` and ``serving_fixture`` into a test module; tests ask for
-``iris_build`` and ``serving``.
+The fixtures ``iris_build`` (session) and ``serving`` (module) live in ``tests/integration/conftest.py``.
 """
 
 from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
 from pushbutton.config import REPO_ROOT, Settings
 from pushbutton.procs import ProcessGroup, free_port, http_ok, wait_ready
@@ -49,17 +48,13 @@ class IrisBuild:
     expected_v2: list[int]
 
 
-@pytest.fixture(scope="session", name="iris_build")
-def iris_build_fixture(tmp_path_factory: pytest.TempPathFactory) -> IrisBuild:
-    """Train iris in-process (v2 on rotated labels, so every answer differs) and build its serving env.
-
-    The env lives under a temporary platform home; uv's own cache stays the default, so re-runs are warm.
-    """
+def build_iris(root: Path, envs_root: Path) -> IrisBuild:
+    """Train iris in-process under ``root`` (v2 on rotated labels, so every answer differs) and build
+    its serving env in ``envs_root``; uv's own cache stays the default, so re-runs are warm."""
     import mlflow.sklearn
 
     from pushbutton.data import split
 
-    root = tmp_path_factory.mktemp("serving")
     code_dir = root / "code"
     shutil.copytree(IRIS, code_dir, ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache"))
     (code_dir / "broken.py").write_text(BROKEN_CLASS)
@@ -79,7 +74,7 @@ def iris_build_fixture(tmp_path_factory: pytest.TempPathFactory) -> IrisBuild:
     env = ensure_env(
         model_requirements(code_dir, str(releases["1"])),
         python=Settings().serving_python,
-        root=root / "home" / "envs",
+        root=envs_root,
     )
     expected = {v: [int(x) for x in m.predict(golden)] for v, m in models.items()}
     assert expected["1"] != expected["2"]
@@ -112,10 +107,9 @@ class Serving:
         self.group.stop("gateway")
 
 
-@pytest.fixture(scope="module", name="serving")
-def serving_fixture(iris_build: IrisBuild) -> Iterator[Serving]:
-    """A platform home holding the env, a real gateway process and a LocalRuntime; all stopped after."""
-    home = iris_build.env.path.parent.parent
+@contextmanager
+def serving_home(home: Path) -> Iterator[Serving]:
+    """A real gateway process and a LocalRuntime on ``home``; every process stopped afterwards."""
     settings = Settings(home=home, gateway_port=free_port())
     group = ProcessGroup(home / "run", home / "logs")
     runtime = LocalRuntime(settings, ready_timeout=120)

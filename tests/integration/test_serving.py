@@ -23,13 +23,7 @@ from pushbutton.serving.envs import ensure_env, env_key, python_version
 from pushbutton.serving.microservice import READY_PATH, service_name
 from pushbutton.serving.spec import Predictor, ServingSpec, champion_only, predictor, with_candidate
 from pushbutton.spec.model import TrafficSpec
-from tests.integration.serving_fixtures import (  # noqa: F401
-    IrisBuild,
-    Serving,
-    iris_build_fixture,
-    listening_addresses,
-    serving_fixture,
-)
+from tests.integration.serving_fixtures import IrisBuild, Serving, listening_addresses
 
 pytestmark = pytest.mark.integration
 

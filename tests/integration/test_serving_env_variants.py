@@ -1,14 +1,12 @@
 """Serving envs built the less common ways: on Python 3.12 (seldon-core 1.19.0) and with pip when
 uv is unavailable. Each env must serve the platform-trained iris model, offline and over HTTP.
 
-Python 3.12 comes from ``PUSHBUTTON_TEST_PYTHON312``, else ``python3.12`` on PATH, else pyenv's;
-that test is skipped (with the reason) when none exists.
+Python 3.12 comes from ``PUSHBUTTON_TEST_PYTHON312`` (``.ci/run`` sets it), else ``python3.12`` on
+PATH; without one that test is skipped, or fails under ``PUSHBUTTON_TEST_REQUIRE_ALL``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import glob
 import os
 import shutil
 import subprocess
@@ -21,21 +19,35 @@ from pushbutton.errors import ServingError
 from pushbutton.serving import envs
 from pushbutton.serving.checks import predict_http, predict_in_env
 from pushbutton.serving.microservice import Microservices
-from tests.integration.serving_fixtures import IrisBuild, iris_build_fixture, listening_addresses  # noqa: F401
+from tests.integration.serving_fixtures import IrisBuild, listening_addresses
+from tests.prerequisites import missing
 
 pytestmark = pytest.mark.integration
+PYTHON312 = "PUSHBUTTON_TEST_PYTHON312"
 
 
-def _python312() -> str | None:
-    candidates = [os.environ.get("PUSHBUTTON_TEST_PYTHON312"), shutil.which("python3.12")]
-    candidates += sorted(
-        glob.glob(os.path.expanduser("~/.pyenv/versions/3.12*/bin/python3.12")), reverse=True
+def python312() -> str:
+    """The configured interpreter (which must be 3.12), else a working ``python3.12`` on PATH."""
+    configured = os.environ.get(PYTHON312, "").strip()
+    if configured:
+        try:
+            version = envs.python_version(configured)
+        except ServingError as exc:
+            pytest.fail(f"{PYTHON312}={configured!r} does not run: {exc}", pytrace=False)
+        if version != "3.12":
+            pytest.fail(f"{PYTHON312}={configured!r} is Python {version}, not 3.12", pytrace=False)
+        return configured
+    on_path = shutil.which("python3.12")
+    if on_path:
+        try:
+            if envs.python_version(on_path) == "3.12":
+                return on_path
+        except ServingError:  # e.g. a pyenv shim while no 3.12 is selected
+            pass
+    return missing(
+        "a Python 3.12 interpreter",
+        f"set {PYTHON312} to one, e.g. $(pyenv prefix 3.12.1)/bin/python3.12 (.ci/run finds or installs it)",
     )
-    for found in filter(None, candidates):
-        with contextlib.suppress(ServingError):  # e.g. a pyenv shim with no 3.12 selected
-            if envs.python_version(found) == "3.12":
-                return found
-    return None
 
 
 def installed(env: envs.ServingEnv) -> list[str]:
@@ -72,11 +84,8 @@ def assert_serves_iris(env: envs.ServingEnv, build: IrisBuild, home: Path) -> No
 
 
 def test_python312_env_gets_seldon_1_19_and_serves(iris_build: IrisBuild, tmp_path: Path) -> None:
-    python312 = _python312()
-    if python312 is None:
-        pytest.skip("no Python 3.12 interpreter (set PUSHBUTTON_TEST_PYTHON312 or install python3.12)")
     requirements = envs.model_requirements(iris_build.code_dir, iris_build.v1.model_uri)
-    env = envs.ensure_env(requirements, python=python312, root=tmp_path / "envs")
+    env = envs.ensure_env(requirements, python=python312(), root=tmp_path / "envs")
     assert installed(env) == ["12", "1.19.0"]
     assert_serves_iris(env, iris_build, tmp_path / "home")
 

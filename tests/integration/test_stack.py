@@ -63,12 +63,12 @@ def _receiver(host: str, port: int) -> Iterator[list[tuple[str, dict, bytes]]]:
 
 def test_mlflow_up_twice_webhook_once_signed_after_restart_and_down_leaves_nothing(cfg):
     first = stack.up(cfg, airflow=False)
-    assert first.components["mlflow"].started
+    assert first.components["mlflow"].started and first.components["gateway"].started
     assert httpx.get(f"{cfg.mlflow_url}/health").text == "OK"
-    if stack.gateway_available():
-        assert httpx.get(f"{cfg.gateway_url}/health").is_success
+    assert httpx.get(f"{cfg.gateway_url}/health").is_success  # the gateway is part of every stack
     report = stack.status(cfg)["components"]
     assert report["mlflow"] == {**report["mlflow"], "running": True, "healthy": True}
+    assert report["gateway"] == {**report["gateway"], "running": True, "healthy": True}
     assert report["airflow"]["running"] is False
 
     second = stack.up(cfg, airflow=False)

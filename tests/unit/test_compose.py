@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from pushbutton.config import REPO_ROOT
+from tests.prerequisites import missing
 
 SCHEMAS = Path(os.environ.get("PUSHBUTTON_SCHEMAS_DIR", REPO_ROOT.parent / "shared" / "schemas"))
 
@@ -26,7 +27,7 @@ def compose() -> dict:
 def test_compose_file_validates_against_the_compose_spec(compose: dict) -> None:
     schema_file = SCHEMAS / "compose" / "compose-spec.json"
     if not schema_file.exists():
-        pytest.skip(f"compose schema not found at {schema_file} (set PUSHBUTTON_SCHEMAS_DIR)")
+        missing(f"the compose-spec schema {schema_file}", "set PUSHBUTTON_SCHEMAS_DIR to ../shared/schemas")
     jsonschema.validate(compose, json.loads(schema_file.read_text()))
 
 

@@ -51,11 +51,12 @@ class FakeBackend:
             await self.busy.wait()
         return web.Response(text="pong")
 
-    async def start(self) -> FakeBackend:
+    async def start(self, port: int | None = None) -> FakeBackend:
+        """Listen on a free port, or on ``port`` again (the same URL: a backend coming back)."""
         app = web.Application()
         app.router.add_post("/api/v1.0/predictions", self._predict)
         app.router.add_get("/health/ping", self._ping)
-        self.server = TestServer(app)
+        self.server = TestServer(app, port=port)
         await self.server.start_server()
         return self
 
@@ -229,21 +230,31 @@ def test_dead_backend_fails_over_and_is_marked_down():
     run(scenario, probe_interval=3600)
 
 
-def test_probe_marks_a_dead_backend_down_and_a_live_one_up():
+def test_probe_marks_a_dead_backend_down_and_up_again_once_it_answers():
     async def scenario(client, gateway, a, b):
         body = route_body(a, b, weights={"champion": 90, "candidate": 10})
         assert (await client.put("/admin/deployments/models/iris", json=body)).status == 200
+        url, port = b.url, b.server.port
         await b.stop()
         b.server = None
 
-        async def candidate_down() -> bool:
+        async def up() -> dict[str, bool]:
             state = await (await client.get("/admin/deployments")).json()
-            return state["deployments"]["models/iris"]["backends"]["candidate"]["up"] is False
+            return {r: x["up"] for r, x in state["deployments"]["models/iris"]["backends"].items()}
 
-        await wait_for(candidate_down)
-        assert (await (await client.get("/admin/deployments")).json())["deployments"]["models/iris"][
-            "backends"
-        ]["champion"]["up"]
+        async def candidate_is(wanted: bool) -> bool:
+            return (await up())["candidate"] is wanted
+
+        await wait_for(lambda: candidate_is(False))
+        assert (await up())["champion"] is True
+        assert {(await predict(client))[:2] for _ in range(50)} == {(200, "champion")}  # b gets nothing
+
+        await b.start(port=port)  # the same backend answers again on its URL
+        assert b.url == url
+        await wait_for(lambda: candidate_is(True))
+        assert await up() == {"champion": True, "candidate": True}
+        answers = {(await predict(client))[:2] for _ in range(200)}
+        assert answers == {(200, "champion"), (200, "candidate")}  # and it takes its share again
 
     run(scenario, probe_interval=0.05)
 
@@ -297,22 +308,32 @@ def test_only_backend_down_gives_502_json():
 
 
 def test_switch_under_concurrent_load_fails_nothing():
+    """Requests in flight at the old backend when the route switches finish there; every request
+    after the switch goes to the new one; none fails."""
+
     async def scenario(client, gateway, a, b):
         path = "/admin/deployments/models/iris"
         assert (await client.put(path, json=route_body(a, b, weights={"champion": 100}))).status == 200
+        a.busy = asyncio.Event()  # the champion holds its answers until the switch is done
+        in_flight = [asyncio.create_task(predict(client)) for _ in range(20)]
+        await wait_for(lambda: _at_least(a, "bodies", 20))
 
-        async def burst(n: int) -> list[tuple[int, str, Any]]:
-            return await asyncio.gather(*(predict(client) for _ in range(n)))
+        switch = client.put(path, json=route_body(a, b, weights={"candidate": 100}))
+        resp = await asyncio.wait_for(switch, 10)  # the switch never waits for requests in flight
+        assert resp.status == 200
+        after = await asyncio.gather(*(predict(client) for _ in range(50)))
+        assert {(status, role, answer["data"]["ndarray"][0]) for status, role, answer in after} == {
+            (200, "candidate", 2)
+        }
+        assert len(b.bodies) == 50 and len(a.bodies) == 20  # the switch happened between the two bursts
 
-        async def flip() -> None:
-            await asyncio.sleep(0)
-            resp = await client.put(path, json=route_body(a, b, weights={"candidate": 100}))
-            assert resp.status == 200
-
-        results, _ = await asyncio.gather(burst(300), flip())
-        assert all(status == 200 for status, _, _ in results)
-        after = await burst(50)
-        assert {role for _, role, _ in after} == {"candidate"}
+        a.busy.set()
+        held = await asyncio.gather(*in_flight)
+        assert {(status, role, answer["data"]["ndarray"][0]) for status, role, answer in held} == {
+            (200, "champion", 0)
+        }
+        state = await (await client.get("/admin/deployments")).json()
+        assert state["deployments"]["models/iris"]["weights"] == {"candidate": 100}
 
     run(scenario)
 

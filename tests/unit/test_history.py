@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -49,23 +48,29 @@ def test_history_survives_a_new_store_object(tmp_path: Path) -> None:
 
 
 def assert_lock_serialises(first: HistoryStore, second: HistoryStore, model: str) -> None:
-    """While ``first`` holds the model's lock, ``second`` waits for it (shared with the PostgreSQL test)."""
+    """While ``first`` holds the model's lock, ``second`` cannot take it (its wait ends in LockBusy);
+    asked again as ``first`` lets go, it waits and gets it (shared with the PostgreSQL test)."""
     order: list[str] = []
-    inside = threading.Event()
+    inside, release = threading.Event(), threading.Event()
 
     def hold() -> None:
         with first.lock(model):
             order.append("first-in")
             inside.set()
-            time.sleep(0.3)  # hold the lock while the other promotion tries to take it
-            order.append("first-out")
+            order.append("first-out" if release.wait(30) else "first held it for 30s")
 
-    thread = threading.Thread(target=hold)
+    thread = threading.Thread(target=hold, daemon=True)
     thread.start()
-    inside.wait(5)
-    with second.lock(model):
-        order.append("second")
-    thread.join()
+    try:
+        assert inside.wait(30), "the first promotion never got the lock"
+        with pytest.raises(LockBusy), second.lock(model, timeout=0.2):
+            order.append("second while the first holds it")
+    finally:
+        release.set()  # the first lets go while the second asks (or has just asked) for the lock
+        with second.lock(model, timeout=30):
+            order.append("second")
+        thread.join(30)
+    assert not thread.is_alive()
     assert order == ["first-in", "first-out", "second"]
 
 

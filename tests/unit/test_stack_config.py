@@ -323,6 +323,8 @@ def test_model_code_gets_no_platform_secrets(monkeypatch):
         "AIRFLOW_CONN_PUSHBUTTON_MLFLOW": '{"extra": {"webhook_secret": "s3cr3t"}}',
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql://airflow:pw@db/airflow",
         "AIRFLOW_VAR_TOKEN": "t",
+        "AIRFLOW_HOME": "/opt/airflow",  # its airflow.cfg holds the database URL and keys
+        "AIRFLOW_CONFIG": "/opt/airflow/airflow.cfg",
         "PUSHBUTTON_WEBHOOK_SECRET": "s3cr3t",
         "PUSHBUTTON_STORE_URL": "postgresql://pushbutton:pw@db/pushbutton",
         "AWS_SECRET_ACCESS_KEY": "k",

@@ -1,16 +1,18 @@
-"""HMAC verification of MLflow registry webhooks, cross-checked against MLflow's own signer."""
+"""HMAC verification of MLflow registry webhooks, cross-checked against MLflow's own signer.
+
+Every check runs on an injected clock (``verify(..., now=NOW)``): deliveries are stamped relative to
+NOW, so the ±300 s freshness edge is exact and nothing depends on the machine's time."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import time
 
 import pytest
 from mlflow.webhooks.delivery import _generate_hmac_signature
 
 from pushbutton.webhook import (
     DELIVERY_ID,
+    MAX_AGE_SECONDS,
     SIGNATURE,
     TIMESTAMP,
     WebhookRejected,
@@ -28,8 +30,15 @@ BODY = json.dumps(
 ).encode()  # fmt: skip
 
 
-def headers(body: bytes = BODY, secret: str = SECRET, ts: int | None = None, delivery: str = "d-1") -> dict:
+NOW = 1_795_000_000  # the receiver's clock in every test (2026-11-18)
+
+
+def headers(body: bytes = BODY, secret: str = SECRET, ts: int = NOW, delivery: str = "d-1") -> dict:
     return signed_headers(secret, body, delivery, ts)
+
+
+def check(h: dict, body: bytes = BODY, now: float = NOW) -> str:
+    return verify(SECRET, h, body, now=now)
 
 
 def test_our_signature_equals_mlflows() -> None:
@@ -39,12 +48,12 @@ def test_our_signature_equals_mlflows() -> None:
 
 
 def test_valid_delivery_is_accepted() -> None:
-    assert verify(SECRET, headers(), BODY) == "d-1"
+    assert check(headers()) == "d-1"
 
 
 def test_header_names_are_case_insensitive() -> None:
     lowered = {k.lower(): v for k, v in headers().items()}
-    assert verify(SECRET, lowered, BODY) == "d-1"
+    assert check(lowered) == "d-1"
 
 
 @pytest.mark.parametrize(
@@ -60,23 +69,44 @@ def test_bad_headers_are_rejected(mutate, reason: str) -> None:
     h = headers()
     mutate(h)
     with pytest.raises(WebhookRejected, match=reason):
-        verify(SECRET, h, BODY)
+        check(h)
 
 
 def test_wrong_secret_is_rejected() -> None:
     with pytest.raises(WebhookRejected, match="signature does not match"):
-        verify(SECRET, headers(secret="other"), BODY)
+        check(headers(secret="other"))
 
 
 def test_altered_body_is_rejected() -> None:
     with pytest.raises(WebhookRejected, match="signature does not match"):
-        verify(SECRET, headers(), BODY.replace(b'"3"', b'"4"'))
+        check(headers(), BODY.replace(b'"3"', b'"4"'))
 
 
 def test_stale_delivery_is_rejected_as_replay() -> None:
-    old = int(time.time()) - 3600
-    with pytest.raises(WebhookRejected, match="replay"):
-        verify(SECRET, headers(ts=old), BODY)
+    with pytest.raises(WebhookRejected, match=r"timestamp is 3600s away from now .*replay or clock skew"):
+        check(headers(ts=NOW - 3600))
+
+
+@pytest.mark.parametrize("skew", [-MAX_AGE_SECONDS, -1, 0, 1, MAX_AGE_SECONDS])
+def test_a_delivery_up_to_300s_old_or_ahead_is_fresh(skew: int) -> None:
+    assert MAX_AGE_SECONDS == 300
+    assert check(headers(ts=NOW + skew)) == "d-1"  # MLflow's clock may run a little ahead of ours
+
+
+@pytest.mark.parametrize("skew", [-MAX_AGE_SECONDS - 1, MAX_AGE_SECONDS + 1, 86_400, 10**11])
+def test_a_delivery_past_the_edge_or_from_the_future_is_refused(skew: int) -> None:
+    with pytest.raises(WebhookRejected, match=rf"timestamp is {abs(skew)}s away from now \(limit 300s\)"):
+        check(headers(ts=NOW + skew))
+
+
+def test_freshness_is_judged_by_the_receivers_clock_when_it_arrives() -> None:
+    """One signed delivery: fresh at NOW, refused once the receiver's clock passed the edge."""
+    h = headers(ts=NOW)
+    assert check(h, now=NOW + 300.0) == "d-1"
+    with pytest.raises(WebhookRejected, match="301s away"):
+        check(h, now=NOW + 300.6)
+    with pytest.raises(WebhookRejected, match="301s away"):
+        check(h, now=NOW - 301)
 
 
 def test_created_version_is_parsed() -> None:
@@ -145,25 +175,28 @@ def test_malformed_headers_are_rejected_not_crashes(header: str, value: str, rea
     h = headers()
     h[header] = value
     with pytest.raises(WebhookRejected, match=reason):
-        verify(SECRET, h, BODY)
+        check(h)
 
 
 def test_a_non_ascii_signature_next_to_the_valid_one_is_still_rejected() -> None:
     h = headers()
     h[SIGNATURE] = f"v1,é {h[SIGNATURE]}"
     with pytest.raises(WebhookRejected, match="not ASCII"):
-        verify(SECRET, h, BODY)
+        check(h)
 
 
 @pytest.mark.parametrize("header", [SIGNATURE, DELIVERY_ID, TIMESTAMP])
 @pytest.mark.parametrize(
     "value", ["\x00", "é" * 3, "\ud800", "9" * 5000, "-inf", "NaN", " 1 ", "v1,ü", "\n", "x" * 10_000]
 )
-def test_any_crafted_header_is_either_rejected_or_a_delivery(header: str, value: str) -> None:
+def test_any_crafted_header_is_rejected_never_a_crash(header: str, value: str) -> None:
+    """The signature covers the delivery id and the timestamp, so no crafted value may pass; and it
+    must be refused as WebhookRejected (a 401): anything else (TypeError, OverflowError...) is a 500."""
     h = headers()
     h[header] = value
-    with contextlib.suppress(WebhookRejected):  # anything else (TypeError, OverflowError...) is a 500
-        assert verify(SECRET, h, BODY) == h[DELIVERY_ID]
+    with pytest.raises(WebhookRejected) as refused:
+        check(h)
+    assert str(refused.value)  # a reason for the log
 
 
 @pytest.mark.parametrize(
