@@ -134,7 +134,7 @@ def _load(data: str, target: str | None) -> tuple[pd.DataFrame, str, Path | None
 
     scheme, _, rest = data.partition(":")
     if scheme == "sklearn":
-        from pushbutton.data import SKLEARN_DATASETS, snake_case
+        from pushbutton.data.catalog import SKLEARN_DATASETS, snake_case
 
         if rest not in SKLEARN_DATASETS:
             known = ", ".join(f"sklearn:{n}" for n in SKLEARN_DATASETS)

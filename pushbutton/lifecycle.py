@@ -217,7 +217,7 @@ def _latency(
     """Time the candidate's microservice on the holdout, then the champion's the same way (when it
     runs and was comparable), and add the latency checks. Runs after the concurrent checks, so a
     model test's CPU load does not count against the candidate."""
-    from pushbutton.gate_latency import COMPARISON, champion_latency_check, latency_checks, latency_summary
+    from pushbutton.gate.latency import COMPARISON, champion_latency_check, latency_checks, latency_summary
     from pushbutton.serving.checks import measure_latency
 
     rows = spec.gate.latency.batch_rows

@@ -8,7 +8,6 @@ MLflow run is an earlier model's of the same name (deleted and registered again)
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -17,11 +16,11 @@ from typing import Any
 from pushbutton import registry as reg
 from pushbutton.airflow_client import PENDING_HITL_STATES, failure_reason
 from pushbutton.errors import NotFound, PushbuttonError
-from pushbutton.webhook import cicd_run_id
+from pushbutton.webhook import AUTOMATIC_RUN, cicd_run_id
+from pushbutton.webhook import run_version as version_of
 
 WATCHER = "fail_on_error"  # the cicd DAG's watcher: it fails whenever another step failed
 APPROVAL = "approve"
-AUTOMATIC_RUN = re.compile(r"^registered__v(?P<version>[0-9]+)(?:__[A-Za-z0-9]{1,8})?$")
 STEP_DONE = frozenset({"success", "failed", "up_for_retry"})  # a try that ran and ended
 IN_PROGRESS = ("running", "awaiting_input", "deferred", "up_for_retry", "up_for_reschedule", "queued")
 REASON_LIMIT = 300
@@ -42,12 +41,7 @@ def one_line(text: str | None, limit: int = REASON_LIMIT) -> str | None:
 
 def run_version(run: dict[str, Any]) -> str | None:
     """The model version a CI/CD run releases (its conf, else its automatic run id); None for 'latest'."""
-    conf = run.get("conf") or {}
-    version = str(conf.get("version") or "")
-    if version.isdigit():
-        return version
-    found = AUTOMATIC_RUN.match(str(run.get("dag_run_id", "")))
-    return found["version"] if found else None
+    return version_of(str(run.get("dag_run_id", "")), run.get("conf"))
 
 
 def belongs_to(run: dict[str, Any], version: reg.Version) -> bool:

@@ -13,14 +13,12 @@ newer run is created while an older one is parked. Pushes of the same version co
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 RESPONDER_PREFIX = "pushbutton:superseded-by:"
 APPROVAL_TASK = "approve"
-_AUTOMATIC_RUN = re.compile(r"^registered__v(?P<version>[0-9]+)(?:__|$)")
 
 
 @dataclass(frozen=True)
@@ -32,12 +30,11 @@ class Run:
 
 
 def run_version(run_id: str, conf: Mapping[str, Any] | None = None) -> int | None:
-    """The version a CI/CD run releases: its conf's number, else its automatic run id's."""
-    requested = str((conf or {}).get("version") or "")
-    if requested.isdigit():
-        return int(requested)
-    found = _AUTOMATIC_RUN.match(run_id)
-    return int(found.group("version")) if found else None
+    """The version a CI/CD run releases, as a number (``webhook.run_version``)."""
+    from pushbutton.webhook import run_version as version_of
+
+    found = version_of(run_id, conf)
+    return int(found) if found is not None else None
 
 
 def superseding(waiting: Run, queued: Iterable[Run]) -> Run | None:

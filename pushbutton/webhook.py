@@ -89,3 +89,16 @@ def cicd_run_id(version: str, mlflow_run_id: str | None = "") -> str:
     own run instead of being taken for the old one, whose recorded actions it would skip."""
     suffix = "".join(c for c in mlflow_run_id or "" if c.isalnum())[:8]
     return f"registered__v{version}" + (f"__{suffix}" if suffix else "")
+
+
+AUTOMATIC_RUN = re.compile(r"^registered__v(?P<version>[0-9]+)(?:__[A-Za-z0-9]{1,8})?$")
+
+
+def run_version(run_id: str, conf: Mapping[str, object] | None = None) -> str | None:
+    """The version a CI/CD run releases: its conf's number, else its automatic run id's (``cicd_run_id``);
+    None when neither tells (e.g. a run of 'latest' before ``build`` resolved it)."""
+    requested = str((conf or {}).get("version") or "")
+    if requested.isdigit():
+        return requested
+    found = AUTOMATIC_RUN.match(run_id)
+    return found["version"] if found else None

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pushbutton.errors import ServingError
-from pushbutton.gate_latency import Latency
+from pushbutton.gate.latency import Latency
 from pushbutton.procs import model_env
 from pushbutton.serving.envs import ServingEnv
 

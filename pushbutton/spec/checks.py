@@ -1,5 +1,5 @@
 """Checks of a model directory against its spec: files exist, stay inside the directory, the entry
-points are defined, and the data source holds the declared inputs and target (``pushbutton.datasource``).
+points are defined, and the data source holds the declared inputs and target (``pushbutton.data.checks``).
 
 Entry points are checked by parsing the module with ``ast`` (cheap and side-effect free, so it runs
 at DAG-parse time too); importing the module with its dependencies is the build/test stage's job.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from pushbutton import datasource
+from pushbutton.data import checks as datasource
 from pushbutton.errors import SpecError, SpecIssue
 from pushbutton.spec.loader import SPEC_FILE, compose, field_line, load_spec
 from pushbutton.spec.model import DEFAULT_PREDICT_CLASSES, ModelSpec

@@ -106,7 +106,7 @@ class DataSpec(_Strict):
     def _source(cls, value: str) -> str:
         scheme, _, rest = value.partition(":")
         if scheme == "sklearn":
-            from pushbutton.data import SKLEARN_DATASETS
+            from pushbutton.data.catalog import SKLEARN_DATASETS
 
             if rest not in SKLEARN_DATASETS:
                 close = difflib.get_close_matches(rest, SKLEARN_DATASETS, n=1)

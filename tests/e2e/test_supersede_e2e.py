@@ -22,11 +22,14 @@ DAG = "iris__cicd"
 
 
 def variant(tmp_path: Path, c: float) -> Path:
-    """A copy of iris with another regularisation strength: a new version when pushed."""
+    """A copy of iris with another regularisation strength: a new version when pushed. Its gate lets
+    it pass against whichever champion the earlier e2e tests left (this test is about the approval)."""
     target = tmp_path / f"c{c}" / "iris"
     shutil.copytree(REPO_ROOT / "models" / "iris", target, ignore=shutil.ignore_patterns("__pycache__"))
     spec = target / "model.yaml"
-    spec.write_text(spec.read_text().replace("C: 1.0", f"C: {c}"))
+    text = spec.read_text().replace("C: 1.0", f"C: {c}")
+    assert "champion_tolerance: 0.02" in text
+    spec.write_text(text.replace("champion_tolerance: 0.02", "champion_tolerance: 0.5"))
     return target
 
 

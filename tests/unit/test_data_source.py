@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 
 from pushbutton.config import REPO_ROOT
-from pushbutton.datasource import SAMPLE_ROWS
+from pushbutton.data.checks import SAMPLE_ROWS
+from pushbutton.data.parquet import ParquetColumn, _with_pyarrow, read_columns
 from pushbutton.errors import SpecError, SpecIssue
-from pushbutton.parquet_meta import ParquetColumn, _with_pyarrow, read_columns
 from pushbutton.spec import load_model_dir
 
 SPEC = """\
@@ -239,7 +239,7 @@ def test_validate_imports_neither_scikit_learn_nor_pyarrow(tmp_path, shop) -> No
 
 def test_csv_column_types_are_what_training_reads(tmp_path) -> None:
     """validate samples with the csv module; training reads with pandas: they must agree on types."""
-    from pushbutton.datasource import peek
+    from pushbutton.data.checks import peek
 
     columns = {
         "whole": ["1", "-2", "007", "3"],

@@ -10,7 +10,7 @@ import pytest
 from pushbutton.config import REPO_ROOT
 from pushbutton.errors import SpecError
 from pushbutton.gate import GateReport, answers_problem
-from pushbutton.gate_latency import (
+from pushbutton.gate.latency import (
     Latency,
     champion_latency_check,
     latency_checks,

@@ -4,9 +4,9 @@
 against the data before anything trains: a column the data lacks (a typo), a type the data
 contradicts, missing values in an input that is not ``nullable``. Cheap on purpose, since it also runs
 whenever Airflow parses a model's DAG: ``sklearn:`` data sets come from the table in
-``pushbutton.data`` (scikit-learn is not imported), a CSV file is read up to ``SAMPLE_ROWS`` rows
-with the ``csv`` module, a parquet file only its footer (``pushbutton.parquet_meta``). Training
-reads all of it and checks again (``pushbutton.data``), so a problem beyond the sample still stops a
+``pushbutton.data.catalog`` (scikit-learn is not imported), a CSV file is read up to ``SAMPLE_ROWS`` rows
+with the ``csv`` module, a parquet file only its footer (``pushbutton.data.parquet``). Training
+reads all of it and checks again (``pushbutton.data.loading``), so a problem beyond the sample still stops a
 push, on the same field.
 """
 
@@ -74,14 +74,14 @@ def peek(source: str, model_dir: Path) -> Peek:
     """The columns of ``source`` (a spec's ``data.source``), reading as little as possible."""
     scheme, _, rest = source.partition(":")
     if scheme == "sklearn":
-        from pushbutton.data import SKLEARN_DATASETS
+        from pushbutton.data.catalog import SKLEARN_DATASETS
 
         columns = [Column(name, "double") for name in SKLEARN_DATASETS[rest].columns]
         return Peek(source, columns, "per pushbutton's table of its columns", target_renamed=True)
     path = Path(model_dir) / rest
     if scheme == "csv":
         return Peek(source, _csv_columns(path), f"seen in its first {SAMPLE_ROWS} rows")
-    from pushbutton.parquet_meta import ParquetError, read_columns
+    from pushbutton.data.parquet import ParquetError, read_columns
 
     try:
         found, rows = read_columns(path)
@@ -165,7 +165,7 @@ _Found = tuple[str, str, str, int | None]
 
 def check(spec: ModelSpec, model_dir: Path, file: str) -> list[SpecIssue]:
     """Every problem of ``spec``'s inputs and target against its data source; ``file`` is the spec.
-    The wording follows what training says of the same problem (``pushbutton.data``)."""
+    The wording follows what training says of the same problem (``pushbutton.data.loading``)."""
     try:
         found = peek(spec.data.source, model_dir)
     except (DataSourceError, OSError) as exc:
@@ -182,7 +182,7 @@ def check(spec: ModelSpec, model_dir: Path, file: str) -> list[SpecIssue]:
             )
     target = columns.get(spec.data.target)
     if found.target_renamed and target is not None:
-        from pushbutton.data import SKLEARN_DATASETS
+        from pushbutton.data.catalog import SKLEARN_DATASETS
 
         dataset = SKLEARN_DATASETS[spec.data.source.partition(":")[2]]
         problem = (

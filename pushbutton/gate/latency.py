@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pushbutton.gate import Check
+from pushbutton.gate.check import Check
 from pushbutton.spec.model import ModelSpec
 
 KINDS = ("single", "batch")

@@ -1,16 +1,14 @@
-"""Quality gate decisions (pure): metrics, thresholds, golden data, signature, champion comparison.
-
-Every failed check states which check, which value and which threshold. Latency decisions live in
-``pushbutton.gate_latency``.
-"""
+"""Quality gate decisions (pure): metrics, thresholds, golden data, signature, champion comparison,
+and what is wrong with a model's answers. Every failed check states which check, which value and
+which threshold."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from pushbutton.gate.check import Check
 from pushbutton.spec.model import LOWER_IS_BETTER, ModelSpec
 
 _MLFLOW_TYPES = {
@@ -21,62 +19,6 @@ _MLFLOW_TYPES = {
     "boolean": "boolean",
     "string": "string",
 }
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    passed: bool
-    detail: str
-    value: float | str | None = None
-    threshold: str | None = None
-    skipped: bool = False  # did not apply to this version (passed stays True; the detail says why)
-
-
-@dataclass
-class GateReport:
-    model: str
-    version: str
-    checks: list[Check] = field(default_factory=list)
-    metrics: dict[str, float] = field(default_factory=dict)
-    champion: dict[str, Any] | None = None  # version, and its metrics and latency where measured
-    latency: dict[str, Any] | None = None  # the candidate's figures (Latency.summary) and the ceilings
-
-    @property
-    def passed(self) -> bool:
-        return all(c.passed for c in self.checks)
-
-    @property
-    def failures(self) -> list[str]:
-        return [f"{c.name}: {c.detail}" for c in self.checks if not c.passed]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "passed": self.passed}
-
-    def markdown(self) -> str:
-        lines = [
-            f"### Test report: {self.model} v{self.version} — {'PASSED' if self.passed else 'FAILED'}",
-            "",
-            "| check | result | detail |",
-            "|---|---|---|",
-        ]
-        lines += [f"| {c.name} | {_result(c)} | {c.detail} |" for c in self.checks]
-        if self.metrics:
-            lines += ["", "| metric | candidate | champion |", "|---|---|---|"]
-            champ = (self.champion or {}).get("metrics", {})
-            for name, value in sorted(self.metrics.items()):
-                other = champ.get(name)
-                lines.append(f"| {name} | {value:.4f} | {'' if other is None else f'{other:.4f}'} |")
-        if self.latency:
-            from pushbutton.gate_latency import latency_markdown  # it builds on Check: import here
-
-            champion = self.champion or {}
-            lines += latency_markdown(self.latency, champion.get("latency"), champion.get("version"))
-        return "\n".join(lines)
-
-
-def _result(check: Check) -> str:
-    return "skipped" if check.skipped else "pass" if check.passed else "**FAIL**"
 
 
 def compute_metrics(task: str, y_true: Sequence[Any], y_pred: Sequence[Any]) -> dict[str, float]:
