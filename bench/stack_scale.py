@@ -135,6 +135,7 @@ def measure(count: int, idle_seconds: float, repeat: int) -> dict:
                 "PUSHBUTTON_MLFLOW_PORT": str(free_port()),
                 "PUSHBUTTON_AIRFLOW_PORT": str(free_port()),
                 "PUSHBUTTON_GATEWAY_PORT": str(free_port()),
+                "PUSHBUTTON_LOGGER_PORT": str(free_port()),
                 "PUSHBUTTON_SCHEDULES": "on",
             }
         )

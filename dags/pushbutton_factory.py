@@ -37,8 +37,10 @@ from operators.lifecycle import (
     SeldonModelTestOperator,
     SeldonProbeOperator,
 )
+from operators.monitoring import DriftReportLogOperator, IndicatorComputeOperator, IndicatorWriteOperator
 from pushbutton.config import settings
 from pushbutton.errors import SpecError, SpecIssue
+from pushbutton.monitoring.fleet import FLEET_DAG_ID, FLEET_THRESHOLD, fleet_shape, stub_count
 from pushbutton.spec import ModelSpec, load_model_dir
 
 log = logging.getLogger(__name__)
@@ -200,15 +202,41 @@ def retrain_dag(spec: ModelSpec, model_dir: Path, first_seen: datetime | None = 
     return dag
 
 
+WINDOW_PARAM = "window bound (ISO 8601, e.g. 2026-11-30T09:30:00Z); empty: the run's schedule interval"
+
+
 def monitor_dag(spec: ModelSpec, model_dir: Path, first_seen: datetime | None = None) -> DAG:
+    """probe_serving; compute_indicators (window → every declared indicator for each serving version and
+    predictor → drift report) → write_indicators (IndicatorStoreHook) → log_report (MLflow artifact)."""
+    fleet = fleet_shape(stub_count(settings().stub_root))  # then pushbutton__monitor_fleet schedules it
     with DAG(
         dag_id=f"{spec.name}__monitor",
-        description=f"Monitor {spec.name} in production",
-        **_schedule(spec.schedules.monitor, first_seen),
+        description=f"Monitor {spec.name} in production: indicators and a drift report per window",
+        **_schedule(None if fleet else spec.schedules.monitor, first_seen),
         max_active_runs=1,
+        params={
+            "window_start": Param(None, type=["null", "string"], title="Window start", description=WINDOW_PARAM),
+            "window_end": Param(None, type=["null", "string"], title="Window end", description=WINDOW_PARAM),
+        },
         **_common(spec, model_dir, "monitor"),
     ) as dag:
         SeldonProbeOperator(task_id="probe_serving", model=spec.name)
+        compute = IndicatorComputeOperator(
+            task_id="compute_indicators",
+            model=spec.name,
+            model_dir=str(model_dir),
+            schedule=spec.schedules.monitor,
+            window_start="{{ params.window_start or '' }}",
+            window_end="{{ params.window_end or '' }}",
+        )
+        write = IndicatorWriteOperator(task_id="write_indicators", model=spec.name)
+        report = DriftReportLogOperator(task_id="log_report", model=spec.name)
+        compute >> write >> report
+    if fleet and spec.schedules.monitor and settings().schedules == "on":
+        dag.doc_md = (dag.doc_md or "") + (
+            f"\n**Scheduled monitoring runs in `{FLEET_DAG_ID}`** (more than {FLEET_THRESHOLD} models: one "
+            "process per tick for all of them); trigger this DAG for an on-demand run.\n"
+        )
     return dag
 
 

@@ -247,7 +247,21 @@ def model_status(settings: Settings, model: str) -> dict[str, Any]:
     namespace = spec.serving.namespace if spec else settings.namespace
     status["serving"] = LocalRuntime(settings).status(namespace, model)
     status["history"] = HistoryStore(settings.store).events(model, limit=20)
+    status["monitoring"] = _monitoring(settings, model)
     return status
+
+
+def _monitoring(settings: Settings, model: str) -> dict[str, Any]:
+    """The latest indicator flags and drift report (``available: False`` and why, when the monitoring
+    store cannot be read)."""
+    from pushbutton.monitoring.store import StoreError, open_store
+    from pushbutton.monitoring.table import latest_flags
+
+    try:
+        with open_store(cfg=settings) as store:
+            return {"available": True, **latest_flags(store, settings, model)}
+    except StoreError as exc:
+        return {"available": False, "why": str(exc)}
 
 
 def _cicd_runs(

@@ -169,6 +169,64 @@ def _status(args: argparse.Namespace) -> int:
     return 0 if all(c.get("running") for c in report.get("components", {}).values()) else 1
 
 
+def _logger(args: argparse.Namespace) -> int:
+    from pushbutton.monitoring.logger import main as logger_main
+
+    argv = [f"--{name.replace('_', '-')}={value}" for name, value in
+            (("host", args.host), ("port", args.port), ("store", args.store)) if value is not None]  # fmt: skip
+    return logger_main(argv)
+
+
+def _indicators(args: argparse.Namespace) -> int:
+    import os
+
+    from pushbutton.config import settings
+    from pushbutton.monitoring.store import open_store
+    from pushbutton.monitoring.table import latest_report, render_table
+
+    cfg = settings()
+    with open_store(cfg=cfg) as store:
+        results = store.indicators(args.model, version=args.version, last=args.last)
+    report = latest_report(cfg, args.model)
+    if args.json:
+        print(json.dumps({"model": args.model, "results": [r.as_dict() for r in results],
+                          "report": str(report) if report else None}, indent=2, default=str))  # fmt: skip
+        return 0 if results else 1
+    if not results:
+        which = f" v{args.version}" if args.version else ""
+        print(f"error: no indicator results for {args.model}{which} yet (fix: trigger {args.model}__monitor, "
+              "or wait for its schedule; is the model serving and logging?)", file=sys.stderr)  # fmt: skip
+        return 1
+    color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    print(render_table(results, color=color))
+    flagged = sum(1 for r in results if r.flagged)
+    print(f"\n{flagged} flagged of {len(results)} results" + (" (FLAGGED rows)" if flagged else ""))
+    print(f"latest drift report: {report}" if report else "latest drift report: none yet")
+    return 0
+
+
+def _labels(args: argparse.Namespace) -> int:
+    from pushbutton.config import settings
+    from pushbutton.monitoring.labels import write_labels
+    from pushbutton.monitoring.store import open_store
+
+    with open_store(cfg=settings()) as store:
+        report = write_labels(store, args.model, Path(args.file))
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        print(report.describe())
+    if report.unknown:
+        print(f"warning: {report.unknown_message()}", file=sys.stderr)
+    return 0
+
+
+def _positive(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"'{value}' is not a whole number of windows >= 1 (e.g. 5)")
+    return int(value)
+
+
 PUSH_WAIT_EXIT = {"awaiting_approval": 0, "success": 0, "failed": 1, "timeout": 124}
 PUSH_WAIT_SECONDS = 1800.0
 
@@ -245,6 +303,12 @@ def _version(value: str) -> str:
     return value
 
 
+def _version_number(value: str) -> str:
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"'{value}' is not a version number (e.g. 3)")
+    return value
+
+
 def _approve(args: argparse.Namespace) -> int:
     from pushbutton.actions import respond_approval
     from pushbutton.config import settings
@@ -294,6 +358,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("up", _up, "start the embedded stack: MLflow, gateway, airflow standalone")
     p.add_argument("--no-airflow", action="store_true", help="start MLflow and the gateway only")
     command("down", _down, "stop every process the stack started")
+    p = command("logger", _logger, "run the request logger in the foreground (`up` starts it for you)")
+    p.add_argument("--host", help="address to bind (default: PUSHBUTTON_HOST)")
+    p.add_argument("--port", type=int, help="port (default: PUSHBUTTON_LOGGER_PORT, 8002)")
+    p.add_argument("--store", help="monitoring store URL (default: PUSHBUTTON_MONITORING_URL, else <home>/monitoring.db)")
+    p = command("indicators", _indicators, "a model's latest indicator results (flags highlighted) and drift report")
+    p.add_argument("model", metavar="MODEL", help="a model name")
+    p.add_argument("--version", type=_version_number, help="only this version (a number)")
+    p.add_argument("--last", type=_positive, default=1, help="windows per indicator, newest first (default 1)")
+    p.add_argument("--json", action="store_true", help="the results as JSON (IndicatorResult fields)")
+    p = command("labels", _labels, "send late labels (ground truth) for logged requests: CSV or Parquet")
+    p.add_argument("model", metavar="MODEL", help="the model whose requests the labels answer")
+    p.add_argument("file", metavar="FILE", help="CSV/Parquet with request_id, label and optionally row")
+    p.add_argument("--json", action="store_true", help="the outcome as JSON")
     p = command("status", _status, "stack status, or a model's serving status with MODEL")
     p.add_argument("model", nargs="?", metavar="MODEL", help="a registered model name")
     p = command("push", _push, "validate, train, log and register a new model version")

@@ -53,10 +53,14 @@ class Settings(BaseSettings):
     mlflow_port: int = Field(5000, ge=1, le=65535)
     airflow_port: int = Field(8080, ge=1, le=65535)
     gateway_port: int = Field(8000, ge=1, le=65535)
+    logger_port: int = Field(8002, ge=1, le=65535)  # the request logger (monitoring)
     namespace: str = "models"
     serving_python: str = Field(default_factory=lambda: sys.executable)
     webhook_secret: SecretStr | None = None
     store_url: str | None = None
+    # the monitoring store (request log, labels, indicators): a SQLAlchemy URL or elasticsearch+https://…;
+    # default: a SQLite file <home>/monitoring.db
+    monitoring_url: str | None = None
     artifacts_destination: str | None = None  # e.g. s3://bucket/mlflow (MinIO/S3); default: under home
     # `off`: the retrain and monitor DAGs get no time schedule (manual and asset triggers only), e.g.
     # for the demo and test stacks, where a tick must never start a run mid-way
@@ -101,6 +105,15 @@ class Settings(BaseSettings):
     @property
     def gateway_url(self) -> str:
         return f"http://{self.host}:{self.gateway_port}"
+
+    @property
+    def logger_url(self) -> str:
+        return f"http://{self.host}:{self.logger_port}"
+
+    @property
+    def monitoring(self) -> str:
+        """URL of the monitoring store (``monitoring_url``, else the SQLite file ``<home>/monitoring.db``)."""
+        return self.monitoring_url or f"sqlite:///{self.home / 'monitoring.db'}"
 
     @property
     def store(self) -> str:

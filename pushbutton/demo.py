@@ -8,7 +8,9 @@
 4. push v2 with ``pushbutton push``: canary at the spec's 10%, approve under load (100 req/s; the
    requests per second achieved are reported, and the demo fails if the load did not run), 100% switch;
 5. roll back to v1 with the ``pushbutton__rollback`` DAG, under the same load;
-6. push v3 and reject it: the champion keeps serving.
+6. push v3 and reject it: the champion keeps serving;
+7. monitoring (``pushbutton.demo_monitoring``): normal traffic and its labels, ``iris__monitor`` over
+   that window (no drift), drifted traffic, ``iris__monitor`` again (drift flagged, report path shown).
 
 Leaves nothing running unless ``--keep-up``. ``--report FILE`` writes the figures as JSON.
 """
@@ -314,6 +316,10 @@ class Demo:
             facts["v3_status"] = registry.get(MODEL, v3).status
             self.report["reject"] = {"version": v3, "status": facts["v3_status"], "serving": facts["serving"]}
 
+        from pushbutton.demo_monitoring import MonitoringDemo
+
+        MonitoringDemo(self, MODEL).run()
+
         champion = registry.by_alias(MODEL, "champion")
         self.report |= {
             "versions": {"v1": v1, "v2": v2, "v3": v3},
@@ -424,7 +430,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"\ndemo finished in {report['total_s']:.0f}s; lead time push → candidate {report['lead_time_s']}s, "
             f"activation {report['activation']['switch_seconds']}s with {report['activation']['failed']} failed "
-            f"of {report['activation']['requests']} requests ({report['activation']['rps']} req/s)"
+            f"of {report['activation']['requests']} requests ({report['activation']['rps']} req/s); drift flagged "
+            f"on drifted traffic only: report {report['monitoring']['drifted']['report']}"
         )
     return 0 if ok else 1
 

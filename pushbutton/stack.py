@@ -47,9 +47,11 @@ WEBHOOK_NAME = "pushbutton-airflow"
 WEBHOOK_EVENTS = ("model_version.created",)
 WEBHOOK_PATH = "/pushbutton/webhooks/mlflow"
 GATEWAY_MODULE = "pushbutton.serving.gateway"
-ORDER = ("mlflow", "gateway", "airflow")
-READY_TIMEOUT = {"mlflow": 180.0, "gateway": 60.0, "airflow": 420.0}
-STOP_TIMEOUT = {"mlflow": 15.0, "gateway": 15.0, "airflow": 40.0}
+LOGGER_MODULE = "pushbutton.monitoring.logger"
+# the logger starts before the gateway (whose emitter sends to it) and stops after it
+ORDER = ("mlflow", "logger", "gateway", "airflow")
+READY_TIMEOUT = {"mlflow": 180.0, "logger": 60.0, "gateway": 60.0, "airflow": 420.0}
+STOP_TIMEOUT = {"mlflow": 15.0, "logger": 15.0, "gateway": 15.0, "airflow": 40.0}
 AIRFLOW_PARALLELISM = max(2, 2 * (os.cpu_count() or 1))
 STUB_BUNDLE = "pushbutton-models"
 MIN_FILE_PROCESS_INTERVAL = 600  # seconds; see airflow_config
@@ -215,6 +217,12 @@ def gateway_command(settings: Settings) -> list[str]:
             "--port", str(settings.gateway_port), "--state", str(state)]  # fmt: skip
 
 
+def logger_command(settings: Settings) -> list[str]:
+    """The request logger (``pushbutton.monitoring.logger``), writing to the monitoring store."""
+    return [sys.executable, "-m", LOGGER_MODULE, "--host", settings.host, "--port", str(settings.logger_port),
+            "--store", settings.monitoring, "--models-dir", str(settings.models_dir)]  # fmt: skip
+
+
 def webhook_url(settings: Settings) -> str:
     return f"{settings.airflow_url}{WEBHOOK_PATH}"
 
@@ -231,6 +239,8 @@ def airflow_connections(settings: Settings, secret: str) -> dict[str, dict[str, 
             "extra": {"runtime": "local", "namespace": settings.namespace},
         },
         "pushbutton_store": {"conn_type": "generic", "extra": {"url": settings.store}},
+        # the request log, labels and indicator results (IndicatorStoreHook): a SQLAlchemy URL
+        "pushbutton_monitoring": {"conn_type": "generic", "extra": {"url": settings.monitoring}},
     }  # fmt: skip
 
 
@@ -337,6 +347,11 @@ def _components(settings: Settings, airflow: bool, secret: Callable[[], str]) ->
                   lambda: mlflow_command(settings), lambda: mlflow_env(settings)),
     ]  # fmt: skip
     if gateway_available():
+        found.append(
+            Component("logger", "the request logger", settings.logger_url, settings.logger_port,
+                      "PUSHBUTTON_LOGGER_PORT", http_ok(f"{settings.logger_url}/health"),
+                      lambda: logger_command(settings), lambda: _base_env(settings))
+        )  # fmt: skip
         found.append(
             Component("gateway", "the model gateway", settings.gateway_url, settings.gateway_port,
                       "PUSHBUTTON_GATEWAY_PORT", http_ok(f"{settings.gateway_url}/health"),
@@ -624,8 +639,9 @@ def down(settings: Settings) -> list[str]:
 def status(settings: Settings) -> dict[str, Any]:
     """``{"home", "components": {name: {running, pid, url, healthy, log}}, "notes"}``."""
     group = process_group(settings)
-    urls = {"mlflow": settings.mlflow_url, "gateway": settings.gateway_url, "airflow": settings.airflow_url}
-    names = [n for n in ORDER if n != "gateway" or gateway_available() or group.get(n)]
+    urls = {"mlflow": settings.mlflow_url, "logger": settings.logger_url, "gateway": settings.gateway_url,
+            "airflow": settings.airflow_url}  # fmt: skip
+    names = [n for n in ORDER if n not in ("gateway", "logger") or gateway_available() or group.get(n)]
     report: dict[str, Any] = {"home": str(settings.home), "components": {}, "notes": []}
     for name in names:
         proc = group.get(name)
@@ -646,4 +662,35 @@ def status(settings: Settings) -> dict[str, Any]:
         }
     if "gateway" not in names:
         report["notes"].append(f"gateway not available ({GATEWAY_MODULE} missing)")
+    report["logging"] = logging_status(settings, report["components"])
     return report
+
+
+def logging_status(settings: Settings, components: dict[str, Any]) -> dict[str, Any]:
+    """Request-logging health: the logger's counters (``GET /status``) and the gateway emitter's
+    (received, spooled, dropped …); a component that is down or does not answer shows ``None``."""
+
+    def counters(name: str) -> dict[str, Any] | None:
+        url = {"logger": settings.logger_url, "gateway": settings.gateway_url}[name]
+        if not components.get(name, {}).get("healthy"):
+            return None
+        try:
+            answer = httpx.get(f"{url}/status", timeout=2.0)
+        except httpx.HTTPError:
+            return None
+        return answer.json() if answer.is_success else None
+
+    logger, gateway = counters("logger"), counters("gateway")
+    emitter = (gateway or {}).get("logging") or {}
+    return {
+        "received": logger.get("received") if logger else None,
+        "written": logger.get("written") if logger else None,
+        "incomplete": logger.get("incomplete") if logger else None,
+        "rejected": logger.get("rejected") if logger else None,
+        "store_up": logger.get("store_up") if logger else None,
+        "spooled": emitter.get("spooled"),
+        "spool_pending": emitter.get("spool_pending"),
+        "dropped": emitter.get("dropped_total"),
+        "logger": logger,
+        "emitter": emitter or None,
+    }

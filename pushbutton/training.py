@@ -280,6 +280,24 @@ def pusher(path: Path) -> str:
         return "unknown"
 
 
+def _log_reference(fitted: Fitted, directory: Path) -> float:
+    """Capture the monitoring reference (a sample of the training inputs, the model's answers on the
+    holdout, per-feature statistics) and log it as the run's artifact ``reference/``; seconds taken.
+    A failure is a warning, not a failed training: the monitor computes a missing reference on demand."""
+    import mlflow
+
+    from pushbutton.monitoring.reference import ARTIFACT_PATH, capture_fitted
+
+    started = time.perf_counter()
+    try:
+        capture_fitted(fitted.spec, fitted.data, fitted.estimator).save(directory)
+        mlflow.log_artifacts(str(directory), artifact_path=ARTIFACT_PATH)
+    except Exception as exc:  # monitoring's reference must never fail a training
+        print(f"warning: no monitoring reference logged ({type(exc).__name__}: {exc}); the monitor will "
+              "compute it from the training data when it first needs it", file=sys.stderr)  # fmt: skip
+    return time.perf_counter() - started
+
+
 def train_and_register(
     spec: ModelSpec,
     model_dir: Path,
@@ -332,6 +350,7 @@ def train_and_register(
             code = Path(tmp) / "code"
             shutil.copytree(model_dir, code, ignore=_CODE_IGNORE)
             mlflow.log_artifacts(str(code), artifact_path="code")
+            timings["reference"] = _log_reference(fitted, Path(tmp) / "reference")
         info = mlflow.sklearn.log_model(
             fitted.estimator,
             name="model",

@@ -116,10 +116,11 @@ def platform_home(tmp_path, monkeypatch) -> Iterator[Settings]:
     """Settings for a fresh ``PUSHBUTTON_HOME`` under tmp_path, with MLflow/Airflow/gateway on free
     ports and no time schedules."""
     monkeypatch.setenv("PUSHBUTTON_HOME", str(tmp_path / "home"))
-    mlflow, airflow, gateway = _distinct_free_ports(3)
+    mlflow, airflow, gateway, logger = _distinct_free_ports(4)
     monkeypatch.setenv("PUSHBUTTON_MLFLOW_PORT", str(mlflow))
     monkeypatch.setenv("PUSHBUTTON_AIRFLOW_PORT", str(airflow))
     monkeypatch.setenv("PUSHBUTTON_GATEWAY_PORT", str(gateway))
+    monkeypatch.setenv("PUSHBUTTON_LOGGER_PORT", str(logger))
     for variable, value in TEST_STACK_ENV.items():
         monkeypatch.setenv(variable, value)
     monkeypatch.delenv("PUSHBUTTON_WEBHOOK_SECRET", raising=False)

@@ -24,6 +24,7 @@ from pushbutton.serving.microservice import (
     Microservices,
     service_name,
 )
+from pushbutton.serving.routes import LoggingOptions
 from pushbutton.serving.spec import Predictor, ServingSpec, traffic_plan
 
 
@@ -31,11 +32,24 @@ def route_config(spec: ServingSpec, urls: Mapping[str, str]) -> dict[str, Any]:
     """The gateway route (canonical form) serving ``spec`` from the microservice ``urls`` by role."""
     plan = traffic_plan(spec)
     backends = {
-        p.name: {"url": urls[p.name], "version": p.version, "timeout_seconds": p.timeout_seconds}
+        p.name: {
+            "url": urls[p.name],
+            "version": p.version,
+            "timeout_seconds": p.timeout_seconds,
+            "logging": logging_options(p).config(),
+        }
         for p in spec.predictors
     }
     config = {"backends": backends, "weights": plan.weights, "shadows": list(plan.shadows)}
     return Route.from_config(spec.namespace, spec.deployment, config).config()
+
+
+def logging_options(predictor: Predictor) -> LoggingOptions:
+    """What the gateway logs of ``predictor``'s traffic (its version's ``logging:``; ``retention_days``
+    is the store's business, not the gateway's)."""
+    spec = predictor.logging
+    features = tuple(f.name for f in predictor.inputs) if spec.exclude else ()
+    return LoggingOptions(spec.enabled, spec.sample_rate, tuple(spec.exclude), features)
 
 
 def backend_urls(route: Mapping[str, Any] | None) -> set[str]:

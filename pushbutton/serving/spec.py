@@ -13,7 +13,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pushbutton.spec.model import TIMEOUT_SECONDS, DnsName, Feature, ModelSpec, Reference, Resources
+from pushbutton.spec.model import (
+    TIMEOUT_SECONDS,
+    DnsName,
+    Feature,
+    LoggingSpec,
+    ModelSpec,
+    Reference,
+    Resources,
+)
 
 Role = Literal["champion", "candidate"]
 
@@ -43,6 +51,9 @@ class Predictor(BaseModel):
     resources: Resources = Resources()
     timeout_seconds: float = Field(
         TIMEOUT_SECONDS, gt=0, description="the gateway answers 504 when this predictor takes longer"
+    )
+    logging: LoggingSpec = Field(
+        LoggingSpec(), description="what of this predictor's traffic the request log gets (Seldon: logger)"
     )
 
 
@@ -132,6 +143,7 @@ def predictor(
         replicas=model.serving.replicas,
         resources=model.serving.resources,
         timeout_seconds=model.serving.timeout_seconds,
+        logging=model.logging,
     )
 
 

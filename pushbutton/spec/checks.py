@@ -51,6 +51,7 @@ def check_model_dir(spec: ModelSpec, model_dir: Path) -> list[SpecIssue]:
     if spec.gate.golden:
         found = _file(file, model_dir, "gate.golden", spec.gate.golden)
         issues += found or _golden_header(file, model_dir / spec.gate.golden, spec)
+    issues += _indicators(file, model_dir, spec)
     scheme, _, rest = spec.data.source.partition(":")
     data_file = _file(file, model_dir, "data.source", rest) if scheme in ("csv", "parquet") else []
     issues += data_file or datasource.check(spec, model_dir, file)  # columns, types, target
@@ -263,5 +264,110 @@ def _golden_header(file: str, golden: Path, spec: ModelSpec) -> list[SpecIssue]:
                 "golden file has a header but no rows",
                 "add rows of inputs with the expected prediction (see pushbutton.templates.write_golden)",
             )
+        ]
+    return []
+
+
+def _indicators(file: str, model_dir: Path, spec: ModelSpec) -> list[SpecIssue]:
+    """Indicator declarations against the schema (feature names, types, task) and the model directory
+    (a custom indicator's function in ``indicators.py``, found by parsing, not importing, the file)."""
+    from indicators.registry import config_class
+
+    inputs = {feature.name: feature.type for feature in spec.schema_.inputs}
+    issues: list[SpecIssue] = []
+    for index, declared in enumerate(spec.indicators):
+        config = config_class(declared.type).model_validate(declared.params)
+        where = f"indicators.{index}"
+        for field, problem, fix in config.schema_problems(inputs, spec.task):
+            written = field.split(".")[0] in declared.params
+            issues.append(
+                SpecIssue(file, f"{where}.params.{field}" if written else f"{where}.type", problem, fix)
+            )
+        excluded = set(getattr(getattr(spec, "logging", None), "exclude", None) or ())
+        for field in config.FEATURE_FIELDS:
+            value = getattr(config, field)
+            names = [value] if isinstance(value, str) else list(value or [])
+            issues += [
+                SpecIssue(
+                    file,
+                    f"{where}.params.{field}" + ("" if isinstance(value, str) else f".{position}"),
+                    f"'{name}' is excluded from request logging (logging.exclude), so no window holds it",
+                    f"remove '{name}' here, or from logging.exclude",
+                )
+                for position, name in enumerate(names)
+                if name in excluded
+            ]
+        if declared.type == "custom":
+            issues += _custom_function(file, model_dir, where, config.function, config.args)  # type: ignore[attr-defined]
+    return issues
+
+
+def _custom_function(file: str, model_dir: Path, where: str, name: str, args: dict) -> list[SpecIssue]:
+    from indicators.custom import MODULE_FILE
+
+    field = f"{where}.params.function"
+    example = f"def {name}(inputs): return <a number>"
+    found = _file(file, model_dir, field, MODULE_FILE)
+    if found and "does not exist" in found[0].message:
+        return [
+            dataclasses.replace(found[0], fix=f"create {MODULE_FILE} in the model directory with '{example}'")
+        ]
+    if found:
+        return found
+    try:
+        tree = ast.parse((model_dir / MODULE_FILE).read_bytes(), filename=MODULE_FILE)
+    except (SyntaxError, ValueError) as exc:
+        return [
+            SpecIssue(
+                str(model_dir / MODULE_FILE),
+                field,
+                f"syntax error: {getattr(exc, 'msg', exc)}",
+                "fix the Python syntax so the module can be imported",
+                line=getattr(exc, "lineno", None),
+            )
+        ]
+    functions = {n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    bound = {
+        getattr(target, "id", None) or getattr(target, "asname", None) or getattr(target, "name", "")
+        for node in tree.body
+        if isinstance(node, (ast.Assign, ast.ImportFrom, ast.Import))
+        for target in (node.targets if isinstance(node, ast.Assign) else node.names)
+    }
+    node = functions.get(name)
+    if node is None:
+        if name in bound:
+            return []  # bound by assignment or import: checked when the monitor imports it
+        defined = f"; it defines {', '.join(sorted(functions))}" if functions else ""
+        return [
+            SpecIssue(
+                file,
+                field,
+                f"{MODULE_FILE} has no top-level function '{name}'{defined}",
+                f"define '{example}' in {MODULE_FILE} or point params.function at an existing one",
+            )
+        ]
+    if isinstance(node, ast.AsyncFunctionDef):
+        return [SpecIssue(file, field, f"'{name}' in {MODULE_FILE} is async", f"make it a plain '{example}'")]
+    positional = [*node.args.posonlyargs, *node.args.args]
+    if not positional and node.args.vararg is None:
+        return [
+            SpecIssue(
+                file,
+                field,
+                f"'{name}' in {MODULE_FILE} takes no argument, but it is called with the window's inputs",
+                f"write 'def {name}(inputs, ...)'",
+            )
+        ]
+    if node.args.kwarg is None:
+        accepted = {a.arg for a in [*positional[1:], *node.args.kwonlyargs]}
+        return [
+            SpecIssue(
+                file,
+                f"{where}.params.args.{key}",
+                f"'{name}' in {MODULE_FILE} has no parameter '{key}'",
+                f"add '{key}' to its parameters or remove it from args",
+            )
+            for key in args
+            if key not in accepted
         ]
     return []

@@ -395,15 +395,94 @@ class Schedules(_Strict):
     monitor: Cron = None
 
 
-IndicatorType = Literal["drift", "prediction_stability", "class_frequency", "skew", "label_metric", "custom"]
+RETENTION_DAYS = 30
+RETENTION_DAYS_MAX = 3650
+
+
+class LoggingSpec(_Strict):
+    """Request logging of the model's traffic through the gateway (the request log the monitor reads).
+
+    Every request and response of every serving version is logged unless ``enabled`` is false;
+    ``sample_rate`` logs that share of requests (chosen by request id, so both halves of a request
+    and its copies to every version are logged together); ``exclude`` names inputs that never leave
+    the gateway (e.g. personal data); raw logs older than ``retention_days`` are purged.
+    """
+
+    enabled: bool = True
+    sample_rate: float = Field(1.0, description="share of requests logged, 0 to 1")
+    exclude: list[str] = Field(default_factory=list, description="inputs never sent to the request log")
+    retention_days: int = Field(RETENTION_DAYS, description="days raw request logs are kept")
+
+    @field_validator("sample_rate", "retention_days", mode="before")
+    @classmethod
+    def _not_bool(cls, value: Any) -> Any:
+        return _no_bool(value)
+
+    @field_validator("sample_rate")
+    @classmethod
+    def _rate(cls, value: float) -> float:
+        if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+            raise ValueError(
+                f"{value:g} is not a share of requests; write a number from 0 to 1, e.g. 0.1 to log one "
+                "request in ten or 1 to log all (enabled: false logs none)"
+            )
+        return value
+
+    @field_validator("retention_days")
+    @classmethod
+    def _retention(cls, value: int) -> int:
+        if not 1 <= value <= RETENTION_DAYS_MAX:
+            raise ValueError(
+                f"{value} is not a number of days to keep raw request logs; use 1 to {RETENTION_DAYS_MAX}, "
+                f"e.g. {RETENTION_DAYS}"
+            )
+        return value
+
+    @field_validator("exclude")
+    @classmethod
+    def _once(cls, value: list[str]) -> list[str]:
+        seen: dict[str, int] = {}
+        for index, name in enumerate(value):
+            if name in seen:
+                raise ValueError(
+                    f"{index}: '{name}' is listed twice (also item {seen[name]}); list each input once"
+                )
+            seen[name] = index
+        return value
 
 
 class IndicatorSpec(_Strict):
-    """A model-quality indicator (computed by the monitoring issue; schema only for now)."""
+    """A model-quality indicator computed by the ``<model>__monitor`` DAG.
+
+    ``type`` is a stable type id of ``indicators.registry`` (the one source of the list); ``params``
+    are validated by that type's config (``indicators.configs``: pydantic only, so parsing stays
+    cheap). Checks that need the schema or the model directory (feature names, a custom function in
+    ``indicators.py``) are ``pushbutton.spec.checks``'.
+    """
 
     id: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
-    type: IndicatorType
+    type: str
     params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        from indicators.registry import TYPE_IDS
+
+        if value not in TYPE_IDS:
+            close = difflib.get_close_matches(value, TYPE_IDS, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise ValueError(f"'{value}' is not an indicator type; {hint}use one of {', '.join(TYPE_IDS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _params(self) -> IndicatorSpec:
+        from indicators.registry import params_problem
+
+        problem = params_problem(self.type, self.params)
+        if problem:
+            raise ValueError(problem)  # "params.<field>: problem; fix"
+        return self
 
 
 class AlertRule(_Strict):
@@ -436,6 +515,7 @@ class ModelSpec(_Strict):
     serving: ServingSection = ServingSection()
     traffic: TrafficSpec = TrafficSpec()
     schedules: Schedules = Schedules()
+    logging: LoggingSpec = LoggingSpec()
     indicators: list[IndicatorSpec] = Field(default_factory=list)
     alerts: list[AlertRule] = Field(default_factory=list)
 
@@ -482,6 +562,20 @@ class ModelSpec(_Strict):
                     f"gate.latency.{key}: {ceiling:g} ms is above serving.timeout_seconds ({timeout:g} s), "
                     f"so the gateway answers such requests 504 before they finish; lower gate.latency.{key} "
                     "or raise serving.timeout_seconds"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _logging_excludes_inputs(self) -> ModelSpec:
+        """``logging.exclude`` removes inputs from the logged requests: it can only name inputs."""
+        inputs = [f.name for f in self.schema_.inputs]
+        for index, name in enumerate(self.logging.exclude):
+            if name not in inputs:
+                close = difflib.get_close_matches(name, inputs, n=1)
+                hint = f"did you mean '{close[0]}'? " if close else ""
+                raise ValueError(
+                    f"logging.exclude.{index}: '{name}' is not an input of this model, so it is never in a "
+                    f"logged request; {hint}name one of schema.inputs ({', '.join(inputs)})"
                 )
         return self
 

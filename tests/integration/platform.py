@@ -23,6 +23,7 @@ def platform_settings(home: Path, **extra: str) -> Iterator[Settings]:
         "PUSHBUTTON_MLFLOW_PORT": str(free_port()),
         "PUSHBUTTON_AIRFLOW_PORT": str(free_port()),
         "PUSHBUTTON_GATEWAY_PORT": str(free_port()),
+        "PUSHBUTTON_LOGGER_PORT": str(free_port()),
         **TEST_STACK_ENV,
         **extra,
     }

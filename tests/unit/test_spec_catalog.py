@@ -142,11 +142,65 @@ CATALOG: dict[str, tuple[Expect, ...]] = {
     "serving-timeout-zero": (
         E("serving.timeout_seconds", 24, "0 is not a timeout in seconds", "give a positive number, e.g. 30"),
     ),
+    # request logging (logging:)
+    "logging-sample-rate-above-one": (
+        E("logging.sample_rate", 24, "1.5 is not a share of requests", "write a number from 0 to 1"),
+    ),
+    "logging-exclude-not-an-input": (
+        E("logging.exclude.1", 24, "'customer_ssn' is not an input of this model", "name one of schema.inputs"),
+    ),
+    "logging-retention-zero": (
+        E("logging.retention_days", 24, "0 is not a number of days to keep raw request logs", "use 1 to 3650"),
+    ),
     "graph-transformer-node": (
         E("serving.graph.type", 26, "TRANSFORMER with 0 children is reserved", "a single node of type MODEL"),
     ),
     "alert-unknown-indicator": (
         E("alerts.0.indicator", 27, "'feature_drfit' is not an indicator", "did you mean 'feature_drift'?"),
+    ),
+    # indicators (types and params from indicators.registry; features and custom functions checked)
+    "indicator-unknown-type": (
+        E(
+            "indicators.0.type",
+            24,
+            "'drfit' is not an indicator type",
+            "did you mean 'drift'? use one of drift,",
+        ),
+    ),
+    "indicator-param-out-of-range": (
+        E("indicators.0.params.p_value", 26, "1.5 is not a significance level", "between 0 and 1, e.g. 0.05"),
+    ),
+    "indicator-unknown-param": (
+        E(
+            "indicators.0.params.p_val",
+            27,
+            "unknown key 'p_val' for a drift indicator",
+            "did you mean 'p_value'?",
+        ),
+    ),
+    "indicator-unknown-feature": (
+        E(
+            "indicators.0.params.features.1",
+            27,
+            "'petal_lenght_cm' is not an input of this model",
+            "did you mean 'petal_length_cm'?",
+        ),
+    ),
+    "indicator-custom-missing-function": (
+        E(
+            "indicators.0.params.function",
+            26,
+            "indicators.py has no top-level function 'share_of_outliers'; it defines share_of_outlier",
+            "define 'def share_of_outliers(inputs)",
+        ),
+    ),
+    "indicator-custom-missing-file": (
+        E(
+            "indicators.0.params.function",
+            26,
+            "'indicators.py' does not exist",
+            "create indicators.py in the",
+        ),
     ),
     "target-among-inputs": (
         E("data.target", 13, "'species' is also a model input", "remove it from schema"),

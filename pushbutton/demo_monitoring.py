@@ -1,0 +1,183 @@
+"""The demo's monitoring steps (after the release steps of ``pushbutton.demo``):
+
+1. send normal traffic — rows drawn (seeded) from the model's own data set, a few per request, each
+   request with its own ``Seldon-Puid`` — and wait until the request log holds every row;
+2. send its labels as ``pushbutton labels MODEL FILE`` does (plus one label for a request that was never
+   made: it is reported, not dropped);
+3. run ``<model>__monitor`` over exactly that traffic's window (triggered: the demo's stack has no
+   schedules): the drift indicator must not flag it;
+4. send drifted traffic — the same kind of rows with ``SHIFTED`` features moved by ``SHIFT_STD``
+   standard deviations of the training data — and run the monitor over that window: drift is flagged,
+   and the drift report's path is printed.
+
+The facts go into the demo's report under ``monitoring``; a wrong verdict fails the demo.
+"""
+
+from __future__ import annotations
+
+import csv
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from pushbutton.config import REPO_ROOT
+from pushbutton.errors import PushbuttonError
+
+ROWS = 300
+ROWS_PER_REQUEST = 3
+SHIFT_STD = 2.5
+SHIFTED = ("sepal_length_cm", "petal_length_cm", "petal_width_cm")
+DRIFT_ID = "feature_drift"
+LOG_TIMEOUT = 60.0
+
+
+class MonitoringDemo:
+    def __init__(self, demo: Any, model: str):
+        from pushbutton.data import load_frame
+        from pushbutton.spec import load_model_dir
+
+        self.demo, self.model, self.cfg = demo, model, demo.cfg
+        model_dir = REPO_ROOT / "models" / model
+        self.spec = load_model_dir(model_dir)
+        self.frame = load_frame(self.spec, model_dir)
+        self.token = datetime.now(UTC).strftime("%H%M%S")
+
+    def run(self) -> dict[str, Any]:
+        facts: dict[str, Any] = {}
+        with self.demo.step(
+            f"normal traffic: {ROWS} rows of {self.model}'s own data through the gateway"
+        ) as f:
+            normal = self.send("normal", self.frame)
+            f |= {"requests": normal["requests"], "rows": normal["rows"], "logged_rows": normal["logged"]}
+        with self.demo.step(
+            f"send their labels as `pushbutton labels {self.model} FILE` does (one id never logged)"
+        ) as f:
+            f |= self.labels(normal)
+        with self.demo.step(f"run {self.model}__monitor over the normal window: no drift expected") as f:
+            facts["normal"] = self.monitor(normal)
+            f |= _short(facts["normal"])
+        shifted = self.frame.copy()
+        for name in SHIFTED:
+            shifted[name] = shifted[name] + SHIFT_STD * float(self.frame[name].std())
+        title = f"drifted traffic: {', '.join(SHIFTED)} shifted by +{SHIFT_STD} std"
+        with self.demo.step(title) as f:
+            drifted = self.send("drifted", shifted)
+            f |= {"requests": drifted["requests"], "rows": drifted["rows"], "logged_rows": drifted["logged"]}
+        with self.demo.step(f"run {self.model}__monitor over the drifted window: drift flagged") as f:
+            facts["drifted"] = self.monitor(drifted)
+            f |= _short(facts["drifted"])
+        print(f"  drift report: {facts['drifted']['report']}", flush=True)
+        facts["labels"] = normal.get("labels")
+        self.demo.report["monitoring"] = facts
+        if facts["normal"]["drift_flagged"] is not False:
+            raise PushbuttonError(f"clean traffic was not judged 'no drift': {facts['normal']}")
+        if facts["drifted"]["drift_flagged"] is not True:
+            raise PushbuttonError(f"drifted traffic was not flagged: {facts['drifted']}")
+        return facts
+
+    def send(self, kind: str, frame: Any) -> dict[str, Any]:
+        """``ROWS`` rows drawn (seeded) from ``frame`` in requests of ``ROWS_PER_REQUEST`` rows; waits
+        until the request log holds all of them (the gateway logs asynchronously)."""
+        import numpy as np
+
+        names = self.spec.feature_names
+        picks = np.random.default_rng(14 if kind == "normal" else 15).integers(0, len(frame), ROWS)
+        rows = frame.iloc[picks]
+        start = datetime.now(UTC)
+        sent: list[tuple[str, int, Any]] = []  # (request id, row, true label)
+        with httpx.Client(timeout=10) as client:
+            for first in range(0, ROWS, ROWS_PER_REQUEST):
+                part = rows.iloc[first : first + ROWS_PER_REQUEST]
+                puid = f"demo-{self.token}-{kind}-{first // ROWS_PER_REQUEST:04d}"
+                body = {"data": {"names": names, "ndarray": part[names].to_numpy().tolist()}}
+                answer = client.post(self.demo.url, json=body, headers={"Seldon-Puid": puid})
+                if answer.status_code != 200:
+                    raise PushbuttonError(f"{kind} traffic: HTTP {answer.status_code}: {answer.text[:300]}")
+                target = self.spec.data.target
+                sent += [(puid, i, value) for i, value in enumerate(part[target].tolist())]
+        end = datetime.now(UTC)
+        logged = self.wait_logged(start, end, len(sent))
+        return {"start": start, "end": end, "requests": len({s[0] for s in sent}), "rows": len(sent),
+                "logged": logged, "sent": sent}  # fmt: skip
+
+    def wait_logged(self, start: datetime, end: datetime, rows: int) -> int:
+        from pushbutton.monitoring.store import open_store
+
+        deadline = time.monotonic() + LOG_TIMEOUT
+        with open_store(cfg=self.cfg) as store:
+            while True:
+                found = len(store.rows(self.model, start, end, columns=[]))
+                if found >= rows or time.monotonic() > deadline:
+                    break
+                time.sleep(0.25)  # polling the store: the logger writes in batches
+        if found < rows:
+            raise PushbuttonError(
+                f"the request log holds {found} of the {rows} rows sent within {LOG_TIMEOUT:.0f}s; is the "
+                f"logger up? (`pushbutton status`; logs in {self.cfg.home / 'logs'})"
+            )
+        return found
+
+    def labels(self, traffic: dict[str, Any]) -> dict[str, Any]:
+        from pushbutton.monitoring.labels import write_labels
+        from pushbutton.monitoring.store import open_store
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "labels.csv"
+            with path.open("w", newline="") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(["request_id", "row", "label"])
+                writer.writerows(traffic["sent"])
+                writer.writerow([f"demo-{self.token}-never-sent", 0, 1])
+            with open_store(cfg=self.cfg) as store:
+                report = write_labels(store, self.model, path)
+        print(f"  {report.describe()}\n  reported: {report.unknown_message()}", flush=True)
+        traffic["labels"] = report.as_dict()
+        return {"labels": report.labels, "matched": report.matched, "unknown": len(report.unknown)}
+
+    def monitor(self, traffic: dict[str, Any]) -> dict[str, Any]:
+        """Trigger the monitor DAG over the traffic's window, wait for it, read what it wrote."""
+        from pushbutton.monitoring.store import open_store
+        from pushbutton.monitoring.table import reports_root
+        from pushbutton.monitoring.windows import Window
+
+        dag_id = f"{self.model}__monitor"
+        window = {"window_start": traffic["start"].isoformat(), "window_end": traffic["end"].isoformat()}
+        run = self.demo.client.trigger(dag_id, conf=window, note="pushbutton demo: monitor")
+        state = self.demo.client.wait_run(dag_id, run["dag_run_id"], timeout=600)["state"]
+        if state != "success":
+            reasons = self.demo.client.failure_reasons(dag_id, run["dag_run_id"])
+            raise PushbuttonError(f"{dag_id} run {run['dag_run_id']} ended {state}: {reasons}")
+        with open_store(cfg=self.cfg) as store:
+            results = [r for r in store.indicators(self.model, last=5) if r.window_end == traffic["end"]]
+        drift = [r for r in results if r.indicator_id == DRIFT_ID and r.predictor == "champion"]
+        if not drift:
+            raise PushbuttonError(f"{dag_id} wrote no {DRIFT_ID} result for the champion over {window}")
+        return {
+            "run": run["dag_run_id"],
+            "window": window,
+            "results": len(results),
+            "drift_flagged": drift[0].flagged,
+            "drift_value": drift[0].value,
+            "drifted_features": sorted(
+                k for k, v in drift[0].details.items() if isinstance(v, dict) and v.get("flagged")
+            ),
+            "indicators": {
+                f"{r.indicator_id}/{r.predictor}/v{r.version}": {
+                    "status": r.status,
+                    "flagged": r.flagged,
+                    "value": r.value,
+                }
+                for r in results
+            },
+            "report": str(
+                reports_root(self.cfg) / self.model / f"{Window(traffic['start'], traffic['end']).stamp}.html"
+            ),
+        }
+
+
+def _short(facts: dict[str, Any]) -> dict[str, Any]:
+    return {"drift_flagged": facts["drift_flagged"], "drifted": ",".join(facts["drifted_features"]) or "none"}

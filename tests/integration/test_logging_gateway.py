@@ -1,0 +1,187 @@
+"""Gateway → logger → store, all real processes: every request the gateway answered is in the store
+once, with its response, although the logger was killed under load and the gateway itself was
+restarted while the logger was away (the spool on disk carried the events across).
+
+The model behind the gateway is a stand-in (a one-thread HTTP server answering like seldon-core's
+wrapper): what is under test is the request log, not a model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from pushbutton.monitoring.logger import logger_argv
+from pushbutton.monitoring.store import open_store
+from pushbutton.procs import ProcessGroup, free_port, http_ok, wait_ready
+from pushbutton.serving.client import GatewayClient, gateway_argv
+from pushbutton.serving.routes import external_path
+
+pytestmark = pytest.mark.integration
+
+NS, MODEL = "models", "iris"
+NAMES = ["sepal_length_cm", "sepal_width_cm", "petal_length_cm", "petal_width_cm"]
+BODY = json.dumps({"data": {"names": NAMES, "ndarray": [[5.1, 3.5, 1.4, 0.2]]}}).encode()
+BACKEND = """
+import json, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class Handler(BaseHTTPRequestHandler):  # HTTP/1.0: one connection per request
+    def do_GET(self):
+        self._send(b"pong")
+
+    def do_POST(self):
+        request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        rows = request["data"]["ndarray"]
+        self._send(json.dumps({"data": {"names": [], "ndarray": [0] * len(rows)}, "meta": {}}).encode())
+
+    def _send(self, body):
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"""
+
+
+@dataclass
+class Stack:
+    group: ProcessGroup
+    root: Path
+    gateway_url: str
+    logger_url: str
+    store_url: str
+    backend_url: str
+    gateway_port: int
+    logger_port: int
+
+    def start_gateway(self) -> None:
+        argv = gateway_argv("127.0.0.1", self.gateway_port, self.root / "routes.json", sys.executable,
+                            logger_url=self.logger_url, spool_dir=self.root / "spool")  # fmt: skip
+        info = self.group.start("gateway", argv)
+        wait_ready(info, http_ok(self.gateway_url + "/health"), 60, "gateway")
+
+    def start_logger(self) -> None:
+        argv = logger_argv("127.0.0.1", self.logger_port, self.store_url, self.root / "no-models")
+        info = self.group.start("logger", [*argv, "--pair-timeout", "1"])
+        wait_ready(info, http_ok(self.logger_url + "/health"), 60, "logger")
+
+    def kill_logger(self) -> None:
+        info = self.group.get("logger")
+        assert info is not None and info.alive()
+        os.killpg(info.pgid, signal.SIGKILL)  # no goodbye: whatever it had not answered is the gateway's
+        self.group.stop("logger", timeout=5)
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    group = ProcessGroup(tmp_path / "run", tmp_path / "logs")
+    (tmp_path / "no-models").mkdir()
+    backend_port, gateway_port, logger_port = free_port(), free_port(), free_port()
+    s = Stack(group, tmp_path, f"http://127.0.0.1:{gateway_port}", f"http://127.0.0.1:{logger_port}",
+              f"sqlite:///{tmp_path / 'monitoring.db'}", f"http://127.0.0.1:{backend_port}", gateway_port,
+              logger_port)  # fmt: skip
+    try:
+        info = group.start("backend", [sys.executable, "-c", BACKEND, str(backend_port)])
+        wait_ready(info, http_ok(s.backend_url + "/health/ping"), 30, "backend")
+        yield s
+    finally:
+        group.stop_all(timeout=10)
+
+
+async def load(url: str, seconds: float, rate: float, answers: list[tuple[int, str]]) -> None:
+    """Open-loop POSTs at ``rate``/s for ``seconds``; (status, Seldon-Puid) of each appended."""
+
+    async def one(session: aiohttp.ClientSession) -> None:
+        try:
+            async with session.post(url, data=BODY, headers={"Content-Type": "application/json"}) as resp:
+                await resp.read()
+                answers.append((resp.status, resp.headers.get("Seldon-Puid", "")))
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            answers.append((0, f"{type(exc).__name__}: {exc}"))
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        t0, tasks = time.perf_counter(), []
+        for i in range(int(seconds * rate)):
+            await asyncio.sleep(max(0.0, t0 + i / rate - time.perf_counter()))
+            tasks.append(asyncio.create_task(one(session)))
+        await asyncio.gather(*tasks)
+
+
+def logged_records(store_url: str, since: datetime) -> list[dict]:
+    store = open_store(store_url)
+    try:
+        return store.records(MODEL, since, datetime.now(UTC) + timedelta(minutes=1))
+    finally:
+        store.close()
+
+
+def test_nothing_is_lost_or_doubled_when_the_logger_dies_and_the_gateway_restarts(stack: Stack) -> None:
+    began = datetime.now(UTC) - timedelta(minutes=1)
+    stack.start_logger()
+    stack.start_gateway()
+    url = stack.gateway_url + external_path(NS, MODEL)
+    answers: list[tuple[int, str]] = []
+    with GatewayClient(stack.gateway_url) as gateway:
+        gateway.put_route(
+            NS, MODEL, {"champion": {"url": stack.backend_url, "version": "1"}}, {"champion": 100}
+        )
+
+        async def logger_killed_under_load() -> None:
+            traffic = asyncio.create_task(load(url, 6.0, 100, answers))
+            await asyncio.sleep(2.0)
+            await asyncio.to_thread(stack.kill_logger)
+            await traffic
+
+        asyncio.run(logger_killed_under_load())
+        assert [a for a in answers if a[0] != 200] == []  # the logger's death failed no request
+        spooled = gateway.status()["logging"]
+        assert spooled["logger_up"] is False and spooled["spool_pending"] > 0
+
+    stack.group.stop("gateway")  # a clean stop while the logger is away: memory goes to the spool
+    stack.start_gateway()
+    with GatewayClient(stack.gateway_url) as gateway:
+        assert gateway.status()["logging"]["spool_pending"] >= spooled["spool_pending"]
+        asyncio.run(load(url, 2.0, 100, answers))  # the route came back from the state file
+        stack.start_logger()
+        asyncio.run(load(url, 2.0, 100, answers))
+        assert [a for a in answers if a[0] != 200] == []  # nor did its absence or its return
+        deadline = time.monotonic() + 60
+        answered = {puid for _, puid in answers}
+        while True:  # the replay runs on: wait for the store to hold every request the client sent
+            records = logged_records(stack.store_url, began)
+            status = gateway.status()["logging"]
+            complete = {r["request_id"] for r in records if r["complete"]}
+            if complete >= answered and status["spool_pending"] == 0:
+                break
+            assert time.monotonic() < deadline, f"not replayed in time: {status}"
+            time.sleep(0.5)
+        final = gateway.status()["logging"]
+    assert final["dropped_total"] == 0, final
+
+    records = logged_records(stack.store_url, began)
+    answered = Counter(puid for _, puid in answers)
+    logged = Counter((r["request_id"], r["predictor"]) for r in records)
+    assert len(answered) == len(answers) == 1000  # one id per request
+    assert set(r["request_id"] for r in records) == set(answered)  # none lost, none invented
+    assert max(logged.values()) == 1  # none stored twice
+    incomplete = [r["request_id"] for r in records if not r["complete"]]
+    assert incomplete == []  # each with its response
+    assert {(r["predictor"], r["version"], r["status"]) for r in records} == {("champion", "1", 200)}
