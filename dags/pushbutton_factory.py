@@ -37,7 +37,12 @@ from operators.lifecycle import (
     SeldonModelTestOperator,
     SeldonProbeOperator,
 )
-from operators.monitoring import DriftReportLogOperator, IndicatorComputeOperator, IndicatorWriteOperator
+from operators.monitoring import (
+    DriftReportLogOperator,
+    IndicatorComputeOperator,
+    IndicatorWriteOperator,
+    RequestLogPurgeOperator,
+)
 from pushbutton.config import settings
 from pushbutton.errors import SpecError, SpecIssue
 from pushbutton.monitoring.fleet import FLEET_DAG_ID, FLEET_THRESHOLD, fleet_shape, stub_count
@@ -207,7 +212,8 @@ WINDOW_PARAM = "window bound (ISO 8601, e.g. 2026-11-30T09:30:00Z); empty: the r
 
 def monitor_dag(spec: ModelSpec, model_dir: Path, first_seen: datetime | None = None) -> DAG:
     """probe_serving; compute_indicators (window → every declared indicator for each serving version and
-    predictor → drift report) → write_indicators (IndicatorStoreHook) → log_report (MLflow artifact)."""
+    predictor → drift report) → write_indicators (IndicatorStoreHook) → log_report (MLflow artifact);
+    purge_request_log (the raw log past ``logging.retention_days``)."""
     fleet = fleet_shape(stub_count(settings().stub_root))  # then pushbutton__monitor_fleet schedules it
     with DAG(
         dag_id=f"{spec.name}__monitor",
@@ -215,7 +221,9 @@ def monitor_dag(spec: ModelSpec, model_dir: Path, first_seen: datetime | None = 
         **_schedule(None if fleet else spec.schedules.monitor, first_seen),
         max_active_runs=1,
         params={
-            "window_start": Param(None, type=["null", "string"], title="Window start", description=WINDOW_PARAM),
+            "window_start": Param(
+                None, type=["null", "string"], title="Window start", description=WINDOW_PARAM
+            ),
             "window_end": Param(None, type=["null", "string"], title="Window end", description=WINDOW_PARAM),
         },
         **_common(spec, model_dir, "monitor"),
@@ -232,6 +240,9 @@ def monitor_dag(spec: ModelSpec, model_dir: Path, first_seen: datetime | None = 
         write = IndicatorWriteOperator(task_id="write_indicators", model=spec.name)
         report = DriftReportLogOperator(task_id="log_report", model=spec.name)
         compute >> write >> report
+        RequestLogPurgeOperator(
+            task_id="purge_request_log", model=spec.name, retention_days=spec.logging.retention_days
+        )
     if fleet and spec.schedules.monitor and settings().schedules == "on":
         dag.doc_md = (dag.doc_md or "") + (
             f"\n**Scheduled monitoring runs in `{FLEET_DAG_ID}`** (more than {FLEET_THRESHOLD} models: one "

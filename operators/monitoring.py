@@ -9,6 +9,8 @@ over ``pushbutton.monitoring.runtime``:
   by result key: a cleared task or a re-run of the window replaces them);
 * ``DriftReportLogOperator`` (``log_report``) — logs the report as the MLflow artifact
   ``monitoring/<window end>.html`` of each monitored version's run;
+* ``RequestLogPurgeOperator`` (``purge_request_log``) — deletes the raw log older than the model's
+  ``logging.retention_days`` before the run's ``run_after`` (idempotent);
 * ``FleetMonitorOperator`` — one tick of ``pushbutton__monitor_fleet`` (many models in one process:
   ``pushbutton.monitoring.fleet``).
 
@@ -240,6 +242,34 @@ class DriftReportLogOperator(BaseOperator):
         logged = log_report(MlflowRegistryHook().get_conn(), self.model, versions, summary["report"])
         self.log.info("logged %s to MLflow: %s", summary["report"], logged)
         return {"logged": logged}
+
+
+class RequestLogPurgeOperator(BaseOperator):
+    """Deletes the model's raw request log older than ``retention_days`` before ``at`` (the run's
+    ``run_after``: a re-run deletes the same span; ``pushbutton.monitoring.retention``)."""
+
+    template_fields: Sequence[str] = ("model", "at")
+
+    def __init__(self, *, model: str, retention_days: int, at: str = "{{ dag_run.run_after.isoformat() }}",
+                 **kwargs: Any):  # fmt: skip
+        super().__init__(**kwargs)
+        self.model, self.retention_days, self.at = model, retention_days, at
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from pushbutton.monitoring.retention import purge_expired
+        from pushbutton.monitoring.windows import WindowError, parse_time
+
+        try:
+            at = parse_time(self.at, "at")
+        except WindowError as exc:
+            raise AirflowFailException(str(exc)) from exc
+        if at is None:
+            raise AirflowFailException(f"{self.task_id}: at: empty (fix: the time the run is for, ISO 8601)")
+        with IndicatorStoreHook().get_conn() as store:
+            done = purge_expired(store, self.model, self.retention_days, at)
+        self.log.info("%s: %d records older than %s purged (retention_days %s)", self.model, done.purged,
+                      done.before.isoformat(), self.retention_days)  # fmt: skip
+        return done.as_dict()
 
 
 class FleetMonitorOperator(BaseOperator):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import os
 import shutil
@@ -29,6 +30,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,24 @@ LOAD_RATE = 100.0  # requests per second during activation and rollback
 HOME_MARKER = ".pushbutton-demo"  # written into a home the demo created: only such a home is wiped
 
 
+class Puids:
+    """The request ids (``Seldon-Puid``) of every request the demo sends through the gateway, kept when
+    the gateway answered it (any status): the demo checks at the end that each is in the request log."""
+
+    def __init__(self, token: str):
+        self.token = token
+        self.answered: list[str] = []
+        self._count = itertools.count()
+        self._lock = threading.Lock()
+
+    def new(self, kind: str) -> str:
+        return f"demo-{self.token}-{kind}-{next(self._count):05d}"
+
+    def answered_by(self, puid: str) -> None:
+        with self._lock:
+            self.answered.append(puid)
+
+
 class Load:
     """Requests through the gateway at ``rate`` per second from ``workers`` threads, paced by a shared
     schedule; counts who answered and what failed, and how many requests per second it achieved.
@@ -53,8 +73,16 @@ class Load:
 
     MIN_SHARE = 0.25  # of the announced requests; less means the load did not run
 
-    def __init__(self, url: str, payload: dict[str, Any], rate: float = 100.0, workers: int = 4):
+    def __init__(
+        self,
+        url: str,
+        payload: dict[str, Any],
+        rate: float = 100.0,
+        workers: int = 4,
+        puids: Puids | None = None,
+    ):
         self.url, self.payload, self.rate = url, payload, rate
+        self.puids = puids
         self.versions: Counter[str] = Counter()
         self.failures: list[str] = []
         self.seconds = 0.0
@@ -88,11 +116,16 @@ class Load:
                 delay = self._slot() - time.perf_counter()
                 if delay > 0:
                     time.sleep(delay)
+                puid = self.puids.new("load") if self.puids else None
                 try:
-                    resp = client.post(self.url, json=self.payload)
+                    resp = client.post(
+                        self.url, json=self.payload, headers={"Seldon-Puid": puid} if puid else None
+                    )
                 except httpx.HTTPError as exc:
                     outcome = repr(exc)
                 else:
+                    if self.puids and puid:
+                        self.puids.answered_by(puid)
                     outcome = "" if resp.status_code == 200 else f"HTTP {resp.status_code}: {resp.text[:200]}"
                 with self._lock:
                     if outcome:
@@ -141,6 +174,8 @@ class Demo:
         features = [k for k in row if k != "expected"]
         self.payload = {"data": {"names": features, "ndarray": [[float(row[f]) for f in features]]}}
         self.report: dict[str, Any] = {"steps": []}
+        self.started = datetime.now(UTC)
+        self.puids = Puids(self.started.strftime("%H%M%S"))
 
     @contextmanager
     def step(self, title: str) -> Iterator[dict[str, Any]]:
@@ -156,8 +191,12 @@ class Demo:
     # -- helpers ----------------------------------------------------------------------------
 
     def ask(self, n: int) -> Counter[str]:
+        answers = []
         with httpx.Client(timeout=10) as client:
-            answers = [client.post(self.url, json=self.payload) for _ in range(n)]
+            for _ in range(n):
+                puid = self.puids.new("ask")
+                answers.append(client.post(self.url, json=self.payload, headers={"Seldon-Puid": puid}))
+                self.puids.answered_by(puid)
         bad = [r for r in answers if r.status_code != 200]
         if bad:
             raise PushbuttonError(
@@ -276,7 +315,7 @@ class Demo:
             self.report["canary"] = {"v1": split[v1], "v2": split[v2]}
 
         with self.step(f"approve v{v2} under load ({LOAD_RATE:.0f} req/s): switch to 100%") as facts:
-            with Load(self.url, self.payload, LOAD_RATE) as load:
+            with Load(self.url, self.payload, LOAD_RATE, puids=self.puids) as load:
                 self.answer(run_v2, "Approve")
                 approved = time.perf_counter()  # after the answer was accepted
                 self.until_serving(v2, timeout=120)
@@ -293,7 +332,7 @@ class Demo:
         load.check("the activation")
 
         with self.step(f"roll back to v{v1} (pushbutton__rollback DAG) under load") as facts:
-            with Load(self.url, self.payload, LOAD_RATE) as load:
+            with Load(self.url, self.payload, LOAD_RATE, puids=self.puids) as load:
                 run = self.client.trigger(
                     "pushbutton__rollback", conf={"model": MODEL, "version": "previous"}
                 )

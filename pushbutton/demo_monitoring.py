@@ -8,7 +8,9 @@
    schedules): the drift indicator must not flag it;
 4. send drifted traffic — the same kind of rows with ``SHIFTED`` features moved by ``SHIFT_STD``
    standard deviations of the training data — and run the monitor over that window: drift is flagged,
-   and the drift report's path is printed.
+   and the drift report's path is printed;
+5. check that every request the gateway answered the demo — the release steps' load included, each sent
+   with its own ``Seldon-Puid`` — is in the request log exactly once, paired with its response.
 
 The facts go into the demo's report under ``monitoring``; a wrong verdict fails the demo.
 """
@@ -18,7 +20,7 @@ from __future__ import annotations
 import csv
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +46,7 @@ class MonitoringDemo:
         model_dir = REPO_ROOT / "models" / model
         self.spec = load_model_dir(model_dir)
         self.frame = load_frame(self.spec, model_dir)
-        self.token = datetime.now(UTC).strftime("%H%M%S")
+        self.token = demo.puids.token  # the ids of all the demo's requests share it
 
     def run(self) -> dict[str, Any]:
         facts: dict[str, Any] = {}
@@ -71,7 +73,11 @@ class MonitoringDemo:
             facts["drifted"] = self.monitor(drifted)
             f |= _short(facts["drifted"])
         print(f"  drift report: {facts['drifted']['report']}", flush=True)
+        with self.demo.step("every request the demo sent through the gateway is in the request log") as f:
+            facts["request_log"] = self.everything_logged()
+            f |= facts["request_log"]
         facts["labels"] = normal.get("labels")
+        facts["token"] = self.demo.puids.token
         self.demo.report["monitoring"] = facts
         if facts["normal"]["drift_flagged"] is not False:
             raise PushbuttonError(f"clean traffic was not judged 'no drift': {facts['normal']}")
@@ -95,6 +101,7 @@ class MonitoringDemo:
                 puid = f"demo-{self.token}-{kind}-{first // ROWS_PER_REQUEST:04d}"
                 body = {"data": {"names": names, "ndarray": part[names].to_numpy().tolist()}}
                 answer = client.post(self.demo.url, json=body, headers={"Seldon-Puid": puid})
+                self.demo.puids.answered_by(puid)
                 if answer.status_code != 200:
                     raise PushbuttonError(f"{kind} traffic: HTTP {answer.status_code}: {answer.text[:300]}")
                 target = self.spec.data.target
@@ -120,6 +127,35 @@ class MonitoringDemo:
                 f"logger up? (`pushbutton status`; logs in {self.cfg.home / 'logs'})"
             )
         return found
+
+    def everything_logged(self) -> dict[str, Any]:
+        """Each request the gateway answered the demo (release steps and monitoring steps alike) is in
+        the request log once per predictor that answered it, paired with its response; waits for the
+        gateway's asynchronous logging up to ``LOG_TIMEOUT``."""
+        from pushbutton.monitoring.store import open_store
+
+        sent = set(self.demo.puids.answered)
+        deadline = time.monotonic() + LOG_TIMEOUT
+        with open_store(cfg=self.cfg) as store:
+            while True:
+                records = [
+                    r for r in store.records(self.model, self.demo.started, datetime.now(UTC) + timedelta(minutes=1))
+                    if r["request_id"] in sent and r["predictor"] != "shadow"
+                ]  # fmt: skip
+                found = {r["request_id"] for r in records}
+                if found >= sent or time.monotonic() > deadline:
+                    break
+                time.sleep(0.25)  # polling the store: the logger writes in batches
+        incomplete = sum(1 for r in records if not r["complete"])
+        facts = {"sent": len(sent), "logged": len(found & sent), "missing": len(sent - found),
+                 "duplicated": len(records) - len(found), "incomplete": incomplete}  # fmt: skip
+        if facts["missing"] or facts["duplicated"] or incomplete:
+            example = sorted(sent - found)[:3]
+            raise PushbuttonError(
+                f"the request log does not hold every request the demo sent exactly once with its answer: {facts}"
+                f" (e.g. missing {example}; `pushbutton status` shows the logger's and the spool's counters)"
+            )
+        return facts
 
     def labels(self, traffic: dict[str, Any]) -> dict[str, Any]:
         from pushbutton.monitoring.labels import write_labels

@@ -15,9 +15,14 @@ class Classifier:
 
     def predict(self, X, features_names=None):
         """One label per row; ``features_names`` names X's columns (any order, default: trained order)."""
+        return np.asarray(self.model.predict(self.frame(X, features_names)))
+
+    def predict_proba(self, X, features_names=None):
+        """Class probabilities per row (columns: ``model.classes_``); pushbutton logs them for log loss."""
+        return np.asarray(self.model.predict_proba(self.frame(X, features_names)))
+
+    def frame(self, X, features_names=None) -> pd.DataFrame:
         if isinstance(X, pd.DataFrame):
-            frame = X
-        else:
-            names = list(features_names) if features_names is not None and len(features_names) else None
-            frame = pd.DataFrame(np.asarray(X, dtype=float), columns=names or self.features)
-        return np.asarray(self.model.predict(frame[self.features]))
+            return X[self.features]
+        names = list(features_names) if features_names is not None and len(features_names) else None
+        return pd.DataFrame(np.asarray(X, dtype=float), columns=names or self.features)[self.features]

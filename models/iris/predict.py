@@ -14,5 +14,12 @@ class IrisClassifier:
         self.model = mlflow.sklearn.load_model(model_uri)
 
     def predict(self, X, features_names=None):
-        frame = pd.DataFrame(np.asarray(X, dtype=float), columns=list(features_names or FEATURES))
-        return self.model.predict(frame[FEATURES])
+        return self.model.predict(self.frame(X, features_names))
+
+    def predict_proba(self, X, features_names=None):
+        """Class probabilities (one column per class of ``model.classes_``): the request log keeps them."""
+        return self.model.predict_proba(self.frame(X, features_names))
+
+    @staticmethod
+    def frame(X, features_names=None) -> pd.DataFrame:
+        return pd.DataFrame(np.asarray(X, dtype=float), columns=list(features_names or FEATURES))[FEATURES]

@@ -21,6 +21,7 @@ Elasticsearch backend answers the same shapes from aggregation queries instead.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -90,24 +91,7 @@ def feature_summary(frame: pd.DataFrame, features: Sequence[str]) -> pd.DataFram
     grouped = frame.groupby(GROUP, sort=True)
     size = grouped.size()
     if numeric:
-        values = frame[GROUP].join(frame[numeric].astype("float64"))
-        by = values.groupby(GROUP, sort=True)[numeric]
-        stats = {
-            "count": by.count(),
-            "mean": by.mean(),
-            "std": by.std(ddof=1),
-            "min": by.min(),
-            "max": by.max(),
-        }
-        quantiles = by.quantile(list(QUANTILES))  # index: group + quantile
-        for q, name in zip(QUANTILES, QUANTILE_NAMES, strict=True):
-            stats[name] = quantiles.xs(q, level=-1)
-        long = pd.concat({name: table.stack(future_stack=True) for name, table in stats.items()}, axis=1)
-        long.index = long.index.set_names([*GROUP, "feature"])
-        long["null_share"] = 1.0 - long["count"] / size.reindex(long.index.droplevel("feature")).to_numpy()
-        long["distinct"] = np.nan
-        long["top"] = None
-        parts.append(long.reset_index())
+        parts.append(_numeric_summary(frame, numeric, size))
     for feature in text:
         column = grouped[feature]
         part = pd.DataFrame(
@@ -125,6 +109,39 @@ def feature_summary(frame: pd.DataFrame, features: Sequence[str]) -> pd.DataFram
     order = {f: i for i, f in enumerate(features)}
     out = out.sort_values([*GROUP, "feature"], key=lambda s: s.map(order) if s.name == "feature" else s)
     return out.reindex(columns=FEATURE_COLUMNS).reset_index(drop=True)
+
+
+def _numeric_summary(frame: pd.DataFrame, numeric: Sequence[str], size: pd.Series) -> pd.DataFrame:
+    """Per group, one (features x rows) float array and row-wise numpy reductions: the groups are few
+    (predictors x versions), and ``np.quantile`` partitions contiguous rows instead of sorting (pandas'
+    grouped quantile took ~3 s of a 1M x 20 window here; this well under a second)."""
+    values = np.stack([frame[f].to_numpy(dtype="float64", na_value=np.nan) for f in numeric])
+    codes = frame.groupby(GROUP, sort=True).ngroup().to_numpy()
+    width = len(numeric)
+    records = []
+    for code, key in enumerate(size.index):
+        block = values[:, codes == code]
+        rows = block.shape[1]
+        valid = ~np.isnan(block)
+        count = valid.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-null features give NaN, as pandas does
+            if not rows:
+                quantiles, stats = np.full((len(QUANTILES), width), np.nan), [np.full(width, np.nan)] * 4
+            elif valid.all():
+                quantiles = np.quantile(block, QUANTILES, axis=1)
+                stats = [block.mean(axis=1), block.std(axis=1, ddof=1) if rows > 1 else np.full(width, np.nan),
+                         block.min(axis=1), block.max(axis=1)]  # fmt: skip
+            else:
+                quantiles = np.nanquantile(block, QUANTILES, axis=1)
+                stats = [np.nanmean(block, axis=1), np.nanstd(block, axis=1, ddof=1), np.nanmin(block, axis=1),
+                         np.nanmax(block, axis=1)]  # fmt: skip
+        mean, std, low, high = stats
+        std = np.where(count > 1, std, np.nan)
+        for i, feature in enumerate(numeric):
+            records.append((*key, feature, int(count[i]), 1.0 - count[i] / rows if rows else np.nan, mean[i],
+                            std[i], low[i], high[i], *quantiles[:, i], np.nan, None))  # fmt: skip
+    return pd.DataFrame.from_records(records, columns=FEATURE_COLUMNS)
 
 
 def prediction_summary(frame: pd.DataFrame, task: str) -> pd.DataFrame:

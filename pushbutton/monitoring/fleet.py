@@ -103,12 +103,14 @@ class FleetRun:
     summaries: list[dict[str, Any]] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # model -> why its run failed as a whole
     written: int = 0
+    purged: int = 0  # raw log records past their model's retention_days
     seconds: float = 0.0
 
     def summary(self) -> dict[str, Any]:
         return {
             "models": len(self.summaries) + len(self.failed),
             "written": self.written,
+            "purged": self.purged,
             "flagged": {s["model"]: s["flagged"] for s in self.summaries if s["flagged"]},
             "errors": {s["model"]: s["errors"] for s in self.summaries if s["errors"]},
             "reports": {s["model"]: s["report"] for s in self.summaries if s["report"]},
@@ -135,6 +137,7 @@ def run_fleet(
     """Run (and write) ``plans`` one after another in this process; a model whose run fails as a whole
     (its table unreadable, a spec the runtime cannot use) is reported and the others go on.
     ``StoreUnavailable`` stops the batch: nothing later could be read or written either."""
+    from pushbutton.monitoring.retention import purge_expired
     from pushbutton.monitoring.store.base import StoreUnavailable
 
     started = time.perf_counter()
@@ -146,6 +149,8 @@ def run_fleet(
                             report_if=report_if)  # fmt: skip
             if write:
                 fleet.written += store.write_indicators(run.results)
+                days = plan.spec.logging.retention_days
+                fleet.purged += purge_expired(store, plan.spec.name, days, plan.window.end).purged
         except StoreUnavailable:
             raise
         except Exception as exc:

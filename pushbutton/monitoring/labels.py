@@ -2,8 +2,9 @@
 request id (and the row within the request).
 
 Three ways in, one store call (``MonitoringStore.write_labels``): Seldon's feedback API through the
-gateway and the logger's REST endpoint (the logger side), and a file read here for
-``pushbutton labels MODEL FILE``:
+gateway (``pushbutton.serving.feedback``; the logger stores the feedback events it gets), the logger's
+``POST /labels/{model}`` (a body read by ``labels_from_body``: JSON or CSV, checked like a file), and a
+file read here for ``pushbutton labels MODEL FILE``:
 
 * CSV (``.csv``, ``.txt``) or Parquet (``.parquet``, ``.pq``) with the columns ``request_id`` (the
   ``meta.puid`` of the answer, also in its ``Seldon-Puid`` header), ``label`` and optionally ``row``
@@ -17,6 +18,8 @@ gateway and the logger's REST endpoint (the logger side), and a file read here f
 from __future__ import annotations
 
 import difflib
+import io
+import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -38,8 +41,16 @@ PARQUET_SUFFIXES = (".parquet", ".pq")
 SHOWN = 10  # unknown request ids named in a message; the rest are counted
 
 
+JSON_EXAMPLE = '{"labels": [{"request_id": "<the answer\'s puid>", "row": 0, "label": 1}]}'
+ITEM_EXAMPLE = '{"request_id": "<the answer\'s puid>", "row": 0, "label": 1}'
+
+
 class LabelFileError(PushbuttonError):
-    """A labels file that cannot be used as it is; nothing of it was written."""
+    """A labels file (or body) that cannot be used as it is; nothing of it was written."""
+
+
+class UnknownModelError(LabelFileError):
+    """Labels for a model the store never logged a request of; nothing was written."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +106,11 @@ def read_labels(path: str | Path) -> tuple[list[Label], int]:
     Raises ``LabelFileError`` naming file, line, column and fix for every problem (up to ten)."""
     path = Path(path)
     frame, first_line = _read(path)
+    return _from_frame(frame, first_line, str(path))
+
+
+def _from_frame(frame: pd.DataFrame, first_line: int, path: str) -> tuple[list[Label], int]:
+    """The labels of a frame read from ``path`` (named in messages) whose first row is ``first_line``."""
     columns = [str(c) for c in frame.columns]
     missing = [name for name in (REQUEST_ID, LABEL) if name not in columns]
     if missing:
@@ -144,29 +160,105 @@ def write_labels(
     store: MonitoringStore, model: str, path: str | Path, *, now: datetime | None = None
 ) -> LabelReport:
     """Read ``path`` and write its labels for ``model``: all of them, reporting unknown request ids."""
+    check_model(store, model)
+    labels, replaced = read_labels(path)
+    return store_labels(store, model, labels, str(path), replaced=replaced, now=now)
+
+
+def check_model(store: MonitoringStore, model: str) -> None:
+    """``UnknownModelError`` unless the store has ever logged a request of ``model``."""
     if store.schema(model) is None and model not in store.models():
-        raise LabelFileError(
+        raise UnknownModelError(
             f"no request of model '{model}' was ever logged, so no label can join one (fix: check the model "
             f"name; known models: {', '.join(store.models()) or 'none yet'})"
         )
-    labels, replaced = read_labels(path)
+
+
+def store_labels(
+    store: MonitoringStore,
+    model: str,
+    labels: list[Label],
+    source: str,
+    *,
+    replaced: int = 0,
+    now: datetime | None = None,
+) -> LabelReport:
+    """Write checked labels (one store call, as every way in does) and report what joined."""
     outcome = store.write_labels(model, labels, now=now)
     requests = len({label.request_id for label in labels})
-    return LabelReport(model, str(path), outcome.written, requests, outcome.matched,
+    return LabelReport(model, source, outcome.written, requests, outcome.matched,
                        tuple(sorted(outcome.unknown)), replaced)  # fmt: skip
 
 
-def labels_from_records(records: Iterable[dict[str, Any]]) -> list[Label]:
-    """Labels from JSON objects ``{"request_id", "label", "row"?}`` (the REST endpoint's body)."""
-    found = []
+def labels_from_body(body: bytes, content_type: str) -> tuple[list[Label], int]:
+    """The labels of the logger's ``POST /labels/{model}`` body, and how many repeated an earlier
+    (request id, row): JSON ``{"labels": [{"request_id", "row"?, "label"}, ...]}`` or ``text/csv``
+    with the columns of a labels file. ``LabelFileError`` names item (or line), field and fix."""
+    import pandas as pd
+
+    if "csv" in content_type:
+        try:
+            frame = pd.read_csv(io.BytesIO(body), dtype={REQUEST_ID: str}, skip_blank_lines=False)
+        except pd.errors.EmptyDataError:
+            raise LabelFileError(
+                "body:1: the CSV is empty (fix: a header request_id,label then rows)"
+            ) from None
+        except (ValueError, pd.errors.ParserError) as exc:
+            raise LabelFileError(
+                f"body: cannot be read as CSV: {exc} (fix: request_id,row,label rows)"
+            ) from exc
+        return _from_frame(frame, 2, "body")
+    try:
+        message = json.loads(body)
+    except ValueError as exc:
+        raise LabelFileError(f"body: not JSON ({exc}) (fix: send {JSON_EXAMPLE}, or text/csv)") from None
+    if not isinstance(message, dict) or set(message) != {"labels"}:
+        got = sorted(message) if isinstance(message, dict) else type(message).__name__
+        raise LabelFileError(
+            f"body: must be an object with only 'labels', got {got} (fix: send {JSON_EXAMPLE})"
+        )
+    items = message["labels"]
+    if not isinstance(items, list) or not items:
+        raise LabelFileError(f"labels: must be a non-empty list of labels (fix: send {JSON_EXAMPLE})")
+    return labels_from_records(items)
+
+
+def labels_from_records(records: Iterable[Any]) -> tuple[list[Label], int]:
+    """Labels from JSON objects ``{"request_id", "label", "row"?}`` and how many repeated an earlier
+    (request id, row) (the last counts); ``LabelFileError`` names every problem (up to ten)."""
+    problems: list[str] = []
+    labels: dict[tuple[str, int], Label] = {}
+    replaced = 0
     for index, item in enumerate(records):
-        if not isinstance(item, dict) or not item.get(REQUEST_ID) or LABEL not in item:
-            raise LabelFileError(f"item {index}: needs request_id and label, got {item!r}")
-        row = _row(item.get(ROW, 0))
+        where = f"labels[{index}]"
+        if not isinstance(item, dict):
+            problems.append(f"{where}: must be an object, got {item!r} (fix: {ITEM_EXAMPLE})")
+            continue
+        unknown = sorted(set(item) - {REQUEST_ID, ROW, LABEL})
+        if unknown:
+            problems.append(
+                f"{where}: unknown field(s) {', '.join(unknown)} (fix: only request_id, row, label)"
+            )
+        request_id, value, row = item.get(REQUEST_ID), item.get(LABEL), _row(item.get(ROW, 0))
+        if not isinstance(request_id, str) or not request_id.strip():
+            problems.append(f"{where}.request_id: {'missing' if request_id is None else repr(request_id)} "
+                            "(fix: the answer's meta.puid as a string, e.g. from its Seldon-Puid header)")  # fmt: skip
+        if value is None or isinstance(value, dict | list):
+            what = "missing" if value is None else f"{value!r} is not one value"
+            problems.append(f"{where}.label: {what} (fix: the true label: a string, number or boolean)")
         if row is None:
-            raise LabelFileError(f"item {index}: row: {item.get(ROW)!r} is not a whole number >= 0")
-        found.append(Label(str(item[REQUEST_ID]), item[LABEL], row))
-    return found
+            problems.append(f"{where}.row: {item.get(ROW)!r} is not a whole number >= 0 (fix: the row's "
+                            "position in its request, 0 for single-row requests, or leave it out)")  # fmt: skip
+        if len(problems) >= 10:
+            break
+        if not problems:
+            key = (request_id.strip(), row)
+            replaced += key in labels
+            labels[key] = Label(key[0], value, row)
+    if problems:
+        more = " (first 10 problems shown)" if len(problems) >= 10 else ""
+        raise LabelFileError("\n".join(problems) + more)
+    return list(labels.values()), replaced
 
 
 def _read(path: Path) -> tuple[pd.DataFrame, int]:

@@ -17,6 +17,16 @@ only once it is safe:
 * **503** while the store is unavailable (the write failed, or a probe has not yet seen it back): the
   emitter spools and replays, and writes are idempotent, so a replay never duplicates.
 
+``POST /labels/{model}`` writes late labels at once, through the store call ``pushbutton labels MODEL
+FILE`` uses (``labels.py``): a JSON body ``{"labels": [{"request_id": "<the answer's puid>", "row": 0,
+"label": 1}, ...]}`` (``row``: the row's position in its request, 0 when left out) or ``text/csv``
+with the columns of a labels file (``request_id,row,label``). It answers **200** with the report the
+CLI prints (``LabelReport.as_dict()``: ``labels`` written, ``requests``, ``matched``, ``unknown`` and
+``unknown_ids`` — ids the log does not hold yet, kept and joined once they are logged — and a
+``warning`` naming them), **400** naming the item or line, the field and the fix (nothing written),
+**404** for a model with no logged request, **415** for another body type, **503** while the store
+is down (resend later).
+
 ``GET /health`` answers 200 when the store answers (503 otherwise); ``GET /status`` the counters
 (received, paired, incomplete, late, written, duplicates, rejected, store errors, labels …).
 
@@ -45,6 +55,14 @@ from typing import Any
 from aiohttp import web
 
 from pushbutton.monitoring.events import EventError, Half, Pairer, labels_of, parse_http
+from pushbutton.monitoring.labels import (
+    JSON_EXAMPLE,
+    LabelFileError,
+    UnknownModelError,
+    check_model,
+    labels_from_body,
+    store_labels,
+)
 from pushbutton.monitoring.records import InferenceRecord, Label
 from pushbutton.monitoring.store import MonitoringStore, StoreError, StoreUnavailable, open_store
 
@@ -137,6 +155,7 @@ class RequestLogger:
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.max_body_bytes)
         app.router.add_post("/", self.receive)
+        app.router.add_post("/labels/{model}", self.post_labels)
         app.router.add_get("/health", self.health)
         app.router.add_get("/status", self.status)
         app.cleanup_ctx.append(self._lifecycle)
@@ -182,6 +201,40 @@ class RequestLogger:
             self.counters.unavailable += 1
             return self._unavailable()
         return _json(status, answer)
+
+    async def post_labels(self, request: web.Request) -> web.Response:
+        """Late labels over REST (see the module docstring): written before the answer."""
+        model = request.match_info["model"]
+        kind = request.content_type
+        if not ("json" in kind or "csv" in kind or kind == "application/octet-stream"):  # the last: no type
+            return _json(415, {"error": f"Content-Type {kind} is not taken (fix: application/json with "
+                                        f"{JSON_EXAMPLE}, or text/csv of request_id,row,label)"})  # fmt: skip
+        try:
+            labels, replaced = labels_from_body(await request.read(), kind)
+        except LabelFileError as exc:
+            return _json(400, {"error": str(exc)})
+        if not self.store_up:
+            return self._unavailable()
+        source = f"POST /labels/{model}"
+        try:
+            await asyncio.to_thread(check_model, self.store, model)
+            report = await asyncio.to_thread(
+                store_labels, self.store, model, labels, source, replaced=replaced
+            )
+        except UnknownModelError as exc:
+            return _json(404, {"error": str(exc)})
+        except StoreUnavailable as exc:
+            self._down(str(exc))
+            return self._unavailable()
+        except StoreError as exc:
+            self.counters.store_errors += 1
+            return _json(500, {"error": f"the store refused the labels: {exc}"})
+        self.counters.labels += report.labels
+        self.counters.unknown_labels += len(report.unknown)
+        answer = report.as_dict()
+        if report.unknown:
+            answer["warning"] = report.unknown_message()
+        return _json(200, answer)
 
     def _unavailable(self) -> web.Response:
         response = _json(

@@ -123,9 +123,14 @@ def labels_of(half: Half) -> list[Label]:
             f"feedback {half.event_id}: body needs a 'truth' Seldon message, e.g. "
             '{"truth": {"data": {"ndarray": [1]}}}'
         )
-    data = truth.get("data")
-    values = _values(data) if isinstance(data, dict) else truth.get("jsonData")
-    truths = _predictions(values)
+    truths = truth_values(truth)
     if not truths:
         raise EventError(f"feedback {half.event_id}: 'truth' holds no values (use data.ndarray: one per row)")
     return [Label(half.request_id, value, row) for row, value in enumerate(truths)]
+
+
+def truth_values(truth: dict[str, Any]) -> list[Any] | None:
+    """A feedback's ``truth`` message as one value per row (``data.ndarray``/``data.tensor``/``jsonData``;
+    a row of several values becomes None), or None when it holds no list of values."""
+    data = truth.get("data")
+    return _predictions(_values(data) if isinstance(data, dict) else truth.get("jsonData"))

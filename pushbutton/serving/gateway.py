@@ -3,7 +3,9 @@
 ``POST /seldon/<namespace>/<deployment>/api/v1.0/predictions`` goes to one answering predictor
 picked by weight (canary) and is copied, fire-and-forget, to shadow predictors; the client gets the
 answering backend's answer plus ``X-Pushbutton-Predictor``/``X-Pushbutton-Version`` and the request
-id (``Seldon-Puid`` header and ``meta.puid`` in the body; ``requestlog.py``).
+id (``Seldon-Puid`` header and ``meta.puid`` in the body; ``requestlog.py``). ``POST
+.../api/v1.0/feedback`` takes Seldon's feedback (a late label for such an id) into the request log
+(``feedback.py``).
 
 Every exchange with every predictor (answering and shadow) is handed to the request-log emitter
 (``pushbutton.monitoring.emitter``: Seldon's request-logger CloudEvents to ``--logger-url``, a
@@ -61,6 +63,7 @@ from pushbutton.errors import ConfigError, ServingError
 from pushbutton.monitoring.emitter import Emitter, HttpTransport
 from pushbutton.monitoring.spool import Spool
 from pushbutton.serving.client import GatewayClient, gateway_argv
+from pushbutton.serving.feedback import FEEDBACK_PATH, handle_feedback
 from pushbutton.serving.requestlog import PUID_HEADER, RequestLog, request_id, with_puid
 from pushbutton.serving.routes import (
     PREDICT_PATH,
@@ -140,6 +143,9 @@ class Gateway(RouteTable):
         app = web.Application(client_max_size=ADMIN_MAX_BODY)  # predictions read their body themselves
         app.router.add_post(
             "/seldon/{namespace}/{deployment}" + PREDICT_PATH, self.predict, expect_handler=self._expect
+        )
+        app.router.add_post(
+            "/seldon/{namespace}/{deployment}" + FEEDBACK_PATH, self.feedback, expect_handler=self._expect
         )
         app.router.add_get("/health", self.health)
         app.router.add_get("/status", self.status)
@@ -242,6 +248,22 @@ class Gateway(RouteTable):
             self._shadow(route, route.backends[role], body, headers, started)
         answer = await self._answer(route, body, headers)
         return self._respond(route, answer, started, body)
+
+    async def feedback(self, request: web.Request) -> web.Response:
+        """Seldon's feedback API: a late label, handed to the request log (``feedback.py``)."""
+        info = request.match_info
+        body = await self._read_body(request)
+        if body is None:
+            return self._too_large(request.content_length)
+        route = self.routes.get((info["namespace"], info["deployment"]))
+        if route is None:
+            return self._unknown(info["namespace"], info["deployment"])
+        status, answer, headers = handle_feedback(
+            self.request_log, route, request.headers, body, self.clock()
+        )
+        response = json_response(status, answer)
+        response.headers.update(headers)
+        return response
 
     async def _answer(self, route: Route, body: bytes, headers: dict[str, str]) -> Answer:
         stats = self.stats

@@ -45,9 +45,14 @@ def request_id(headers: Mapping[str, str], body: bytes) -> str:
             puid = meta.get("puid") if isinstance(meta, dict) else ""
         except (ValueError, AttributeError):
             puid = ""
-    if isinstance(puid, str) and _PUID.match(puid):
+    if isinstance(puid, str) and valid_puid(puid):
         return puid
     return str(uuid.uuid4())
+
+
+def valid_puid(puid: str) -> bool:
+    """Whether ``puid`` can be a request id: 1 to 128 visible ASCII characters."""
+    return _PUID.match(puid) is not None
 
 
 def with_puid(body: bytes, content_type: str, puid: str) -> bytes:
@@ -176,6 +181,8 @@ class RequestLog:
         self.sampled_out = 0  # exchanges a sample_rate below 1 skipped
         self.disabled = 0  # exchanges of backends with logging.enabled false
         self.errors = 0  # exchanges that could not be handed over (a bug; the request was answered)
+        self.feedback_sent = 0  # feedbacks (late labels, ``feedback.py``) handed to the emitter
+        self.feedback_refused = 0  # feedbacks answered 4xx/5xx (malformed, no request id, logging off)
         self._redactors: dict[tuple[tuple[str, ...], tuple[str, ...]], Redactor] = {}
 
     def redactor(self, options: LoggingOptions) -> Redactor | None:
@@ -235,8 +242,17 @@ class RequestLog:
             self.errors += 1
             log.exception("could not log a request to %s (%s)", route.key, backend.role)
 
+    def feedback(self, event: Event) -> bool:
+        """Hand a feedback event (``feedback.py``) to the emitter; False (counted) if it was not taken."""
+        if self.emitter is not None and self.emitter.emit((event,)):
+            self.feedback_sent += 1
+            return True
+        self.feedback_refused += 1
+        return False
+
     def status(self) -> dict[str, Any]:
         base = self.emitter.status() if self.emitter is not None else {"enabled": False}
         withheld = sum(r.withheld for r in list(self._redactors.values()))
         return {**base, "sampled_out": self.sampled_out, "disabled": self.disabled,
-                "withheld": withheld, "errors": self.errors}  # fmt: skip
+                "withheld": withheld, "errors": self.errors, "feedback_sent": self.feedback_sent,
+                "feedback_refused": self.feedback_refused}  # fmt: skip

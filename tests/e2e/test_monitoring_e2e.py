@@ -4,7 +4,7 @@ was not flagged and drifted traffic was, and the report is stored in the home an
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -36,6 +36,22 @@ def test_the_demo_traffic_is_logged_with_its_answers(demo) -> None:
             assert len(rows) == ROWS and rows["prediction"].notna().all()
         labels = report["monitoring"]["labels"]
         assert (labels["matched"], labels["unknown"]) == (ROWS // ROWS_PER_REQUEST, 1)  # the made-up id
+
+
+def test_every_request_the_demo_sent_through_the_gateway_is_logged_once(demo) -> None:
+    cfg, report, _ = demo
+    facts = report["monitoring"]["request_log"]
+    release = 1000 + report["activation"]["requests"] + report["rollback"]["requests"]  # canary + loads
+    assert facts["sent"] >= release + 2 * ROWS // ROWS_PER_REQUEST
+    assert (facts["logged"], facts["missing"], facts["duplicated"]) == (facts["sent"], 0, 0)
+    token = report["monitoring"]["token"]
+    with open_store(cfg=cfg) as store:
+        records = [
+            r for r in store.records("iris", datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
+            if r["request_id"].startswith(f"demo-{token}-")
+        ]  # fmt: skip
+    assert len({r["request_id"] for r in records}) == len(records) == facts["sent"]
+    assert all(r["complete"] and r["status"] == 200 for r in records)
 
 
 def test_the_monitor_wrote_every_indicator_and_flagged_only_the_drift(demo) -> None:

@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
+import httpx
 import pytest
 
 from pushbutton.monitoring.logger import logger_argv
@@ -185,3 +186,53 @@ def test_nothing_is_lost_or_doubled_when_the_logger_dies_and_the_gateway_restart
     incomplete = [r["request_id"] for r in records if not r["complete"]]
     assert incomplete == []  # each with its response
     assert {(r["predictor"], r["version"], r["status"]) for r in records} == {("champion", "1", 200)}
+
+
+def test_feedback_and_rest_labels_join_the_logged_requests_by_request_id(stack: Stack) -> None:
+    began = datetime.now(UTC) - timedelta(minutes=1)
+    stack.start_logger()
+    stack.start_gateway()
+    with GatewayClient(stack.gateway_url) as gateway:
+        gateway.put_route(
+            NS, MODEL, {"champion": {"url": stack.backend_url, "version": "1"}}, {"champion": 100}
+        )
+    predict = stack.gateway_url + external_path(NS, MODEL)
+    feedback_url = predict.replace("/predictions", "/feedback")
+    with httpx.Client(timeout=30) as client:
+        answers = [client.post(predict, content=BODY, headers={"Content-Type": "application/json"})
+                   for _ in range(2)]  # fmt: skip
+        assert [a.status_code for a in answers] == [200, 200]
+        first, second = (a.json()["meta"]["puid"] for a in answers)
+        # Seldon's client sends the answer back as `response`: its meta.puid names the request
+        sent = client.post(feedback_url, json={"request": json.loads(BODY), "response": answers[0].json(),
+                                               "truth": {"data": {"ndarray": ["setosa"]}}, "reward": 1})  # fmt: skip
+        assert sent.status_code == 200, sent.text
+        assert sent.json()["meta"]["puid"] == first
+        deadline = time.monotonic() + 60
+        while True:  # the feedback travels gateway → emitter → logger → store, never waited on by the client
+            labels = read_labels(stack.store_url, began)
+            if first in labels:
+                break
+            assert time.monotonic() < deadline, f"the feedback's label was not stored in time: {labels}"
+            time.sleep(0.2)
+        assert labels[first] == [(0, "setosa")]
+        # the logger's REST endpoint: synchronous, unknown ids reported
+        body = {
+            "labels": [{"request_id": second, "label": "virginica"}, {"request_id": "ghost", "label": "x"}]
+        }
+        report = client.post(stack.logger_url + f"/labels/{MODEL}", json=body)
+        assert report.status_code == 200, report.text
+        assert (report.json()["matched"], report.json()["unknown_ids"]) == (1, ["ghost"])
+    assert read_labels(stack.store_url, began)[second] == [(0, "virginica")]
+
+
+def read_labels(store_url: str, since: datetime) -> dict[str, list[tuple[int, object]]]:
+    store = open_store(store_url)
+    try:
+        frame = store.labels(MODEL, since, datetime.now(UTC) + timedelta(minutes=1))
+    finally:
+        store.close()
+    out: dict[str, list[tuple[int, object]]] = {}
+    for request_id, row, label in zip(frame["request_id"], frame["row"], frame["label"], strict=True):
+        out.setdefault(request_id, []).append((int(row), label))
+    return out

@@ -15,6 +15,7 @@ from operators.monitoring import (
     IndicatorComputeOperator,
     IndicatorStoreHook,
     IndicatorWriteOperator,
+    RequestLogPurgeOperator,
     connection_url,
 )
 from pushbutton.config import Settings
@@ -97,7 +98,36 @@ def test_the_monitor_dag_probes_computes_writes_and_logs_the_report(tmp_path: Pa
         "compute_indicators": ["write_indicators"],
         "write_indicators": ["log_report"],
         "log_report": [],
+        "purge_request_log": [],
     }
     assert dag["params"] == ["window_end", "window_start"]
     assert dag["schedule"] == "*/30 * * * *"
     assert result["heavy"] == []  # pandas, the store and the indicators load inside the tasks only
+
+
+def test_the_purge_task_deletes_the_log_past_retention_before_the_runs_time(platform_home: Settings,
+                                                                           monkeypatch) -> None:  # fmt: skip
+    from pushbutton.monitoring.records import InferenceRecord
+
+    platform_home.home.mkdir(parents=True)
+    monkeypatch.delenv("AIRFLOW_CONN_PUSHBUTTON_MONITORING", raising=False)
+    run_after = datetime(2026, 12, 31, 0, 0, tzinfo=UTC)  # just after midnight, 30 days after the edge
+    edge = run_after - timedelta(days=30)
+
+    def logged(request_id: str, at: datetime) -> InferenceRecord:
+        return InferenceRecord(request_id, "iris", "champion", "1", request_time=at, response_time=at,
+                               status=200, names=("x",), inputs=[[1.0]], predictions=[0])  # fmt: skip
+
+    with open_store(cfg=platform_home) as store:
+        store.ensure_model("iris", [("x", "double")], ("label", "long"))
+        store.write_records([logged("old", edge - timedelta(seconds=1)), logged("edge", edge),
+                             logged("new", run_after - timedelta(minutes=1))])  # fmt: skip
+    operator = RequestLogPurgeOperator(task_id="purge_request_log", model="iris", retention_days=30,
+                                       at=run_after.isoformat())  # fmt: skip
+    assert operator.execute({}) == {"model": "iris", "before": edge.isoformat(), "purged": 1}
+    assert operator.execute({})["purged"] == 0  # a re-run of the same run deletes nothing more
+    with open_store(cfg=platform_home) as store:
+        kept = store.records("iris", edge - timedelta(days=1), run_after)
+    assert [r["request_id"] for r in kept] == ["edge", "new"]
+    with pytest.raises(AirflowFailException, match="at: empty"):
+        RequestLogPurgeOperator(task_id="p", model="iris", retention_days=30, at="").execute({})

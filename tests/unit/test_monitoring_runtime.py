@@ -63,6 +63,7 @@ class FakeStore:
         self.reads: list[tuple[str, datetime, datetime, Any]] = []
         self.label_reads = 0
         self.written: list[Any] = []
+        self.purges: list[tuple[str, datetime]] = []
 
     def rows(self, model, start, end, *, version=None, predictor=None, columns=None):
         if self.fail is not None and model == "broken":
@@ -78,6 +79,10 @@ class FakeStore:
         results = list(results)
         self.written += results
         return len(results)
+
+    def purge(self, model, before):
+        self.purges.append((model, before))
+        return 2
 
 
 class Seen(IndicatorConfig):
@@ -299,6 +304,8 @@ def test_a_fleet_runs_every_model_and_reports_the_one_that_failed() -> None:
     fleet = run_fleet(store, plans, run_id="tick")
     assert [s["model"] for s in fleet.summaries] == ["iris"] and fleet.written == 1 == len(store.written)
     assert fleet.failed == {"broken": "StoreError: table of 'broken' is corrupt"}
+    # the raw log past retention_days (30 by default) before the window's end goes, after the write
+    assert store.purges == [("iris", WINDOW.end - timedelta(days=30))] and fleet.purged == 2
     down = FakeStore(fail=StoreUnavailable("database is locked"))
     with pytest.raises(StoreUnavailable):  # nothing later could be read either: the task retries
         run_fleet(down, [Plan(broken, None, WINDOW, no_reference)])

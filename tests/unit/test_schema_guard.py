@@ -217,3 +217,28 @@ def test_a_service_record_from_before_the_guard_still_loads(tmp_path):
     record["inputs"] = [["a", "double", True]]
     (services.meta_dir / "svc-models-iris-v1.json").write_text(json.dumps(record))
     assert services._record("svc-models-iris-v1").inputs == (("a", "double", True),)
+
+
+def test_a_class_with_predict_proba_answers_probabilities_in_its_tags(guard, tmp_path, monkeypatch):
+    (tmp_path / "probamodel.py").write_text(
+        "import numpy as np\n"
+        "class Model:\n"
+        "    classes_ = np.array([0, 1])\n"
+        "    def __init__(self, model_uri):\n"
+        "        pass\n"
+        "    def predict(self, X, features_names=None):\n"
+        "        return (X[:, 0] > 0.5).astype(int)\n"
+        "    def predict_proba(self, X, features_names=None):\n"
+        "        if (X[:, 0] < 0).any():\n"
+        "            raise ValueError('negative')\n"
+        "        return np.column_stack([1 - X[:, 0], X[:, 0]])\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    model = guard.Guarded("models:/m/1", "probamodel:Model", json.dumps([["a", "double", False]]))
+    assert model.tags() == {}  # nothing predicted yet
+    assert model.predict(np.array([[0.25], [0.75]]), ["a"]).tolist() == [0, 1]
+    assert model.tags() == {"classes": [0, 1], "probabilities": [[0.75, 0.25], [0.25, 0.75]]}
+    assert model.tags() == {}  # once per prediction
+    assert model.predict(np.array([[-1.0]]), ["a"]).tolist() == [0]
+    assert model.tags() == {}  # a failing predict_proba leaves the tags out, the answer stands

@@ -561,13 +561,14 @@ class SqlStore(MonitoringStore):
             if value is not None:
                 where += f" AND r.{column} = {self.mark}"
                 params.append(value)
+        # the window's request ids are found once (the (model, ts) index) and the labels looked up by
+        # them; a correlated EXISTS let SQLite scan the window once per label: 140 s at 1M rows
         sql = (
             f"SELECT l.request_id, l.{_q('row')}, l.label FROM pbmon_labels l WHERE l.model = {self.mark} AND "
-            f"EXISTS (SELECT 1 FROM pbmon_requests r WHERE r.model = l.model AND r.request_id = l.request_id "
-            f"AND {where})"
+            f"l.request_id IN (SELECT r.request_id FROM pbmon_requests r WHERE r.model = {self.mark} AND {where})"
         )
         with self._errors(f"read the labels of {model!r}"), self.engine.connect() as conn:
-            fetched = conn.exec_driver_sql(sql, (model, *params)).fetchall()
+            fetched = conn.exec_driver_sql(sql, (model, model, *params)).fetchall()
         schema = self.schema(model)
         return convert.labels_frame(fetched, schema.prediction.type if schema else "string")
 

@@ -10,20 +10,29 @@ not an object, ragged ``ndarray`` rows, a ``tensor`` whose ``values`` do not fil
 which it would answer with a 500. Everything else (``tags``, ``metrics``, ``class_names``,
 ``load``, ...) is the model class's own; a class with its own ``predict_raw`` gets raw requests
 unchecked, as with seldon-core alone.
+
+Class probabilities: a class that offers ``predict_proba(X, features_names=None)`` and no ``tags`` of
+its own answers, in ``meta.tags``, ``{"classes", "probabilities"}`` for the rows it just predicted (as
+the built-in sklearn class does), so the request log keeps them beside the label for log loss. Its
+classes come from ``classes()``, ``classes_`` or its ``model.classes_``; a failing ``predict_proba``
+never fails the prediction (the tags are left out).
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import logging
 import math
 import os
 import sys
+import threading
 
 import numpy as np
 from seldon_core.flask_utils import SeldonMicroserviceException
 from seldon_core.user_model import SeldonNotImplementedError
 
+log = logging.getLogger(__name__)
 NUMERIC = {"double", "float", "long", "integer"}
 EXAMPLE = '{"data": {"names": [...], "ndarray": [[...], ...]}}'
 
@@ -182,15 +191,44 @@ class Guarded:
         cls = getattr(importlib.import_module(module_name), class_name)
         self._model = cls(model_uri=model_uri, **parameters)
         self._inputs = [tuple(entry) for entry in json.loads(inputs)]
+        own_tags = callable(getattr(self._model, "tags", None))
+        self._proba = None if own_tags else getattr(self._model, "predict_proba", None)
+        self._last = threading.local()  # seldon-core calls predict, then tags, in one thread per request
 
     def predict(self, X, features_names=None, **kwargs):
         check_rows(X, features_names, self._inputs)
+        self._last.rows = (X, features_names) if callable(self._proba) else None
         try:  # the same call seldon-core makes when the class is its interface
             return self._model.predict(X, features_names, **kwargs)
         except TypeError:
             if not kwargs:
                 raise
             return self._model.predict(X, features_names)
+
+    def tags(self):
+        """The class's own ``tags``, else the probabilities of the rows this thread just predicted."""
+        if self._proba is None:
+            own = getattr(self._model, "tags", None)
+            return own() if callable(own) else {}
+        rows, self._last.rows = getattr(self._last, "rows", None), None
+        if rows is None:
+            return {}
+        try:
+            probabilities = np.asarray(self._proba(*rows), dtype=float)
+        except Exception as exc:  # an extra must never fail the prediction it comes with
+            log.warning("no class probabilities for this request: %s: %s", type(exc).__name__, exc)
+            return {}
+        return {"classes": self._classes(probabilities.shape[-1]), "probabilities": probabilities.tolist()}
+
+    def _classes(self, width: int) -> list:
+        model = self._model
+        found = (
+            model.classes() if callable(getattr(model, "classes", None)) else getattr(model, "classes_", None)
+        )
+        if found is None:
+            found = getattr(getattr(model, "model", None), "classes_", None)
+        found = list(np.asarray(found).tolist()) if found is not None else []
+        return found if len(found) == width else list(range(width))
 
     def predict_raw(self, request):
         """Check the payload's structure, then let seldon-core decode it and call ``predict``."""
@@ -201,6 +239,6 @@ class Guarded:
         raise SeldonNotImplementedError("pushbutton_guard: payload checked; seldon-core decodes it")
 
     def __getattr__(self, name: str):
-        if name.startswith("__") or name in ("_model", "_inputs"):
+        if name.startswith("__") or name in ("_model", "_inputs", "_proba", "_last"):
             raise AttributeError(name)
         return getattr(self._model, name)
