@@ -119,12 +119,18 @@ def _sender(url: str, bodies: list[bytes], queue: multiprocessing.Queue) -> None
 
 
 def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process and its threads (from /proc)."""
+    """User + system CPU seconds of a process, its threads and its live children (``--workers``)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    children = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        children += [int(c) for c in task.read_text().split()]
+    return own + sum(_cpu_seconds(child) for child in children)
 
 
-def bench_logger(tmp: Path, records: int, width: int, batch: int, senders: int) -> dict:
+def bench_logger(
+    tmp: Path, records: int, width: int, batch: int, senders: int, logger_workers: int = 1
+) -> dict:
     import httpx
 
     from pushbutton.monitoring.store.sql import SqlStore
@@ -134,7 +140,7 @@ def bench_logger(tmp: Path, records: int, width: int, batch: int, senders: int) 
         store.ensure_model(MODEL, features(width), ("y", "long"))
     port = free_port()
     argv = [sys.executable, "-m", "pushbutton.monitoring.logger", "--host", "127.0.0.1", "--port", str(port),
-            "--store", url]  # fmt: skip
+            "--store", url, "--workers", str(logger_workers), "--status-dir", str(tmp / "logger-status")]  # fmt: skip
     log = (tmp / "logger.log").open("w")
     env = {**os.environ, "PUSHBUTTON_HOME": str(tmp / "home"), "PUSHBUTTON_MODELS_DIR": str(tmp / "models")}
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -184,6 +190,7 @@ def bench_logger(tmp: Path, records: int, width: int, batch: int, senders: int) 
         "stored_records": counters.records,
         "stored_complete": counters.records - counters.incomplete,
         "failed_deliveries": failures,
+        "logger_workers": logger_workers,
         "logger_cpu_cores": round(logger_cpu / seconds, 2),  # of the machine's cores, while ingesting
         "logger_status": {k: status[k] for k in ("received", "written", "paired", "duplicates", "rejected")},
     }
@@ -224,6 +231,9 @@ def main() -> int:
         "--batch", type=int, default=1000, help="records per write (store) or per delivery (logger)"
     )
     parser.add_argument("--senders", type=int, default=2, help="concurrent sender processes (logger)")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="logger processes (pushbutton logger --workers)"
+    )
     parser.add_argument("--read-rows", type=int, nargs="*", default=[100_000, 1_000_000])
     parser.add_argument("--only", choices=("store", "logger", "read"), action="append")
     parser.add_argument("--report", type=Path)
@@ -238,7 +248,9 @@ def main() -> int:
             )
             print(f"store  : {report['store']['records_per_s']:>8} records/s ({report['store']})", flush=True)
         if "logger" in only:
-            report["logger"] = bench_logger(tmp, args.records, args.features, args.batch, args.senders)
+            report["logger"] = bench_logger(
+                tmp, args.records, args.features, args.batch, args.senders, args.workers
+            )
             print(
                 f"logger : {report['logger']['records_per_s']:>8} records/s ({report['logger']})", flush=True
             )

@@ -361,11 +361,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("logger", _logger, "run the request logger in the foreground (`up` starts it for you)")
     p.add_argument("--host", help="address to bind (default: PUSHBUTTON_HOST)")
     p.add_argument("--port", type=int, help="port (default: PUSHBUTTON_LOGGER_PORT, 8002)")
-    p.add_argument("--store", help="monitoring store URL (default: PUSHBUTTON_MONITORING_URL, else <home>/monitoring.db)")
-    p = command("indicators", _indicators, "a model's latest indicator results (flags highlighted) and drift report")
+    p.add_argument(
+        "--store", help="monitoring store URL (default: PUSHBUTTON_MONITORING_URL, else <home>/monitoring.db)"
+    )
+    p = command(
+        "indicators", _indicators, "a model's latest indicator results (flags highlighted) and drift report"
+    )
     p.add_argument("model", metavar="MODEL", help="a model name")
     p.add_argument("--version", type=_version_number, help="only this version (a number)")
-    p.add_argument("--last", type=_positive, default=1, help="windows per indicator, newest first (default 1)")
+    p.add_argument(
+        "--last", type=_positive, default=1, help="windows per indicator, newest first (default 1)"
+    )
     p.add_argument("--json", action="store_true", help="the results as JSON (IndicatorResult fields)")
     p = command("labels", _labels, "send late labels (ground truth) for logged requests: CSV or Parquet")
     p.add_argument("model", metavar="MODEL", help="the model whose requests the labels answer")

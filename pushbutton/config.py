@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     airflow_port: int = Field(8080, ge=1, le=65535)
     gateway_port: int = Field(8000, ge=1, le=65535)
     logger_port: int = Field(8002, ge=1, le=65535)  # the request logger (monitoring)
+    # logger processes sharing its port (pushbutton/monitoring/workers.py): more only helps many senders
+    logger_workers: int = Field(1, ge=1, le=16)
     namespace: str = "models"
     serving_python: str = Field(default_factory=lambda: sys.executable)
     webhook_secret: SecretStr | None = None

@@ -220,7 +220,8 @@ def gateway_command(settings: Settings) -> list[str]:
 def logger_command(settings: Settings) -> list[str]:
     """The request logger (``pushbutton.monitoring.logger``), writing to the monitoring store."""
     return [sys.executable, "-m", LOGGER_MODULE, "--host", settings.host, "--port", str(settings.logger_port),
-            "--store", settings.monitoring, "--models-dir", str(settings.models_dir)]  # fmt: skip
+            "--store", settings.monitoring, "--models-dir", str(settings.models_dir),
+            "--workers", str(settings.logger_workers), "--status-dir", str(settings.home / "logger")]  # fmt: skip
 
 
 def webhook_url(settings: Settings) -> str:

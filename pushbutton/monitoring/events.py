@@ -153,15 +153,18 @@ def _fast(event: _Structured, where: str, arrival: datetime) -> Half:
     """One event of a batch: the common shape (string attributes, an object as ``data``) inline,
     anything else through the general path, which names what is wrong."""
     kind = KINDS.get(event.type)  # type: ignore[arg-type]
-    strings = (event.id, event.requestid, event.inferenceservicename, event.modelid, event.time)
     raw = bytes(event.data)
-    if (
+    if (  # written out, not all(...) over generators: this runs for every event of a batch
         kind is not None
-        and all(v.__class__ is str and v for v in strings)
-        and all(
-            v is None or v.__class__ is str
-            for v in (event.pushbuttonrole, event.pushbuttonversion, event.namespace, event.endpoint)
-        )
+        and _text(event.id)
+        and _text(event.requestid)
+        and _text(event.inferenceservicename)
+        and _text(event.modelid)
+        and _text(event.time)
+        and _optional_text(event.pushbuttonrole)
+        and _optional_text(event.pushbuttonversion)
+        and _optional_text(event.namespace)
+        and _optional_text(event.endpoint)
         and event.data_base64 is None
         and raw[:1] == b"{"
     ):
@@ -191,6 +194,14 @@ def _fast(event: _Structured, where: str, arrival: datetime) -> Half:
                 status=status,
             )
     return _general(event, raw, where, arrival)
+
+
+def _text(value: Any) -> bool:
+    return value.__class__ is str and bool(value)
+
+
+def _optional_text(value: Any) -> bool:
+    return value is None or value.__class__ is str
 
 
 def _general(event: _Structured, raw: bytes, where: str, arrival: datetime) -> Half:

@@ -34,6 +34,9 @@ Records of a model the store has no schema for get one from the model's spec (``
 ``--models-dir``: ``schema.inputs`` as typed columns, ``schema.output``, ``logging.exclude``) before
 they are written; a model without a spec is kept in the request table only (``untyped``).
 
+``--workers N`` runs N logger processes on the port (``workers.py``): one process takes about 15-19k
+records/s on one core; two took 28k on this 2-core machine (bench/ingest.py, BENCHMARKS.md).
+
 Run: ``python -m pushbutton.monitoring.logger --host 127.0.0.1 --port 8002 --store sqlite:///…``.
 """
 
@@ -65,6 +68,7 @@ from pushbutton.monitoring.labels import (
 )
 from pushbutton.monitoring.records import InferenceRecord, Label
 from pushbutton.monitoring.store import MonitoringStore, StoreError, StoreUnavailable, open_store
+from pushbutton.monitoring.workers import PUBLISH_SECONDS, combine, gather, publish, supervise
 
 log = logging.getLogger("pushbutton.logger")
 
@@ -133,8 +137,10 @@ class RequestLogger:
         schemas: SchemaSource | None = None,
         clock: Callable[[], float] = time.monotonic,
         max_body_bytes: int = MAX_BODY_BYTES,
+        shared: tuple[int, Path] | None = None,
     ):
         self.store = store
+        self.shared = shared  # (this worker's number, the status dir) under ``--workers N``
         self.pairer = Pairer(pair_timeout, clock=clock)
         self.linger = linger
         self.probe_interval = probe_interval
@@ -164,6 +170,8 @@ class RequestLogger:
     async def _lifecycle(self, app: web.Application) -> Any:
         self._wake = asyncio.Event()
         self._tasks = [asyncio.create_task(self._writer()), asyncio.create_task(self._prober())]
+        if self.shared is not None:
+            self._tasks.append(asyncio.create_task(self._publisher()))
         yield
         for task in self._tasks:
             task.cancel()
@@ -254,7 +262,21 @@ class RequestLogger:
         return _json(200, {"status": "ok"})
 
     async def status(self, request: web.Request) -> web.Response:
-        return _json(200, self.describe())
+        """This process's counters; under ``--workers N`` the sum over all workers (``workers.py``)."""
+        if self.shared is None:
+            return _json(200, self.describe())
+        index, status_dir = self.shared
+        publish(status_dir, index, self.describe())
+        parts = gather(status_dir)
+        return _json(200, {**combine(parts), "workers": len(parts), "per_worker": parts})
+
+    async def _publisher(self) -> None:
+        assert self.shared is not None
+        index, status_dir = self.shared
+        while True:
+            with contextlib.suppress(OSError):
+                publish(status_dir, index, self.describe())
+            await asyncio.sleep(PUBLISH_SECONDS)
 
     def describe(self) -> dict[str, Any]:
         pairing = asdict(self.pairer.counters)
@@ -406,13 +428,22 @@ def _json(status: int, data: Any) -> web.Response:
 
 
 def logger_argv(
-    host: str, port: int, store: str, models_dir: str | Path | None = None, python: str | None = None
+    host: str,
+    port: int,
+    store: str,
+    models_dir: str | Path | None = None,
+    python: str | None = None,
+    *,
+    workers: int = 1,
+    status_dir: str | Path | None = None,
 ) -> list[str]:
     """The command line that runs the logger (for ``ProcessGroup.start``)."""
     argv = [python or sys.executable, "-m", "pushbutton.monitoring.logger", "--host", host, "--port", str(port),
-            "--store", store]  # fmt: skip
+            "--store", store, "--workers", str(workers)]  # fmt: skip
     if models_dir is not None:
         argv += ["--models-dir", str(models_dir)]
+    if status_dir is not None:
+        argv += ["--status-dir", str(status_dir)]
     return argv
 
 
@@ -432,7 +463,15 @@ def main(argv: list[str] | None = None) -> int:
         "--pair-timeout", type=float, default=5.0, help="seconds a half waits for its partner"
     )
     parser.add_argument("--linger", type=float, default=0.002, help="seconds a write waits for more events")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="logger processes sharing the port (workers.py; default 1)"
+    )
+    parser.add_argument("--status-dir", type=Path, help="where workers share their counters (<home>/logger)")
+    parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # set by the supervisor
     args = parser.parse_args(argv)
+    if args.workers < 1:
+        print(f"error: --workers {args.workers}: must be 1 or more (fix: e.g. --workers 2)", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # a batch decodes into many short-lived containers: the default thresholds run the cyclic
     # collector every ~700 of them, which costs more than the parsing itself (bench/ingest.py)
@@ -444,17 +483,29 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = settings()
         host, port = args.host or cfg.host, args.port or cfg.logger_port
+        status_dir = args.status_dir or cfg.home / "logger"
+        if args.workers > 1 and args.worker is None:
+            own = ["--host", host, "--port", str(port), "--store", args.store or cfg.monitoring,
+                   "--models-dir", str(args.models_dir or cfg.models_dir), "--pair-timeout", str(args.pair_timeout),
+                   "--linger", str(args.linger)]  # fmt: skip
+            log.info("request logger on http://%s:%d: %d worker processes", host, port, args.workers)
+            return supervise(own, args.workers, status_dir)
         store = open_store(args.store or cfg.monitoring)
         models_dir = args.models_dir or cfg.models_dir
         service = RequestLogger(
-            store, pair_timeout=args.pair_timeout, linger=args.linger, schemas=spec_schemas(models_dir)
+            store,
+            pair_timeout=args.pair_timeout,
+            linger=args.linger,
+            schemas=spec_schemas(models_dir),
+            shared=None if args.worker is None else (args.worker, status_dir),
         )
     except (ConfigError, StoreError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     log.info("request logger on http://%s:%d (store %s)", host, port, getattr(store, "url", "?"))
     web.run_app(service.app(), host=host, port=port, access_log=None, print=None,
-                shutdown_timeout=5.0, backlog=1024, reuse_address=True)  # fmt: skip
+                shutdown_timeout=5.0, backlog=1024, reuse_address=True,
+                reuse_port=args.worker is not None)  # fmt: skip
     return 0
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -140,3 +141,42 @@ def test_logger_on_postgres(tmp_path: Path, pg_database: str):
         frame = store.rows("iris", *WINDOW)
     assert sorted(frame["prediction"].tolist()) == [0, 0, 1, 1, 2]
     assert frame["latency_ms"].tolist() == pytest.approx([250.0] * 5)
+
+
+def test_logger_workers_share_the_port_store_everything_and_stop_together(tmp_path: Path) -> None:
+    """``--workers 2``: deliveries on separate connections spread over both workers, halves of one
+    request sent to different connections still make one complete record, ``/status`` sums the
+    workers, and stopping the supervisor stops every worker."""
+    url = f"sqlite:///{tmp_path / 'monitoring.db'}"
+    group = ProcessGroup(tmp_path / "run", tmp_path / "logs")
+    port, status_dir = free_port(), tmp_path / "logger"
+    env = {**os.environ, "PUSHBUTTON_HOME": str(tmp_path / "home")}
+    argv = logger_argv("127.0.0.1", port, url, REPO / "models", workers=2, status_dir=status_dir)
+    info = group.start("logger", argv, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(info, http_ok(f"{base}/health"), 60, "the request logger")
+        events = [e for n in range(40) for e in iris_events(f"w{n}", n)]
+        for first in range(0, len(events), 3):  # a new connection each: the kernel spreads them
+            with httpx.Client() as client:
+                answer = client.post(f"{base}/", content=json.dumps(events[first : first + 3]), headers=BATCH)
+            assert answer.status_code == 200
+        workers = [
+            int(c) for t in Path(f"/proc/{info.pid}/task").glob("*/children") for c in t.read_text().split()
+        ]
+        assert len(workers) == 2
+        deadline = time.monotonic() + 30
+        while True:  # each worker publishes its figures every second
+            status = httpx.get(f"{base}/status").json()
+            if status["received"] == len(events) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert status["workers"] == 2 and status["received"] == len(events) and status["store_up"] is True
+        assert all(part["received"] > 0 for part in status["per_worker"])  # both took deliveries
+    finally:
+        group.stop("logger")
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]  # no orphans
+    with SqlStore(url) as store:
+        frame = store.rows("iris", *WINDOW)
+        assert (store.counters("iris").records, store.counters("iris").incomplete) == (40, 0)
+    assert len(frame) == 40 and frame["complete"].all()

@@ -63,7 +63,9 @@ def logged(spec, data, estimator, version: str) -> list[InferenceRecord]:
     return records
 
 
-def test_the_monitor_dag_writes_every_indicator_and_the_report(shared_stack: Settings, tmp_path: Path) -> None:
+def test_the_monitor_dag_writes_every_indicator_and_the_report(
+    shared_stack: Settings, tmp_path: Path
+) -> None:
     from mlflow import MlflowClient
 
     from pushbutton.data import split
@@ -118,7 +120,11 @@ def test_the_monitor_dag_writes_every_indicator_and_the_report(shared_stack: Set
     assert drift.details["petal_length_cm"]["flagged"] is True
     assert drift.details["_meta"]["method"] == "ks"
     assert results["exploding"].status == "error" and "ZeroDivisionError" in results["exploding"].message
-    assert (results["accuracy"].status, results["accuracy"].value, results["accuracy"].sample_size) == ("ok", 1.0, 60)
+    assert (results["accuracy"].status, results["accuracy"].value, results["accuracy"].sample_size) == (
+        "ok",
+        1.0,
+        60,
+    )
     assert results["canary_skew"].status == "missing_reference"  # no other predictor answered
     assert (results["error_rate"].status, results["error_rate"].value) == ("ok", 0.0)
 

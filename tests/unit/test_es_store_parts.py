@@ -142,7 +142,9 @@ def test_stream_names_are_safe_for_any_model_name():
 
 @pytest.mark.parametrize("name", ["request_id", "proba_x", "a*b", ".x", "x.", "_hidden", "a,b"])
 def test_feature_names_elasticsearch_cannot_hold_are_refused(name: str):
-    with pytest.raises(StoreError, match=rf"feature {re.escape(repr(name))}.*rename the input in schema.inputs"):
+    with pytest.raises(
+        StoreError, match=rf"feature {re.escape(repr(name))}.*rename the input in schema.inputs"
+    ):
         L.check_feature_names("shop", (Column(name),))
 
 

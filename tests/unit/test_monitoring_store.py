@@ -248,3 +248,12 @@ def test_small_writes_are_compacted_and_reads_agree_with_the_typed_rows(store: S
         .equals(frame.sort_values(["request_id", "row"]).reset_index(drop=True))
     )
     assert "disagree with its typed rows" in caplog.text
+
+
+def test_a_store_names_itself_without_its_password(tmp_path) -> None:
+    with pytest.raises(StoreUnavailable) as caught:  # port 1: refused at once
+        SqlStore("postgresql+psycopg://writer:s3cret@127.0.0.1:1/monitoring")
+    assert "s3cret" not in str(caught.value) and "writer:***@127.0.0.1:1/monitoring" in str(caught.value)
+    store = SqlStore(f"sqlite:///{tmp_path / 'm.db'}")
+    assert store.url == f"sqlite:///{tmp_path / 'm.db'}"  # what /status and the logger's log line show
+    store.close()

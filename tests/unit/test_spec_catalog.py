@@ -147,10 +147,20 @@ CATALOG: dict[str, tuple[Expect, ...]] = {
         E("logging.sample_rate", 24, "1.5 is not a share of requests", "write a number from 0 to 1"),
     ),
     "logging-exclude-not-an-input": (
-        E("logging.exclude.1", 24, "'customer_ssn' is not an input of this model", "name one of schema.inputs"),
+        E(
+            "logging.exclude.1",
+            24,
+            "'customer_ssn' is not an input of this model",
+            "name one of schema.inputs",
+        ),
     ),
     "logging-retention-zero": (
-        E("logging.retention_days", 24, "0 is not a number of days to keep raw request logs", "use 1 to 3650"),
+        E(
+            "logging.retention_days",
+            24,
+            "0 is not a number of days to keep raw request logs",
+            "use 1 to 3650",
+        ),
     ),
     "graph-transformer-node": (
         E("serving.graph.type", 26, "TRANSFORMER with 0 children is reserved", "a single node of type MODEL"),

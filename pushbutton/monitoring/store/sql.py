@@ -131,7 +131,7 @@ def _ts(when: datetime | None) -> float | None:
 
 class SqlStore(MonitoringStore):
     def __init__(self, url: str, *, clock: Any = time.time):
-        self.url = url
+        self.url = sa.make_url(url).render_as_string(hide_password=True)  # shown in /status and logs
         self.clock = clock
         kwargs: dict[str, Any] = {"future": True, "pool_pre_ping": True}
         if url.startswith("sqlite"):
