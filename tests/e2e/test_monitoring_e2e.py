@@ -14,7 +14,16 @@ from pushbutton.demo_monitoring import ROWS, ROWS_PER_REQUEST, SHIFTED
 from pushbutton.monitoring.store import open_store
 
 pytestmark = pytest.mark.e2e
-DECLARED = {"feature_drift", "class_balance", "canary_skew", "accuracy", "error_rate", "latency"}
+DECLARED = {
+    "feature_drift",
+    "class_balance",
+    "canary_skew",
+    "accuracy",
+    "error_rate",
+    "latency",
+    "log_loss",
+    "petal_ratio",
+}  # the last: iris's own function in models/iris/indicators.py
 
 
 def window(facts: dict) -> tuple[datetime, datetime]:
@@ -74,6 +83,10 @@ def test_the_monitor_wrote_every_indicator_and_flagged_only_the_drift(demo) -> N
     assert normal["accuracy"].status == "ok" and normal["accuracy"].value >= 0.85  # its labels came in
     assert drifted["accuracy"].status == "insufficient"  # no labels for the drifted traffic
     assert normal["canary_skew"].status == "missing_reference"  # only the champion serves
+    # the class probabilities iris's predict_proba gives were logged beside the labels
+    assert normal["log_loss"].status == "ok" and 0 < normal["log_loss"].value < 0.5
+    # the data scientist's own indicator: the petals' shape moved only in the drifted traffic
+    assert (normal["petal_ratio"].flagged, drifted["petal_ratio"].flagged) == (False, True)
 
 
 def test_the_drift_report_is_in_the_home_and_in_mlflow(demo, capsys: pytest.CaptureFixture[str]) -> None:

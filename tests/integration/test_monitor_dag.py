@@ -75,9 +75,10 @@ def test_the_monitor_dag_writes_every_indicator_and_the_report(
 
     models, stubs = tmp_path / "models", tmp_path / "stubs"
     extra = "  - id: exploding\n    type: custom\n    params: {function: explode}\n"
+    own = (REPO_ROOT / "models" / "iris" / "indicators.py").read_text()  # iris's petal_ratio_shift stays
     model_dir = model_copy(REPO_ROOT / "models" / "iris", models / MODEL, name=MODEL, namespace="monitoring",
                            edits={"    params: {p99_ms: 500}\n": "    params: {p99_ms: 500}\n" + extra},
-                           files={"indicators.py": CUSTOM})  # fmt: skip
+                           files={"indicators.py": own + "\n\n" + CUSTOM})  # fmt: skip
     cfg = shared_stack.model_copy(update={"models_dir": models, "stubs_dir": stubs})
     spec = load_model_dir(model_dir)
     registry = reg.Registry(cfg.mlflow_url)
@@ -105,14 +106,15 @@ def test_the_monitor_dag_writes_every_indicator_and_the_report(
     assert proc.returncode == 0, proc.stderr[-4000:]
     outcome = json.loads(proc.stdout.strip().splitlines()[-1])
     assert outcome == {"state": "success", "tasks": dict.fromkeys(
-        ("probe_serving", "compute_indicators", "write_indicators", "log_report"), "success")}  # fmt: skip
+        ("probe_serving", "compute_indicators", "write_indicators", "log_report", "purge_request_log"),
+        "success")}  # fmt: skip
     # the failing custom indicator is logged with its traceback, and only it failed
     assert "ZeroDivisionError: the custom indicator divided by zero" in proc.stdout + proc.stderr
 
     with open_store(cfg.monitoring) as store:
         results = {r.indicator_id: r for r in store.indicators(MODEL, last=1)}
     assert set(results) == {"feature_drift", "class_balance", "canary_skew", "accuracy", "error_rate",
-                            "latency", "exploding"}  # fmt: skip
+                            "latency", "log_loss", "petal_ratio", "exploding"}  # fmt: skip
     assert {(r.predictor, r.version, r.window_start, r.window_end) for r in results.values()} == {
         ("champion", trained.version, START, END)}  # fmt: skip
     drift = results["feature_drift"]
