@@ -239,10 +239,10 @@ def monitor_dag(spec: ModelSpec, model_dir: Path, first_seen: datetime | None = 
         )
         write = IndicatorWriteOperator(task_id="write_indicators", model=spec.name)
         report = DriftReportLogOperator(task_id="log_report", model=spec.name)
-        compute >> write >> report
-        RequestLogPurgeOperator(
+        purge = RequestLogPurgeOperator(
             task_id="purge_request_log", model=spec.name, retention_days=spec.logging.retention_days
         )
+        compute >> write >> report >> purge  # never deletes under a read of the same run
     if fleet and spec.schedules.monitor and settings().schedules == "on":
         dag.doc_md = (dag.doc_md or "") + (
             f"\n**Scheduled monitoring runs in `{FLEET_DAG_ID}`** (more than {FLEET_THRESHOLD} models: one "

@@ -173,7 +173,8 @@ def _logger(args: argparse.Namespace) -> int:
     from pushbutton.monitoring.logger import main as logger_main
 
     argv = [f"--{name.replace('_', '-')}={value}" for name, value in
-            (("host", args.host), ("port", args.port), ("store", args.store)) if value is not None]  # fmt: skip
+            (("host", args.host), ("port", args.port), ("store", args.store), ("workers", args.workers))
+            if value is not None]  # fmt: skip
     return logger_main(argv)
 
 
@@ -363,6 +364,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="port (default: PUSHBUTTON_LOGGER_PORT, 8002)")
     p.add_argument(
         "--store", help="monitoring store URL (default: PUSHBUTTON_MONITORING_URL, else <home>/monitoring.db)"
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="logger processes sharing the port (default: PUSHBUTTON_LOGGER_WORKERS, 1)",
     )
     p = command(
         "indicators", _indicators, "a model's latest indicator results (flags highlighted) and drift report"

@@ -47,7 +47,8 @@ HOME_MARKER = ".pushbutton-demo"  # written into a home the demo created: only s
 
 class Puids:
     """The request ids (``Seldon-Puid``) of every request the demo sends through the gateway, kept when
-    the gateway answered it (any status): the demo checks at the end that each is in the request log."""
+    a model answered it (200; a failure fails its step anyway): the demo checks at the end that each is
+    in the request log."""
 
     def __init__(self, token: str):
         self.token = token
@@ -124,7 +125,7 @@ class Load:
                 except httpx.HTTPError as exc:
                     outcome = repr(exc)
                 else:
-                    if self.puids and puid:
+                    if self.puids and puid and resp.status_code == 200:
                         self.puids.answered_by(puid)
                     outcome = "" if resp.status_code == 200 else f"HTTP {resp.status_code}: {resp.text[:200]}"
                 with self._lock:
@@ -196,7 +197,8 @@ class Demo:
             for _ in range(n):
                 puid = self.puids.new("ask")
                 answers.append(client.post(self.url, json=self.payload, headers={"Seldon-Puid": puid}))
-                self.puids.answered_by(puid)
+                if answers[-1].status_code == 200:
+                    self.puids.answered_by(puid)
         bad = [r for r in answers if r.status_code != 200]
         if bad:
             raise PushbuttonError(

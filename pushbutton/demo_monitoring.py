@@ -101,9 +101,9 @@ class MonitoringDemo:
                 puid = f"demo-{self.token}-{kind}-{first // ROWS_PER_REQUEST:04d}"
                 body = {"data": {"names": names, "ndarray": part[names].to_numpy().tolist()}}
                 answer = client.post(self.demo.url, json=body, headers={"Seldon-Puid": puid})
-                self.demo.puids.answered_by(puid)
                 if answer.status_code != 200:
                     raise PushbuttonError(f"{kind} traffic: HTTP {answer.status_code}: {answer.text[:300]}")
+                self.demo.puids.answered_by(puid)
                 target = self.spec.data.target
                 sent += [(puid, i, value) for i, value in enumerate(part[target].tolist())]
         end = datetime.now(UTC)

@@ -123,6 +123,21 @@ def needs_report(run: ModelRun) -> bool:
     return bool(run.flagged or run.errors)
 
 
+def _purge(store: MonitoringStore, plan: Plan) -> int:
+    """The model's raw log past retention (after its results are written): a failure is logged, and
+    the model's run stands — the next tick purges the same span."""
+    from pushbutton.monitoring.retention import purge_expired
+    from pushbutton.monitoring.store.base import StoreUnavailable
+
+    try:
+        return purge_expired(store, plan.spec.name, plan.spec.logging.retention_days, plan.window.end).purged
+    except StoreUnavailable:
+        raise
+    except Exception:
+        log.exception("purging the request log of %s failed; its indicators are written", plan.spec.name)
+        return 0
+
+
 def run_fleet(
     store: MonitoringStore,
     plans: Sequence[Plan],
@@ -137,7 +152,6 @@ def run_fleet(
     """Run (and write) ``plans`` one after another in this process; a model whose run fails as a whole
     (its table unreadable, a spec the runtime cannot use) is reported and the others go on.
     ``StoreUnavailable`` stops the batch: nothing later could be read or written either."""
-    from pushbutton.monitoring.retention import purge_expired
     from pushbutton.monitoring.store.base import StoreUnavailable
 
     started = time.perf_counter()
@@ -149,8 +163,7 @@ def run_fleet(
                             report_if=report_if)  # fmt: skip
             if write:
                 fleet.written += store.write_indicators(run.results)
-                days = plan.spec.logging.retention_days
-                fleet.purged += purge_expired(store, plan.spec.name, days, plan.window.end).purged
+                fleet.purged += _purge(store, plan)
         except StoreUnavailable:
             raise
         except Exception as exc:

@@ -68,7 +68,7 @@ from pushbutton.monitoring.labels import (
 )
 from pushbutton.monitoring.records import InferenceRecord, Label
 from pushbutton.monitoring.store import MonitoringStore, StoreError, StoreUnavailable, open_store
-from pushbutton.monitoring.workers import PUBLISH_SECONDS, combine, gather, publish, supervise
+from pushbutton.monitoring.workers import PUBLISH_SECONDS, STORE_DOWN, combine, gather, publish, supervise
 
 log = logging.getLogger("pushbutton.logger")
 
@@ -464,12 +464,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--linger", type=float, default=0.002, help="seconds a write waits for more events")
     parser.add_argument(
-        "--workers", type=int, default=1, help="logger processes sharing the port (workers.py; default 1)"
+        "--workers",
+        type=int,
+        help="logger processes sharing the port (workers.py; default PUSHBUTTON_LOGGER_WORKERS, 1)",
     )
     parser.add_argument("--status-dir", type=Path, help="where workers share their counters (<home>/logger)")
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # set by the supervisor
     args = parser.parse_args(argv)
-    if args.workers < 1:
+    if args.workers is not None and args.workers < 1:
         print(f"error: --workers {args.workers}: must be 1 or more (fix: e.g. --workers 2)", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -484,12 +486,13 @@ def main(argv: list[str] | None = None) -> int:
         cfg = settings()
         host, port = args.host or cfg.host, args.port or cfg.logger_port
         status_dir = args.status_dir or cfg.home / "logger"
-        if args.workers > 1 and args.worker is None:
+        workers = args.workers or cfg.logger_workers
+        if workers > 1 and args.worker is None:
             own = ["--host", host, "--port", str(port), "--store", args.store or cfg.monitoring,
                    "--models-dir", str(args.models_dir or cfg.models_dir), "--pair-timeout", str(args.pair_timeout),
                    "--linger", str(args.linger)]  # fmt: skip
-            log.info("request logger on http://%s:%d: %d worker processes", host, port, args.workers)
-            return supervise(own, args.workers, status_dir)
+            log.info("request logger on http://%s:%d: %d worker processes", host, port, workers)
+            return supervise(own, workers, status_dir)
         store = open_store(args.store or cfg.monitoring)
         models_dir = args.models_dir or cfg.models_dir
         service = RequestLogger(
@@ -499,6 +502,9 @@ def main(argv: list[str] | None = None) -> int:
             schemas=spec_schemas(models_dir),
             shared=None if args.worker is None else (args.worker, status_dir),
         )
+    except StoreUnavailable as exc:  # may come back: a supervisor retries this one (workers.py)
+        print(f"error: {exc}", file=sys.stderr)
+        return STORE_DOWN
     except (ConfigError, StoreError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

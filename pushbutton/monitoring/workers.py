@@ -6,15 +6,22 @@ runs N worker processes (``python -m pushbutton.monitoring.logger --worker I``);
 port with ``SO_REUSEPORT``, so the kernel spreads connections over them, and each has its own pairing
 and store connection. The two halves of a request that reach different workers are each stored at
 once as incomplete and merged by the store when the partner arrives (the same path as a half that
-comes late), so nothing depends on which worker gets what. SQLite serialises their writes (WAL, busy
-timeout); PostgreSQL and Elasticsearch take them in parallel.
+comes late), so nothing depends on which worker gets what — but each worker's pairer counts such a half
+as ``incomplete`` when its wait ends, so with several workers and senders that post the halves apart
+(Seldon's executor does) the logger's ``incomplete`` overstates; the store's own count
+(``pushbutton status MODEL``) is the truth. SQLite serialises the workers' writes (WAL, busy timeout);
+PostgreSQL and Elasticsearch take them in parallel.
 
 Counters: each worker writes its ``/status`` figures to ``<status dir>/worker-<I>.json`` every second
 (atomically); any worker's ``GET /status`` answers the sum over all workers (``combine``), with
 ``workers`` and ``per_worker``. The supervisor forwards SIGTERM/SIGINT to the workers, waits for them,
 and restarts a worker that died (a crash loses nothing acknowledged: deliveries are answered only
-once stored, and the gateway's emitter resends the rest); one that exits with a configuration error
-(code 2) stops them all.
+once stored, and the gateway's emitter resends the rest; a restarted worker's counters start again
+from zero). A worker that exits with a configuration error (code 2) stops them all; one that keeps
+dying within ``QUICK_EXIT`` seconds of its start (a port it cannot bind, a broken install) is given up
+after ``MAX_QUICK_EXITS`` tries and stops them all with code 1, so ``pushbutton up`` fails at once
+with the log instead of waiting on a supervisor that restarts forever. A store that is unavailable
+when a worker starts (code ``STORE_DOWN``) is retried like any other exit.
 """
 
 from __future__ import annotations
@@ -37,6 +44,9 @@ PUBLISH_SECONDS = 1.0
 RESTART_DELAY = 1.0
 STOP_TIMEOUT = 10.0
 CONFIG_ERROR = 2
+STORE_DOWN = 3  # the store did not answer at start: retried, not a configuration error
+QUICK_EXIT = 10.0  # seconds; a worker that dies sooner than this after its start counts as a quick exit
+MAX_QUICK_EXITS = 5
 
 
 def publish(status_dir: Path, worker: int, figures: dict[str, Any]) -> None:
@@ -74,18 +84,23 @@ def combine(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def supervise(argv: Sequence[str], workers: int, status_dir: Path) -> int:
+def supervise(
+    argv: Sequence[str], workers: int, status_dir: Path, *, program: Sequence[str] | None = None
+) -> int:
     """Run ``workers`` logger workers with ``argv`` (the logger's own arguments, minus ``--workers``)
-    until SIGTERM/SIGINT; the exit code is 0, or 2 when a worker refused its configuration."""
+    until SIGTERM/SIGINT; the exit code is 0, 2 when a worker refused its configuration, 1 when one
+    kept dying at start. ``program``: the worker command before its arguments (default: the logger)."""
     for stale in status_dir.glob("worker-*.json") if status_dir.exists() else ():
         stale.unlink(missing_ok=True)  # figures of an earlier run must not be summed in
 
     def start(index: int) -> subprocess.Popen:
-        command = [sys.executable, "-m", MODULE, *argv, "--worker", str(index), "--workers", str(workers),
-                   "--status-dir", str(status_dir)]  # fmt: skip
+        command = [*(program or (sys.executable, "-m", MODULE)), *argv, "--worker", str(index),
+                   "--workers", str(workers), "--status-dir", str(status_dir)]  # fmt: skip
         return subprocess.Popen(command)
 
     children = {index: start(index) for index in range(workers)}
+    started = dict.fromkeys(children, time.monotonic())
+    quick = dict.fromkeys(children, 0)
     stopping = False
 
     def stop(signum: int, frame: Any) -> None:
@@ -105,9 +120,15 @@ def supervise(argv: Sequence[str], workers: int, status_dir: Path) -> int:
                     log.error("logger worker %d refused its configuration; stopping", index)
                     stopping, code = True, CONFIG_ERROR
                     break
+                quick[index] = quick[index] + 1 if time.monotonic() - started[index] < QUICK_EXIT else 0
+                if quick[index] >= MAX_QUICK_EXITS:
+                    log.error("logger worker %d exited %d times within %.0fs of its start (last code %s); "
+                              "stopping", index, quick[index], QUICK_EXIT, status)  # fmt: skip
+                    stopping, code = True, 1
+                    break
                 log.error("logger worker %d exited with %s; starting it again", index, status)
                 time.sleep(RESTART_DELAY)
-                children[index] = start(index)
+                children[index], started[index] = start(index), time.monotonic()
     finally:
         for child in children.values():
             if child.poll() is None:

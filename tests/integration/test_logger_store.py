@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -180,3 +181,24 @@ def test_logger_workers_share_the_port_store_everything_and_stop_together(tmp_pa
         frame = store.rows("iris", *WINDOW)
         assert (store.counters("iris").records, store.counters("iris").incomplete) == (40, 0)
     assert len(frame) == 40 and frame["complete"].all()
+
+
+def test_the_supervisor_gives_up_on_workers_that_keep_dying_and_stops_on_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pushbutton.monitoring import workers as W
+
+    monkeypatch.setattr(W, "RESTART_DELAY", 0.01)
+    dies = [sys.executable, "-c", "import sys; sys.exit(1)"]  # e.g. a port it cannot bind
+    started = time.monotonic()
+    assert W.supervise([], 2, tmp_path / "status", program=dies) == 1
+    assert time.monotonic() - started < W.QUICK_EXIT * W.MAX_QUICK_EXITS  # not a restart loop forever
+    refuses = [sys.executable, "-c", "import sys; sys.exit(2)"]
+    assert W.supervise([], 2, tmp_path / "status", program=refuses) == W.CONFIG_ERROR
+    store_down_once = [sys.executable, "-c", (
+        "import pathlib, sys; mark = pathlib.Path(sys.argv[-1]) / 'seen'\n"
+        "if not mark.exists(): mark.parent.mkdir(parents=True, exist_ok=True); mark.touch(); sys.exit(3)\n"
+        "sys.exit(2)")]  # fmt: skip
+    # a store that was down at start is retried (the second start reaches the next exit: 2, stop)
+    assert W.supervise([], 1, tmp_path / "once", program=store_down_once) == W.CONFIG_ERROR
+    assert (tmp_path / "once" / "seen").exists()

@@ -97,7 +97,7 @@ def test_the_monitor_dag_probes_computes_writes_and_logs_the_report(tmp_path: Pa
         "probe_serving": [],
         "compute_indicators": ["write_indicators"],
         "write_indicators": ["log_report"],
-        "log_report": [],
+        "log_report": ["purge_request_log"],
         "purge_request_log": [],
     }
     assert dag["params"] == ["window_end", "window_start"]
