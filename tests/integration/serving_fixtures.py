@@ -110,7 +110,9 @@ class Serving:
 @contextmanager
 def serving_home(home: Path) -> Iterator[Serving]:
     """A real gateway process and a LocalRuntime on ``home``; every process stopped afterwards."""
-    settings = Settings(home=home, gateway_port=free_port())
+    gateway_port = free_port()
+    logger_port = next(p for p in iter(free_port, None) if p != gateway_port)  # `up` in its tests starts one
+    settings = Settings(home=home, gateway_port=gateway_port, logger_port=logger_port)
     group = ProcessGroup(home / "run", home / "logs")
     runtime = LocalRuntime(settings, ready_timeout=120)
     result = Serving(

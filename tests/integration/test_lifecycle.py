@@ -349,14 +349,12 @@ def test_failing_gate_names_check_value_and_threshold(platform: Platform, v1: st
 
 
 def test_model_whose_predict_raises(platform: Platform, v1: str, variants) -> None:
-    broken = (
-        (IRIS / "predict.py")
-        .read_text()
-        .replace(
-            "        return self.model.predict(frame[FEATURES])",
-            "        raise ValueError('predict exploded on purpose')",
-        )
+    source, line = (
+        (IRIS / "predict.py").read_text(),
+        "        return self.model.predict(self.frame(X, features_names))",
     )
+    assert line in source  # else the variant would not be broken and this test would prove nothing
+    broken = source.replace(line, "        raise ValueError('predict exploded on purpose')")
     bad = push(platform, variants("raises", files={"predict.py": broken}))
     with pytest.raises(GateFailed) as failed:
         run_gate(platform, MODEL, bad)
