@@ -12,6 +12,7 @@ platform's.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -123,8 +124,30 @@ def _run(request: dict[str, Any]) -> dict[str, Any]:
     return result.as_dict()
 
 
+def platform_first(path: list[str], model_dir: str) -> list[str]:
+    """``sys.path`` with the model directory moved to its end (see ``load_platform_packages``)."""
+    here = os.path.realpath(model_dir)
+    others = [p for p in path if p != "" and os.path.realpath(p) != here]
+    return [*others, model_dir]
+
+
+def load_platform_packages(model_dir: str) -> None:
+    """This child runs in the model directory, which ``-m`` puts first on ``sys.path``, and a model's own
+    ``indicators.py`` (its custom indicators) there would shadow the platform's ``indicators`` package
+    that validating the spec imports (an editable install finds the platform's packages only after
+    ``sys.path``). So the package is imported with the directory off the path, and the directory goes
+    back at the end: it still serves late imports of train.py's neighbours, and ``load_reference``
+    puts it first while it loads the entry point."""
+    sys.path[:] = platform_first(sys.path, model_dir)[:-1]
+    try:
+        import indicators  # noqa: F401 - cached in sys.modules from here on
+    finally:
+        sys.path.append(model_dir)
+
+
 def main(argv: list[str] | None = None) -> int:
     request_file, result_file = argv if argv is not None else sys.argv[1:]
+    load_platform_packages(os.getcwd())
     try:
         outcome: dict[str, Any] = {"result": _run(json.loads(Path(request_file).read_text()))}
     except ModelCodeError as exc:  # its message ends with the model code's frames and the exception

@@ -81,3 +81,18 @@ def test_errors_keep_their_type_across_the_process_boundary() -> None:
     gate = _rebuild(_describe(GateFailed(["accuracy 0.5 < 0.9"])))  # not raised by training; kept as text
     assert type(gate) is PushbuttonError and "accuracy 0.5 < 0.9" in str(gate)
     assert type(_rebuild({"type": "os", "message": "m"})) is PushbuttonError
+
+
+def test_a_models_own_indicators_py_does_not_shadow_the_platforms_indicators(tmp_path) -> None:
+    """The child runs in the model directory; its ``indicators.py`` (custom indicators) is not the
+    platform's ``indicators`` package that validating the spec's ``indicators:`` imports."""
+    code = "def train(X, y, params):\n    raise ValueError('reached the model code')\n"
+    target = model_dir(tmp_path, code)
+    (target / "indicators.py").write_text("def shape(inputs):\n    return 0.0\n")
+    spec = target / "model.yaml"
+    spec.write_text(
+        spec.read_text() + "indicators:\n  - {id: shape, type: custom, params: {function: shape}}\n"
+    )
+    with pytest.raises(ModelCodeError) as failure:  # not a crash importing indicators.registry
+        train_in_child(target, UNREACHABLE, source="test")
+    assert "reached the model code" in str(failure.value)
