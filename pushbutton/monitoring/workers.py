@@ -21,7 +21,8 @@ from zero). A worker that exits with a configuration error (code 2) stops them a
 dying within ``QUICK_EXIT`` seconds of its start (a port it cannot bind, a broken install) is given up
 after ``MAX_QUICK_EXITS`` tries and stops them all with code 1, so ``pushbutton up`` fails at once
 with the log instead of waiting on a supervisor that restarts forever. A store that is unavailable
-when a worker starts (code ``STORE_DOWN``) is retried like any other exit.
+when a worker starts (code ``STORE_DOWN``) is retried every ``STORE_RETRY`` seconds, however long it
+stays down (the gateway's emitter spools meanwhile).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ CONFIG_ERROR = 2
 STORE_DOWN = 3  # the store did not answer at start: retried, not a configuration error
 QUICK_EXIT = 10.0  # seconds; a worker that dies sooner than this after its start counts as a quick exit
 MAX_QUICK_EXITS = 5
+STORE_RETRY = 5.0  # seconds before a worker whose store was down at its start tries again
 
 
 def publish(status_dir: Path, worker: int, figures: dict[str, Any]) -> None:
@@ -120,14 +122,18 @@ def supervise(
                     log.error("logger worker %d refused its configuration; stopping", index)
                     stopping, code = True, CONFIG_ERROR
                     break
-                quick[index] = quick[index] + 1 if time.monotonic() - started[index] < QUICK_EXIT else 0
+                if status == STORE_DOWN:  # the store may come back: retry, more slowly, never give up
+                    delay = STORE_RETRY
+                else:
+                    quick[index] = quick[index] + 1 if time.monotonic() - started[index] < QUICK_EXIT else 0
+                    delay = RESTART_DELAY
                 if quick[index] >= MAX_QUICK_EXITS:
                     log.error("logger worker %d exited %d times within %.0fs of its start (last code %s); "
                               "stopping", index, quick[index], QUICK_EXIT, status)  # fmt: skip
                     stopping, code = True, 1
                     break
-                log.error("logger worker %d exited with %s; starting it again", index, status)
-                time.sleep(RESTART_DELAY)
+                log.error("logger worker %d exited with %s; starting it again in %.0fs", index, status, delay)
+                time.sleep(delay)  # a SIGTERM meanwhile ends the loop right after it
                 children[index], started[index] = start(index), time.monotonic()
     finally:
         for child in children.values():

@@ -189,16 +189,18 @@ def test_the_supervisor_gives_up_on_workers_that_keep_dying_and_stops_on_a_confi
     from pushbutton.monitoring import workers as W
 
     monkeypatch.setattr(W, "RESTART_DELAY", 0.01)
+    monkeypatch.setattr(W, "STORE_RETRY", 0.01)
     dies = [sys.executable, "-c", "import sys; sys.exit(1)"]  # e.g. a port it cannot bind
     started = time.monotonic()
     assert W.supervise([], 2, tmp_path / "status", program=dies) == 1
     assert time.monotonic() - started < W.QUICK_EXIT * W.MAX_QUICK_EXITS  # not a restart loop forever
     refuses = [sys.executable, "-c", "import sys; sys.exit(2)"]
     assert W.supervise([], 2, tmp_path / "status", program=refuses) == W.CONFIG_ERROR
-    store_down_once = [sys.executable, "-c", (
-        "import pathlib, sys; mark = pathlib.Path(sys.argv[-1]) / 'seen'\n"
-        "if not mark.exists(): mark.parent.mkdir(parents=True, exist_ok=True); mark.touch(); sys.exit(3)\n"
-        "sys.exit(2)")]  # fmt: skip
-    # a store that was down at start is retried (the second start reaches the next exit: 2, stop)
-    assert W.supervise([], 1, tmp_path / "once", program=store_down_once) == W.CONFIG_ERROR
-    assert (tmp_path / "once" / "seen").exists()
+    store_down = [sys.executable, "-c", (
+        "import pathlib, sys; tries = pathlib.Path(sys.argv[-1]) / 'tries'\n"
+        "tries.parent.mkdir(parents=True, exist_ok=True); tries.write_text(tries.read_text() + 'x' "
+        "if tries.exists() else 'x')\n"
+        "sys.exit(3 if len(tries.read_text()) < 8 else 2)")]  # fmt: skip
+    # a store down at start is retried past the quick-exit limit (then the 8th start stops it: code 2)
+    assert W.supervise([], 1, tmp_path / "down", program=store_down) == W.CONFIG_ERROR
+    assert (tmp_path / "down" / "tries").read_text() == "x" * 8
