@@ -24,6 +24,7 @@ import aiohttp
 import httpx
 import pytest
 
+from bench.logging_common import BACKEND, BODY, MODEL, NS  # the stand-in model the benches use
 from pushbutton.monitoring.logger import logger_argv
 from pushbutton.monitoring.store import open_store
 from pushbutton.procs import ProcessGroup, free_port, http_ok, wait_ready
@@ -31,35 +32,6 @@ from pushbutton.serving.client import GatewayClient, gateway_argv
 from pushbutton.serving.routes import external_path
 
 pytestmark = pytest.mark.integration
-
-NS, MODEL = "models", "iris"
-NAMES = ["sepal_length_cm", "sepal_width_cm", "petal_length_cm", "petal_width_cm"]
-BODY = json.dumps({"data": {"names": NAMES, "ndarray": [[5.1, 3.5, 1.4, 0.2]]}}).encode()
-BACKEND = """
-import json, sys
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-class Handler(BaseHTTPRequestHandler):  # HTTP/1.0: one connection per request
-    def do_GET(self):
-        self._send(b"pong")
-
-    def do_POST(self):
-        request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        rows = request["data"]["ndarray"]
-        self._send(json.dumps({"data": {"names": [], "ndarray": [0] * len(rows)}, "meta": {}}).encode())
-
-    def _send(self, body):
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
-"""
 
 
 @dataclass
