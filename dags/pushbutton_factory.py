@@ -23,8 +23,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import DAG, CronTriggerTimetable, Param, TriggerRule
+from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, Param, TriggerRule
 
+from operators.alerting import AlertRulesOperator, CanaryPolicySensor, RetrainRequestOperator, retrain_asset
 from operators.lifecycle import (
     MlflowCandidateAliasOperator,
     MlflowTrainOperator,
@@ -167,6 +168,15 @@ def cicd_dag(spec: ModelSpec, model_dir: Path) -> DAG:
             trigger_rule=TriggerRule.ALL_SKIPPED,  # runs only when a rejection skipped `activate`
         )
         build >> test >> register >> deploy >> approve >> activate >> discard
+        if spec.promotion.policy == "auto":  # the canary earns its promotion (pushbutton.alerting.policy)
+            policy = CanaryPolicySensor(
+                task_id="canary_policy",
+                model=spec.name,
+                version=RESOLVED_VERSION,
+                model_dir=str(model_dir),
+                timeout=(spec.promotion.max_wait + timedelta(hours=1)).total_seconds(),
+            )
+            deploy >> policy >> approve
         # `discard_candidate` is the only leaf and is skipped on success *and* after a failure, so
         # without a watcher a failed gate would leave the run "success"; the watcher also withdraws
         # whatever the failed run had put into serving. It is not a direct downstream of `approve`,
@@ -182,11 +192,23 @@ def cicd_dag(spec: ModelSpec, model_dir: Path) -> DAG:
     return dag
 
 
+def _retrain_schedule(spec: ModelSpec, first_seen: datetime | None) -> dict[str, Any]:
+    """The model's retrain asset (alerts) or its cron, whichever comes first (``AssetOrTimeSchedule``);
+    only the asset when there is no cron or time schedules are off."""
+    timed = _schedule(spec.schedules.retrain, first_seen)
+    asset = retrain_asset(spec.name)
+    if isinstance(timed["schedule"], CronTriggerTimetable):
+        return {**timed, "schedule": AssetOrTimeSchedule(timetable=timed["schedule"], assets=asset)}
+    if timed["schedule"] == "@once":  # the first tick of a schedule that began before the model appeared
+        return timed
+    return {**timed, "schedule": [asset]}
+
+
 def retrain_dag(spec: ModelSpec, model_dir: Path, first_seen: datetime | None = None) -> DAG:
     with DAG(
         dag_id=f"{spec.name}__retrain",
         description=f"Retrain {spec.name} and register a new version (which starts its CI/CD)",
-        **_schedule(spec.schedules.retrain, first_seen),
+        **_retrain_schedule(spec, first_seen),
         max_active_runs=1,
         params={
             "reason": Param(
@@ -212,8 +234,9 @@ WINDOW_PARAM = "window bound (ISO 8601, e.g. 2026-11-30T09:30:00Z); empty: the r
 
 def monitor_dag(spec: ModelSpec, model_dir: Path, first_seen: datetime | None = None) -> DAG:
     """probe_serving; compute_indicators (window → every declared indicator for each serving version and
-    predictor → drift report) → write_indicators (IndicatorStoreHook) → log_report (MLflow artifact);
-    purge_request_log (the raw log past ``logging.retention_days``)."""
+    predictor → drift report) → write_indicators (IndicatorStoreHook) → log_report (MLflow artifact) →
+    purge_request_log (the raw log past ``logging.retention_days``); write_indicators → evaluate_alerts
+    (the alert rules: history, rollback, notify) → request_retrain (the retrain asset event, or skipped)."""
     fleet = fleet_shape(stub_count(settings().stub_root))  # then pushbutton__monitor_fleet schedules it
     with DAG(
         dag_id=f"{spec.name}__monitor",
@@ -243,6 +266,10 @@ def monitor_dag(spec: ModelSpec, model_dir: Path, first_seen: datetime | None = 
             task_id="purge_request_log", model=spec.name, retention_days=spec.logging.retention_days
         )
         compute >> write >> report >> purge  # never deletes under a read of the same run
+        judge = AlertRulesOperator(
+            task_id="evaluate_alerts", model=spec.name, model_dir=str(model_dir), retries=0
+        )
+        write >> judge >> RetrainRequestOperator(task_id="request_retrain", model=spec.name)
     if fleet and spec.schedules.monitor and settings().schedules == "on":
         dag.doc_md = (dag.doc_md or "") + (
             f"\n**Scheduled monitoring runs in `{FLEET_DAG_ID}`** (more than {FLEET_THRESHOLD} models: one "

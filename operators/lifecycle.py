@@ -67,6 +67,14 @@ class ReleaseApprovalOperator(ApprovalOperator):
             self.log.info("%s v%s is superseded by v%s, whose run is queued: not asking", self.model,
                           self.version, newer)  # fmt: skip
             return self.execute_complete(context, superseded_event(newer))
+        from operators.alerting import policy_decision, policy_event
+
+        decision = policy_decision(context)  # the `auto` promotion policy's verdict, when it has one
+        if decision and decision.get("verdict") == "promote":
+            self.log.info("%s v%s promoted by policy: %s", self.model, self.version, decision["reason"])
+            return self.execute_complete(context, policy_event(decision))
+        if decision:
+            self.body = f"**Promotion policy: a person decides** — {decision['reason']}\n\n{self.body or ''}"
         return super().execute(context)
 
     def _newer_queued_version(self, context: Context) -> str | None:
@@ -346,11 +354,44 @@ class MlflowTrainOperator(BaseOperator):
         self.version_tags = version_tags or {}
 
     def retrain_reason(self, context: Context) -> str:
-        """The given reason, else how the run started (``scheduled``, ``manual``, ``asset_triggered``)."""
+        """The given reason, else the alert that asked (asset-triggered runs), else how the run started
+        (``scheduled``, ``manual``)."""
         if self.reason.strip():
             return self.reason.strip()
+        alert = self.triggering_alert(context)
+        if alert:
+            return f"alert {alert.get('rule')} ({alert.get('source')}): {alert.get('message', '')}"[:240]
         run_type = context["dag_run"].run_type
         return str(getattr(run_type, "value", run_type))
+
+    @staticmethod
+    def triggering_alert(context: Context) -> dict[str, Any] | None:
+        """The ``extra`` of the newest retrain asset event that started this run (the alert), if any."""
+        events = context.get("triggering_asset_events") or {}
+        found = [
+            e for key in events for e in events[key] if (getattr(e, "extra", None) or {}).get("alert_id")
+        ]
+        if not found:
+            return None
+        newest = max(found, key=lambda e: str(getattr(e, "timestamp", "")))
+        return dict(newest.extra)
+
+    def lineage_tags(self, context: Context, name: str, registry: Any) -> dict[str, str]:
+        """Why and from what this version was trained: trigger, alert, parent version, data window."""
+        from pushbutton.registry import CHAMPION
+
+        alert = self.triggering_alert(context)
+        run_type = context["dag_run"].run_type
+        trigger = "alert" if alert else str(getattr(run_type, "value", run_type))
+        parent = registry.by_alias(name, CHAMPION)
+        start, end = context.get("data_interval_start"), context.get("data_interval_end")
+        tags = {"pushbutton.trigger": trigger, "pushbutton.parent_version": parent.version if parent else ""}
+        if start is not None and end is not None:
+            tags["pushbutton.data_window"] = f"{start.isoformat()}/{end.isoformat()}"
+        if alert:
+            tags["pushbutton.alert_id"] = str(alert.get("alert_id", ""))
+            tags["pushbutton.alert_rule"] = str(alert.get("rule", ""))
+        return tags
 
     def execute(self, context: Context) -> dict[str, Any]:
         from pathlib import Path
@@ -375,6 +416,7 @@ class MlflowTrainOperator(BaseOperator):
                 source=self.source,
                 actor=f"dag:{context['dag'].dag_id}",
                 extra_tags={
+                    **self.lineage_tags(context, name, hook.get_conn()),
                     **self.version_tags,
                     "pushbutton.retrain_reason": self.retrain_reason(context),
                     TRAIN_RUN: run_id,

@@ -1,5 +1,8 @@
 """pushbutton Airflow plugin: a FastAPI app on the Airflow API server at ``/pushbutton``.
 
+``POST /pushbutton/alerts/{alertmanager|grafana|elastalert}`` takes alerts from outside onto the alert
+rules' path (``operators.alert_intake``: bearer token from the ``pushbutton_alerts`` connection).
+
 ``POST /pushbutton/webhooks/mlflow`` receives MLflow registry webhooks. A ``model_version.created``
 delivery with a valid ``X-MLflow-Signature`` (HMAC secret from the ``pushbutton_mlflow`` connection,
 extra ``webhook_secret``) triggers ``<model>__cicd`` with that version. A bad or missing signature
@@ -276,6 +279,31 @@ class HitlSettleMiddleware:
                 "holding the answer to %s %s %s for %.1fs until it has settled", dag_id, run_id, task_id, wait
             )
             await self.sleep(wait)
+
+
+@app.post("/alerts/{source}")
+async def external_alert(source: str, request: Request) -> JSONResponse:
+    """Alertmanager (v4), Grafana and ElastAlert2 (post2) webhooks: ``operators.alert_intake``."""
+    from operators.alert_intake import ALERTS_CONN, authorized, expected_token, receive
+
+    token = await run_in_threadpool(expected_token)
+    if not token:
+        return JSONResponse({"detail": f"alert intake is not configured: set a password on connection {ALERTS_CONN}"},
+                            503)  # fmt: skip
+    if not authorized(request.headers.get("authorization"), token):
+        log.warning(
+            "alert webhook refused (bad or missing token) from %s",
+            request.client.host if request.client else "?",
+        )
+        return JSONResponse({"detail": "missing or wrong bearer token"}, 401)
+    try:
+        body = await request.json()
+    except ValueError:
+        return JSONResponse({"detail": "the body is not JSON"}, 400)
+    status, payload = await run_in_threadpool(
+        receive, source, body, lambda model: _spec_dir(model) is not None
+    )
+    return JSONResponse(payload, status)
 
 
 @app.get("/health")

@@ -137,6 +137,7 @@ class ModelRun:
             "rows": self.rows,
             "targets": [t.describe() for t in self.targets],
             "versions": sorted({t.version for t in self.targets}),
+            "series": sorted({(t.version, t.predictor) for t in self.targets}),
             "results": len(self.results),
             "statuses": statuses,
             "flagged": [f"{r.indicator_id} ({r.predictor} v{r.version}): {r.message}" for r in self.flagged],

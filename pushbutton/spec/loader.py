@@ -252,7 +252,7 @@ def _issues(file: str, root: yaml.Node | None, data: Any, errors: list[Any]) -> 
     """One issue per field: the alternatives of a union (``str | int | ...``) are merged."""
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for error in errors:
-        loc = tuple(error["loc"])
+        loc = _untagged(data, tuple(error["loc"]))
         if error["type"] != "missing":
             loc = _present(data, loc)  # drops union member tags such as ('..., 'str')
         groups.setdefault(loc, []).append(error)
@@ -265,6 +265,20 @@ def _issues(file: str, root: yaml.Node | None, data: Any, errors: list[Any]) -> 
             group = [e for e in group if e not in typed]
         issues += [_issue(file, root, loc, error) for error in group]
     return issues
+
+
+def _untagged(data: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``loc`` without the tags of discriminated unions (``alerts.0.spike.ratio`` → ``alerts.0.ratio``):
+    a part naming the ``type`` written at that point rather than a key."""
+    out: list[Any] = []
+    for part in loc:
+        if isinstance(data, dict) and part not in data and data.get("type") == part:
+            continue
+        out.append(part)
+        in_dict = isinstance(data, dict) and part in data
+        in_list = isinstance(data, list) and isinstance(part, int) and part < len(data)
+        data = data[part] if in_dict or in_list else None
+    return tuple(out)
 
 
 def _present(data: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:

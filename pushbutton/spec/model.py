@@ -16,6 +16,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from pushbutton.alerting.policy import PromotionSpec
+from pushbutton.alerting.rules import AlertRule
+
 API_VERSION = "pushbutton/v1"
 NAME_MAX = 40  # leaves room for suffixes such as "-candidate" within Kubernetes' 63-char labels
 _NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -485,16 +488,6 @@ class IndicatorSpec(_Strict):
         return self
 
 
-class AlertRule(_Strict):
-    """Fires when an indicator crosses a threshold (behaviour arrives with the alerting issue)."""
-
-    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]*$", max_length=64)]
-    indicator: str
-    op: Literal[">", ">=", "<", "<="]
-    threshold: float
-    action: Literal["notify", "retrain", "rollback"] = "notify"
-
-
 class ModelSpec(_Strict):
     """A whole ``model.yaml``."""
 
@@ -518,6 +511,7 @@ class ModelSpec(_Strict):
     logging: LoggingSpec = LoggingSpec()
     indicators: list[IndicatorSpec] = Field(default_factory=list)
     alerts: list[AlertRule] = Field(default_factory=list)
+    promotion: PromotionSpec = PromotionSpec()
 
     @model_validator(mode="after")
     def _cross_field(self) -> ModelSpec:
@@ -535,8 +529,24 @@ class ModelSpec(_Strict):
                             f"gate.metrics.{metric}.{key}: {bound} is outside 0..1; {metric} is a fraction, "
                             "write e.g. 0.9"
                         )
+        self._check_alerts()
+        if self.data.target in {f.name for f in self.schema_.inputs}:
+            raise ValueError(
+                f"data.target: '{self.data.target}' is also a model input; remove it from schema.inputs"
+            )
+        return self
+
+    def _check_alerts(self) -> None:
         ids = [i.id for i in self.indicators]
+        inputs = [f.name for f in self.schema_.inputs]
+        names: dict[str, int] = {}
         for index, rule in enumerate(self.alerts):
+            if rule.name in names:
+                raise ValueError(
+                    f"alerts.{index}.name: '{rule.name}' is also the name of alerts.{names[rule.name]}; "
+                    "give each rule its own name (the history is kept by name)"
+                )
+            names[rule.name] = index
             if rule.indicator not in ids:
                 close = difflib.get_close_matches(rule.indicator, ids, n=1)
                 hint = f"did you mean '{close[0]}'? " if close else ""
@@ -545,11 +555,13 @@ class ModelSpec(_Strict):
                     f"alerts.{index}.indicator: '{rule.indicator}' is not an indicator of this model; "
                     f"{hint}{known}"
                 )
-        if self.data.target in {f.name for f in self.schema_.inputs}:
-            raise ValueError(
-                f"data.target: '{self.data.target}' is also a model input; remove it from schema.inputs"
-            )
-        return self
+            if rule.feature is not None and rule.feature not in inputs:
+                close = difflib.get_close_matches(rule.feature, inputs, n=1)
+                hint = f"did you mean '{close[0]}'? " if close else ""
+                raise ValueError(
+                    f"alerts.{index}.feature: '{rule.feature}' is not an input of this model; {hint}name one "
+                    f"of schema.inputs ({', '.join(inputs)}), or drop feature to use the indicator's value"
+                )
 
     @model_validator(mode="after")
     def _latency_within_timeout(self) -> ModelSpec:

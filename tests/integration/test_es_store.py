@@ -66,6 +66,7 @@ CONTRACT: list[Callable[..., None]] = [
     contract.test_indicator_results_replace_on_recompute_and_read_newest_first,
     contract.test_purge_at_the_retention_edge,
     contract.test_counters,
+    contract.test_alert_history_replaces_by_id_and_reads_newest_first,
 ]
 
 

@@ -25,11 +25,18 @@ PARSE = textwrap.dedent(
     bags = [BundleDagBag(dag_folder=str(dags), bundle_path=dags, bundle_name="dags-folder"),
             BundleDagBag(dag_folder=str(stubs), bundle_path=stubs, bundle_name="pushbutton-models")]
     heavy = sorted(m for m in ("mlflow", "pandas", "sklearn", "alibi_detect") if m in sys.modules)
+    def schedule(s):  # cron expression; "asset <uri>"; "<cron> | asset <uri>" (AssetOrTimeSchedule)
+        if isinstance(s, list):
+            return "asset " + ",".join(a.uri for a in s)
+        timetable, assets = getattr(s, "timetable", None), getattr(s, "asset_condition", None)
+        if timetable is not None and assets is not None:
+            return f"{timetable.expression} | asset {assets.uri}"
+        return getattr(s, "expression", str(s))
     out = {
         "dags": {
             d.dag_id: {
                 "tasks": {t.task_id: sorted(t.downstream_task_ids) for t in d.tasks},
-                "tags": sorted(d.tags), "owner": d.owner, "schedule": getattr(d.schedule, "expression", str(d.schedule)),
+                "tags": sorted(d.tags), "owner": d.owner, "schedule": schedule(d.schedule),
                 "start_date": str(d.start_date), "run_immediately": getattr(d.schedule, "run_immediately", None),
                 "params": sorted(d.params.keys()), "max_active_runs": d.max_active_runs,
                 "doc_md": d.doc_md or "", "fileloc": d.relative_fileloc,
@@ -118,7 +125,8 @@ def test_cicd_dag_shape_tags_owner_params(tmp_path: Path, models: Path) -> None:
 
 def test_schedules_come_from_the_spec(tmp_path: Path, models: Path) -> None:
     dags = parse(tmp_path, models)["dags"]
-    assert dags["iris__retrain"]["schedule"] == "0 3 * * 1"
+    # the retrain DAG also runs when an alert rule asks (its asset), whichever comes first
+    assert dags["iris__retrain"]["schedule"] == "0 3 * * 1 | asset pushbutton://iris/retrain"
     assert dags["iris__monitor"]["schedule"] == "*/30 * * * *"
     assert dags["iris__cicd"]["schedule"] == "None"
 
@@ -134,7 +142,8 @@ def test_schedules_start_when_the_model_first_appeared(tmp_path: Path, models: P
 
 def test_schedules_off_leaves_retrain_and_monitor_to_triggers(tmp_path: Path, models: Path) -> None:
     dags = parse(tmp_path, models, PUSHBUTTON_SCHEDULES="off")["dags"]
-    assert {dags[f"iris__{kind}"]["schedule"] for kind in ("retrain", "monitor", "cicd")} == {"None"}
+    assert {dags[f"iris__{kind}"]["schedule"] for kind in ("monitor", "cicd")} == {"None"}
+    assert dags["iris__retrain"]["schedule"] == "asset pushbutton://iris/retrain"  # alerts still retrain
     assert "off in this stack" in dags["iris__retrain"]["doc_md"]
 
 

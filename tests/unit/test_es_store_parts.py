@@ -104,7 +104,7 @@ def test_definitions_are_the_files_of_deploy_elasticsearch():
     templates = layout.index_templates()
     assert templates["pushbutton-requests"]["index_patterns"] == ["logs-pushbutton.requests-*"]
     assert all(t["priority"] > 100 for t in templates.values())  # above the built-in logs-*-* template
-    assert set(layout.indices()) == {L.INDICATORS, L.LABELS, L.MODELS}
+    assert set(layout.indices()) == {L.INDICATORS, L.LABELS, L.MODELS, L.ALERTS}
     on_disk = json.loads((layout.root / "ilm" / "pushbutton-logs.json").read_text())
     assert layout.policy(30) == on_disk  # the file's default is 30 days
     assert layout.policy(7)["policy"]["phases"]["delete"]["min_age"] == "7d"

@@ -96,9 +96,11 @@ def test_the_monitor_dag_probes_computes_writes_and_logs_the_report(tmp_path: Pa
     assert dag["tasks"] == {
         "probe_serving": [],
         "compute_indicators": ["write_indicators"],
-        "write_indicators": ["log_report"],
+        "write_indicators": ["evaluate_alerts", "log_report"],
         "log_report": ["purge_request_log"],
         "purge_request_log": [],
+        "evaluate_alerts": ["request_retrain"],  # the alert rules, right after the indicators
+        "request_retrain": [],
     }
     assert dag["params"] == ["window_end", "window_start"]
     assert dag["schedule"] == "*/30 * * * *"

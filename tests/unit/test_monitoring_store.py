@@ -215,6 +215,29 @@ def test_purge_at_the_retention_edge(store: SqlStore):
         retention_cutoff(now, 0)
 
 
+def test_alert_history_replaces_by_id_and_reads_newest_first(store: SqlStore):
+    from pushbutton.alerting.events import ActionTaken, AlertEvent
+
+    def event(rule: str, minutes: int, state: str = "firing", version: str = "1", **kw) -> AlertEvent:
+        return AlertEvent(id=f"{rule}-{minutes}-{state}", model="shop", rule=rule, state=state, severity="warning",
+                          at=T0 + timedelta(minutes=minutes), version=version, predictor="champion", **kw)  # fmt: skip
+
+    assert store.write_alerts([event("drift", 0), event("drift", 30, "resolved"), event("errors", 10)]) == 3
+    assert [(e.rule, e.state) for e in store.alerts("shop")] == [("drift", "resolved"), ("errors", "firing"),
+                                                                 ("drift", "firing")]  # fmt: skip
+    # a re-run of the task that recorded an event replaces it (here: with its action's outcome)
+    done = event("drift", 0, actions=[ActionTaken("retrain", "requested", "asset event")], value=0.75)
+    store.write_alerts([done])
+    kept = store.alerts("shop", rule="drift")
+    assert len(kept) == 2 and kept[1].outcome("retrain") == ActionTaken("retrain", "requested", "asset event")
+    assert kept[1].value == 0.75 and kept[1].at == T0
+    assert [e.rule for e in store.alerts("shop", since=T0 + timedelta(minutes=5))] == ["drift", "errors"]
+    assert [e.state for e in store.alerts("shop", limit=1)] == ["resolved"]
+    store.write_alerts([event("drift", 40, version="2")])
+    assert [e.version for e in store.alerts("shop", version="2")] == ["2"]
+    assert store.alerts("other") == []
+
+
 def test_counters(store: SqlStore):
     store.write_records([record("r1"), record("r2", half="request"), record("r3", status=500)])
     counters = store.counters()

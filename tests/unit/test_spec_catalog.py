@@ -168,6 +168,29 @@ CATALOG: dict[str, tuple[Expect, ...]] = {
     "alert-unknown-indicator": (
         E("alerts.0.indicator", 27, "'feature_drfit' is not an indicator", "did you mean 'feature_drift'?"),
     ),
+    "alert-unknown-feature": (
+        E(
+            "alerts.0.feature",
+            27,
+            "'petal_lenght' is not an input of this model",
+            "did you mean 'petal_length_cm'?",
+        ),
+    ),
+    "alert-cooldown-unparsable": (
+        E("alerts.0.cooldown", 27, "'5 minutes' does not parse as a duration", "e.g. 30m, 2h or 1d"),
+    ),
+    "alert-old-op-form": (
+        E("alerts.0.type", 27, "missing", "write e.g. 'type: threshold' with 'above: 0.5'"),
+    ),
+    "alert-rollback-not-critical": (
+        E("alerts.0.actions", 27, "rollback is only taken on a critical rule", "set severity: critical"),
+    ),
+    "alert-unknown-type": (
+        E("alerts.0.type", 27, "'treshold' is not a rule type", "use one of threshold, change"),
+    ),
+    "promotion-unknown-policy": (
+        E("promotion.policy", 27, "'automatic' is not allowed", "did you mean 'auto'?"),
+    ),
     # indicators (types and params from indicators.registry; features and custom functions checked)
     "indicator-unknown-type": (
         E(

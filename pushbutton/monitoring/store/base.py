@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 import pandas as pd
 
+from pushbutton.alerting.events import AlertEvent
 from pushbutton.errors import PushbuttonError
 from pushbutton.monitoring.records import InferenceRecord, Label
 from pushbutton.monitoring.results import IndicatorResult
@@ -272,6 +273,25 @@ class MonitoringStore(abc.ABC):
     ) -> list[IndicatorResult]:
         """The ``last`` most recent windows' results of each (indicator, version, predictor), newest
         window first."""
+
+    # --- alert history (pushbutton.alerting) -----------------------------------------------------
+
+    @abc.abstractmethod
+    def write_alerts(self, events: Iterable[AlertEvent]) -> int:
+        """Store alert events; one with the ``id`` of a stored one replaces it. Answers how many."""
+
+    @abc.abstractmethod
+    def alerts(
+        self,
+        model: str,
+        *,
+        rule: str | None = None,
+        version: str | None = None,
+        predictor: str | None = None,
+        since: datetime | None = None,
+        limit: int = 100,
+    ) -> list[AlertEvent]:
+        """The alert history of ``model``, newest first (by ``at``, then when recorded)."""
 
     # --- retention and status --------------------------------------------------------------------
 

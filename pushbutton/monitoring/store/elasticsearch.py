@@ -67,6 +67,7 @@ from pushbutton.monitoring.store.base import (
     StoreError,
     WriteResult,
 )
+from pushbutton.monitoring.store.es_alerts import EsAlerts
 from pushbutton.monitoring.store.es_client import Client
 from pushbutton.monitoring.store.es_models import Models
 
@@ -77,7 +78,7 @@ ROW_SOURCE = ["@timestamp", "request_id", "row", "predictor", "version", "model_
               "req", "resp", PREDICTION, "proba.*"]  # fmt: skip
 
 
-class ElasticsearchStore(MonitoringStore):
+class ElasticsearchStore(EsAlerts, MonitoringStore):
     def __init__(
         self,
         url: str | None = None,

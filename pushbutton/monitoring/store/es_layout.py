@@ -12,7 +12,7 @@ Names: per model (= deployment) two data streams, ``logs-pushbutton.requests-<mo
 per request) and ``logs-pushbutton.rows-<model>`` (one document per input row, the features typed
 from the spec's ``schema.inputs`` by a per-model index template derived from
 ``index_templates/pushbutton-rows.json``); the regular indices ``pushbutton-indicators``,
-``pushbutton-labels`` and ``pushbutton-models`` (each model's schema).
+``pushbutton-labels``, ``pushbutton-models`` (each model's schema) and ``pushbutton-alerts`` (the alert history).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ REQUESTS_PREFIX = "logs-pushbutton.requests-"
 ROWS_PREFIX = "logs-pushbutton.rows-"
 INDICATORS = "pushbutton-indicators"
 LABELS = "pushbutton-labels"
+ALERTS = "pushbutton-alerts"  # the alert history (pushbutton.alerting)
 MODELS = "pushbutton-models"
 POLICY = "pushbutton-logs"
 MODEL_PRIORITY_STEP = 100  # a model's own template outranks the generic one by this much

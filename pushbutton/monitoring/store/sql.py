@@ -30,7 +30,7 @@ import sqlalchemy as sa
 
 from pushbutton.monitoring.records import InferenceRecord, Label
 from pushbutton.monitoring.results import IndicatorResult
-from pushbutton.monitoring.store import chunks, convert
+from pushbutton.monitoring.store import chunks, convert, sql_alerts
 from pushbutton.monitoring.store.base import (
     PREDICTION,
     PROBA_PREFIX,
@@ -44,6 +44,7 @@ from pushbutton.monitoring.store.base import (
     StoreUnavailable,
     WriteResult,
 )
+from pushbutton.monitoring.store.sql_alerts import SqlAlerts
 
 # columns of every rows table: no feature may take these names
 RESERVED = frozenset(
@@ -106,6 +107,7 @@ indicators_table = sa.Table(
 
 
 chunks_table = chunks.table(metadata)
+alerts_table = sql_alerts.table(metadata)
 
 
 def table_name(model: str) -> str:
@@ -129,7 +131,7 @@ def _ts(when: datetime | None) -> float | None:
     return when.timestamp()
 
 
-class SqlStore(MonitoringStore):
+class SqlStore(SqlAlerts, MonitoringStore):
     def __init__(self, url: str, *, clock: Any = time.time):
         self.url = sa.make_url(url).render_as_string(hide_password=True)  # shown in /status and logs
         self.clock = clock
