@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, Param, TriggerRule
+from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, Param, TriggerRule, chain
 
 from operators.alerting import AlertRulesOperator, CanaryPolicySensor, RetrainRequestOperator, retrain_asset
 from operators.lifecycle import (
@@ -167,16 +167,16 @@ def cicd_dag(spec: ModelSpec, model_dir: Path) -> DAG:
             version=RESOLVED_VERSION,
             trigger_rule=TriggerRule.ALL_SKIPPED,  # runs only when a rejection skipped `activate`
         )
-        build >> test >> register >> deploy >> approve >> activate >> discard
+        gate: list[Any] = [deploy]
         if spec.promotion.policy == "auto":  # the canary earns its promotion (pushbutton.alerting.policy)
-            policy = CanaryPolicySensor(
+            gate.append(CanaryPolicySensor(
                 task_id="canary_policy",
                 model=spec.name,
                 version=RESOLVED_VERSION,
                 model_dir=str(model_dir),
                 timeout=(spec.promotion.max_wait + timedelta(hours=1)).total_seconds(),
-            )
-            deploy >> policy >> approve
+            ))  # fmt: skip
+        chain(build, test, register, *gate, approve, activate, discard)
         # `discard_candidate` is the only leaf and is skipped on success *and* after a failure, so
         # without a watcher a failed gate would leave the run "success"; the watcher also withdraws
         # whatever the failed run had put into serving. It is not a direct downstream of `approve`,

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import DAG, CronTriggerTimetable
 
+from operators.alerting import RETRAIN_ALIAS
 from operators.monitoring import FleetMonitorOperator
 from pushbutton.config import settings
 from pushbutton.monitoring.fleet import FLEET_DAG_ID, FLEET_THRESHOLD, FLEET_TICK, fleet_shape, stub_count
@@ -31,4 +32,6 @@ if settings().schedules == "on" and fleet_shape(stub_count(settings().stub_root)
         "`<model>__monitor` DAG to monitor one model on demand.",
         default_args={"owner": "pushbutton", "retries": 1, "retry_delay": timedelta(seconds=30)},
     ) as fleet_dag:
-        FleetMonitorOperator(task_id="monitor_due_models", execution_timeout=timedelta(minutes=25))
+        FleetMonitorOperator(  # judges each model's alert rules too; retrain requests leave through the alias
+            task_id="monitor_due_models", execution_timeout=timedelta(minutes=25), outlets=[RETRAIN_ALIAS]
+        )

@@ -16,15 +16,19 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from airflow.sdk import Asset, BaseNotifier, BaseOperator, BaseSensorOperator, Context
+from airflow.sdk import Asset, AssetAlias, BaseNotifier, BaseOperator, BaseSensorOperator, Context
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 NOTIFY_CONN = "pushbutton_notify"
 AUTO_ROLLBACK_ACTOR = "pushbutton:auto-rollback"
+
+
+RETRAIN_ALIAS = AssetAlias("pushbutton-retrain-requests")  # the fleet DAG's retrain requests, any model
 
 
 def retrain_asset(model: str) -> Asset:
@@ -121,48 +125,50 @@ class AlertRulesOperator(BaseOperator):
             return {"events": [], "pending": [], "retrain": None, "note": "no rules or no window"}
         window_end = datetime.fromisoformat(computed["window_end"])
         serving = [tuple(s) for s in computed.get("series") or []]
-        effects = self._effects(spec, context, computed.get("report"))
+        effects = alert_effects(spec, context, computed.get("report"))
         with IndicatorStoreHook().get_conn() as store:
             found = judge(spec, store, window_end, serving, effects, datetime.now(UTC), context["run_id"])
         for event in found.events:
             self.log.info("alert: %s", event.summary())
         return found.summary()
 
-    def _effects(self, spec: Any, context: Context, report: str | None) -> Any:
-        from operators.lifecycle import platform
-        from pushbutton.alerting.judge import Effects
-        from pushbutton.registry import CHAMPION
 
-        ti, model, state = context["ti"], spec.name, {}
+def alert_effects(spec: Any, context: Any, report: str | None, platform_: Any = None) -> Any:
+    """What judging ``spec``'s rules may do from a task: busy check, champion, history, rollback, notify."""
+    from operators.lifecycle import platform
+    from pushbutton.alerting.judge import Effects
+    from pushbutton.registry import CHAMPION
 
-        def p() -> Any:  # built on first use: most windows fire nothing
-            if "p" not in state:
-                state["p"] = platform()
-            return state["p"]
+    ti, model, state = context["ti"], spec.name, {"p": platform_} if platform_ is not None else {}
 
-        def champion() -> str | None:
-            found = p().registry.by_alias(model, CHAMPION)
-            return found.version if found else None
+    def p() -> Any:  # built on first use: most windows fire nothing
+        if "p" not in state:
+            state["p"] = platform()
+        return state["p"]
 
-        def rollback(event: Any) -> str:
-            from pushbutton.lifecycle import make_champion
+    def champion() -> str | None:
+        found = p().registry.by_alias(model, CHAMPION)
+        return found.version if found else None
 
-            done = make_champion(p(), model, "previous", action="rollback", actor=AUTO_ROLLBACK_ACTOR,
-                                 run_id=context["run_id"], comment=f"automatic rollback: {event.summary()}")  # fmt: skip
-            return f"v{done['champion']} serves again (was v{done.get('previous')})"
+    def rollback(event: Any) -> str:
+        from pushbutton.lifecycle import make_champion
 
-        def notify(event: Any) -> str:
-            AlertWebhookNotifier(payload=alert_payload(event, context, report)).notify(context)
-            return f"posted to the {NOTIFY_CONN} Connection"
+        done = make_champion(p(), model, "previous", action="rollback", actor=AUTO_ROLLBACK_ACTOR,
+                             run_id=context["run_id"], comment=f"automatic rollback: {event.summary()}")  # fmt: skip
+        return f"v{done['champion']} serves again (was v{done.get('previous')})"
 
-        return Effects(
-            busy=lambda: busy_reason(model, ti.get_dr_count),
-            champion=champion,
-            serving_history=lambda: p().history.events(model, limit=20),
-            rollback=rollback,
-            notify=notify,
-            rollback_window=spec.promotion.rollback_window,
-        )
+    def notify(event: Any) -> str:
+        AlertWebhookNotifier(payload=alert_payload(event, context, report)).notify(context)
+        return f"posted to the {NOTIFY_CONN} Connection"
+
+    return Effects(
+        busy=lambda: busy_reason(model, ti.get_dr_count),
+        champion=champion,
+        serving_history=lambda: p().history.events(model, limit=20),
+        rollback=rollback,
+        notify=notify,
+        rollback_window=spec.promotion.rollback_window,
+    )
 
 
 class RetrainRequestOperator(BaseOperator):
@@ -201,7 +207,7 @@ class CanaryPolicySensor(BaseSensorOperator):
 
     def __init__(self, *, model: str, version: str, model_dir: str, **kwargs: Any):
         kwargs.setdefault("mode", "reschedule")
-        kwargs.setdefault("poke_interval", 60)
+        kwargs.setdefault("poke_interval", float(os.environ.get("PUSHBUTTON_POLICY_POKE_SECONDS", "60")))
         super().__init__(**kwargs)
         self.model = model
         self.version = version
@@ -211,10 +217,16 @@ class CanaryPolicySensor(BaseSensorOperator):
         from pathlib import Path
 
         from operators.monitoring import IndicatorStoreHook
-        from pushbutton.alerting.policy import decide, gather
+        from pushbutton.alerting.policy import decide, gather, in_scope
         from pushbutton.spec import load_model_dir
 
         spec = load_model_dir(Path(self.model_dir))
+        ok, why = in_scope(spec.promotion, self._trigger(spec.name))
+        if not ok:
+            context["ti"].xcom_push(
+                key=POLICY_KEY, value={"verdict": "hand_over", "reason": why, "evidence": {}}
+            )
+            return True
         now = datetime.now(UTC)
         since = context["dag_run"].start_date or now
         with IndicatorStoreHook().get_conn() as store:
@@ -229,6 +241,11 @@ class CanaryPolicySensor(BaseSensorOperator):
         decision = {"verdict": found.verdict, "reason": found.reason, "evidence": found.evidence}
         context["ti"].xcom_push(key=POLICY_KEY, value=decision)
         return True
+
+    def _trigger(self, model: str) -> str | None:
+        from operators.hooks import MlflowRegistryHook
+
+        return MlflowRegistryHook().get_conn().get(model, str(self.version)).tags.get("pushbutton.trigger")
 
 
 def policy_decision(context: Any, task_id: str = "canary_policy") -> dict[str, Any] | None:

@@ -329,6 +329,7 @@ class FleetMonitorOperator(BaseOperator):
                           into=fleet)  # fmt: skip
                 self.log.info("batch %d: %d models done, %d results written, %.1fs", first // BATCH + 1,
                               len(fleet.summaries) + len(fleet.failed), fleet.written, fleet.seconds)  # fmt: skip
+            judged = self._judge(context, store, {d.spec.name: d.spec for d in due}, fleet, p)
         registry = MlflowRegistryHook().get_conn() if fleet.summary()["reports"] else None
         for summary in fleet.summaries:
             if summary["report"] and registry is not None:
@@ -338,4 +339,33 @@ class FleetMonitorOperator(BaseOperator):
                     self.log.warning("could not log %s to MLflow: %s", summary["report"], exc)
         for model, why in fleet.failed.items():
             self.log.error("monitoring %s failed: %s", model, why)
-        return fleet.summary()
+        return {**fleet.summary(), "alerts": judged}
+
+    def _judge(
+        self, context: Context, store: Any, specs: dict[str, Any], fleet: Any, p: Any
+    ) -> dict[str, Any]:
+        """The alert rules of every model monitored this tick (as ``evaluate_alerts`` does per model); the
+        retrain requests become asset events through the ``RETRAIN_ALIAS`` outlet."""
+        from datetime import UTC, datetime
+
+        from operators.alerting import RETRAIN_ALIAS, alert_effects, retrain_asset
+        from pushbutton.alerting.judge import judge
+
+        out: dict[str, Any] = {}
+        for summary in fleet.summaries:
+            spec = specs.get(summary["model"])
+            if spec is None or not spec.alerts:
+                continue
+            try:
+                found = judge(spec, store, datetime.fromisoformat(summary["window_end"]),
+                              [tuple(x) for x in summary.get("series") or []],
+                              alert_effects(spec, context, summary.get("report"), p), datetime.now(UTC),
+                              context["run_id"])  # fmt: skip
+            except Exception as exc:  # one model's rules never stop the others'
+                self.log.exception("judging the alert rules of %s failed", spec.name)
+                out[spec.name] = {"error": f"{type(exc).__name__}: {exc}"}
+                continue
+            if found.retrain:
+                context["outlet_events"][RETRAIN_ALIAS].add(retrain_asset(spec.name), extra=found.retrain)
+            out[spec.name] = found.summary()
+        return out

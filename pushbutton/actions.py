@@ -204,10 +204,16 @@ def respond_approval(
     return {"dag_id": dag_id, "run_id": item["dag_run_id"], "answer": choice}
 
 
+# the retrain's lineage tags on a version (operators.lifecycle.MlflowTrainOperator.lineage_tags)
+LINEAGE = ("pushbutton.trigger", "pushbutton.alert_id", "pushbutton.alert_rule", "pushbutton.parent_version",
+           "pushbutton.data_window", "pushbutton.retrain_reason")  # fmt: skip
+
+
 def model_status(settings: Settings, model: str) -> dict[str, Any]:
     """Versions with their status and aliases, each version's last CI/CD run (run id, state, failing
     task, one-line reason; asked from Airflow, which may be down: ``cicd.available`` says so and why),
-    what the gateway serves, and the serving history."""
+    what the gateway serves, the serving history, each version's lineage (why it was trained) and the
+    latest alerts."""
     from pushbutton.history import HistoryStore
     from pushbutton.serving.local import LocalRuntime
 
@@ -234,6 +240,7 @@ def model_status(settings: Settings, model: str) -> dict[str, Any]:
                 "pushed_by": v.tags.get(reg.ACTOR) or None,
                 "tests": v.tags.get(reg.TESTS),
                 "reason": v.tags.get(reg.REASON),
+                "lineage": {k.removeprefix(reg.TAG): v.tags[k] for k in LINEAGE if v.tags.get(k)},
             }
             for v in versions
         ],
@@ -259,7 +266,8 @@ def _monitoring(settings: Settings, model: str) -> dict[str, Any]:
 
     try:
         with open_store(cfg=settings) as store:
-            return {"available": True, **latest_flags(store, settings, model)}
+            alerts = [e.summary() for e in store.alerts(model, limit=10)]
+            return {"available": True, **latest_flags(store, settings, model), "alerts": alerts}
     except StoreError as exc:
         return {"available": False, "why": str(exc)}
 

@@ -357,9 +357,12 @@ class Demo:
             facts["v3_status"] = registry.get(MODEL, v3).status
             self.report["reject"] = {"version": v3, "status": facts["v3_status"], "serving": facts["serving"]}
 
+        from pushbutton.demo_loop import ClosedLoopDemo
         from pushbutton.demo_monitoring import MonitoringDemo
 
-        MonitoringDemo(self, MODEL).run()
+        monitoring = MonitoringDemo(self, MODEL)
+        monitoring.run()
+        ClosedLoopDemo(self, monitoring).run()
 
         champion = registry.by_alias(MODEL, "champion")
         self.report |= {
@@ -436,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ["PUSHBUTTON_HOME"] = str(args.home)
     os.environ["PUSHBUTTON_SCHEDULES"] = args.schedules
+    os.environ.setdefault("PUSHBUTTON_POLICY_POKE_SECONDS", "5")  # the demo plays a fast monitor schedule
     settings.cache_clear()
     cfg = settings()
     try:

@@ -62,9 +62,7 @@ class MonitoringDemo:
         with self.demo.step(f"run {self.model}__monitor over the normal window: no drift expected") as f:
             facts["normal"] = self.monitor(normal)
             f |= _short(facts["normal"])
-        shifted = self.frame.copy()
-        for name in SHIFTED:
-            shifted[name] = shifted[name] + SHIFT_STD * float(self.frame[name].std())
+        shifted = self.shifted()
         title = f"drifted traffic: {', '.join(SHIFTED)} shifted by +{SHIFT_STD} std"
         with self.demo.step(title) as f:
             drifted = self.send("drifted", shifted)
@@ -85,18 +83,28 @@ class MonitoringDemo:
             raise PushbuttonError(f"drifted traffic was not flagged: {facts['drifted']}")
         return facts
 
-    def send(self, kind: str, frame: Any) -> dict[str, Any]:
-        """``ROWS`` rows drawn (seeded) from ``frame`` in requests of ``ROWS_PER_REQUEST`` rows; waits
-        until the request log holds all of them (the gateway logs asynchronously)."""
+    def shifted(self) -> Any:
+        """The model's own rows with ``SHIFTED`` features moved by ``SHIFT_STD`` standard deviations."""
+        shifted = self.frame.copy()
+        for name in SHIFTED:
+            shifted[name] = shifted[name] + SHIFT_STD * float(self.frame[name].std())
+        return shifted
+
+    def send(self, kind: str, frame: Any, rows_total: int = ROWS) -> dict[str, Any]:
+        """``rows_total`` rows drawn (seeded by ``kind``) from ``frame`` in requests of ``ROWS_PER_REQUEST``
+        rows; waits until the request log holds all of them (the gateway logs asynchronously)."""
+        import zlib
+
         import numpy as np
 
         names = self.spec.feature_names
-        picks = np.random.default_rng(14 if kind == "normal" else 15).integers(0, len(frame), ROWS)
+        seed = {"normal": 14, "drifted": 15}.get(kind, zlib.crc32(kind.encode()))
+        picks = np.random.default_rng(seed).integers(0, len(frame), rows_total)
         rows = frame.iloc[picks]
         start = datetime.now(UTC)
         sent: list[tuple[str, int, Any]] = []  # (request id, row, true label)
         with httpx.Client(timeout=10) as client:
-            for first in range(0, ROWS, ROWS_PER_REQUEST):
+            for first in range(0, rows_total, ROWS_PER_REQUEST):
                 part = rows.iloc[first : first + ROWS_PER_REQUEST]
                 puid = f"demo-{self.token}-{kind}-{first // ROWS_PER_REQUEST:04d}"
                 body = {"data": {"names": names, "ndarray": part[names].to_numpy().tolist()}}

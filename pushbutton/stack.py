@@ -12,6 +12,8 @@ from __future__ import annotations
 import base64
 import contextlib
 import fcntl
+import hashlib
+import hmac
 import importlib.util
 import json
 import os
@@ -25,6 +27,7 @@ from typing import Any
 
 import httpx
 
+from pushbutton import artifacts
 from pushbutton.airflow_client import PASSWORD_FILE, is_healthy
 from pushbutton.config import Settings
 from pushbutton.errors import ServingError, StackError
@@ -242,7 +245,14 @@ def airflow_connections(settings: Settings, secret: str) -> dict[str, dict[str, 
         "pushbutton_store": {"conn_type": "generic", "extra": {"url": settings.store}},
         # the request log, labels and indicator results (IndicatorStoreHook): a SQLAlchemy URL
         "pushbutton_monitoring": {"conn_type": "generic", "extra": {"url": settings.monitoring}},
+        # the bearer token of POST /pushbutton/alerts/<source> (operators.alert_intake)
+        "pushbutton_alerts": {"conn_type": "http", "password": alerts_token(secret)},
     }  # fmt: skip
+
+
+def alerts_token(secret: str) -> str:
+    """The embedded stack's alert-intake token, derived from its webhook secret (never stored apart)."""
+    return hmac.new(secret.encode(), b"pushbutton-alerts", hashlib.sha256).hexdigest()
 
 
 def airflow_config(settings: Settings) -> dict[str, str]:
@@ -456,6 +466,8 @@ def up(settings: Settings, *, airflow: bool = True) -> StackInfo:
                 ) from exc
             raise
         secret()
+        if any(c.name == "mlflow" for c in to_start):  # an s3:// artifacts destination: its bucket exists
+            info.notes += artifacts.prepare(settings)
         if any(c.name == "airflow" for c in to_start):
             from pushbutton.dagstubs import remove_legacy_stubs, sync_stubs
 

@@ -9,6 +9,9 @@ cannot promote (a rule fires on the canary, it is worse, or ``max_wait`` passed 
 traffic), the decision goes to a person with the reason shown in the Approve form. Every decision
 carries its evidence into the serving history.
 
+``scope``: ``retrained`` (the default) lets the policy decide only for versions the platform retrained
+itself (on schedule or on an alert); a version a person pushed goes to a person. ``all``: every version.
+
 ``rollback_window``: how long after an activation a ``critical`` quality rule with the ``rollback``
 action may restore the previous champion on its own (see ``pushbutton.alerting.rollback``).
 """
@@ -24,12 +27,30 @@ from pydantic import BaseModel, ConfigDict, Field
 from pushbutton.alerting.rules import Duration
 
 Verdict = Literal["promote", "wait", "hand_over"]
+RETRAINED = ("alert", "scheduled", "asset_triggered")  # the lineage tag pushbutton.trigger of a retrain
+
+
+def in_scope(spec: PromotionSpec, trigger: str | None) -> tuple[bool, str]:
+    """Does the ``auto`` policy decide for a version trained by ``trigger`` (its ``pushbutton.trigger``)?
+    With ``scope: retrained`` a version a person pushed or trained by hand goes to a person."""
+    if spec.policy != "auto":
+        return False, "promotion policy is manual: a person approves"
+    if spec.scope == "retrained" and trigger not in RETRAINED:
+        return False, (
+            f"this version was not retrained by the platform (trigger: {trigger or 'push'}); the auto policy "
+            "applies to retrained versions (promotion.scope: retrained): a person approves"
+        )
+    return True, ""
 
 
 class PromotionSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     policy: Literal["manual", "auto"] = "manual"
+    scope: Literal["retrained", "all"] = Field(
+        "retrained",
+        description="auto applies to versions the platform retrained (schedule, alert), or to all",
+    )
     min_requests: int = Field(200, ge=1, description="requests the canary must serve before promotion")
     min_windows: int = Field(2, ge=1, description="monitor windows the canary must be judged in")
     min_labels: int = Field(50, ge=1, description="labels per side for a production comparison")

@@ -39,7 +39,20 @@ def test_demo_runs_the_whole_lifecycle(demo) -> None:
         assert load["rps"] >= 0.5 * load["rps_announced"], load  # at least half the announced rate
         assert load["failed"] == 0 and load["by_version"].get(arrived, 0) > 0, load
     assert report["reject"] == {"version": v3, "status": "rejected", "serving": {v1: 100}}
-    assert report["champion"] == v1  # rolled back to v1; v3 rejected
+    # the closed loop: drift → alert → retrain → canary → promoted by policy → broken version activated
+    # by hand → rolled back automatically to the retrained one
+    loop = report["closed_loop"]
+    retrained, broken = loop["retrained"], loop["broken"]
+    assert int(v3) < int(retrained) < int(broken) and report["champion"] == retrained
+    steps = [what for what, _ in loop["timeline"]]
+    assert steps == [
+        "drift onset (second drifted window starts)", "alert fired, retrain requested",
+        f"v{retrained} registered by the retrain", f"v{retrained} serving as canary",
+        f"v{retrained} champion by policy", f"broken v{broken} activated by hand",
+        f"v{retrained} serving again (automatic rollback)",
+    ]  # fmt: skip
+    seconds = [at for _, at in loop["timeline"]]
+    assert seconds == sorted(seconds) and report["total_s"] < 600  # the whole demo stays under 10 minutes
     assert "Airflow UI → Browse → Required Actions" in stdout
 
 
@@ -86,14 +99,27 @@ def test_cli_status_shows_aliases_serving_and_history(demo, capsys: pytest.Captu
     assert cli(["status", "iris"]) == 0
     status = json.loads(capsys.readouterr().out)
     v1, v2, v3 = (report["versions"][k] for k in ("v1", "v2", "v3"))
-    assert status["aliases"]["champion"] == v1 and status["aliases"]["previous"] == v2
+    retrained, broken = report["closed_loop"]["retrained"], report["closed_loop"]["broken"]
+    assert status["aliases"]["champion"] == retrained and status["aliases"]["previous"] == broken
     assert {v["version"]: v["status"] for v in status["versions"]}[v3] == "rejected"
     assert all(v["pushed_by"] for v in status["versions"] if v["version"] in (v1, v2, v3))
     history = [(e["action"], e["version"]) for e in status["history"]]
-    assert history == [
-        ("reject", v3), ("deploy_candidate", v3), ("rollback", v1), ("activate", v2),
-        ("deploy_candidate", v2), ("activate", v1), ("deploy_candidate", v1),
+    assert history[:12] == [
+        ("rollback", retrained), ("activate", broken), ("deploy_candidate", broken), ("activate", retrained),
+        ("deploy_candidate", retrained), ("reject", v3), ("deploy_candidate", v3), ("rollback", v1),
+        ("activate", v2), ("deploy_candidate", v2), ("activate", v1), ("deploy_candidate", v1),
     ]  # fmt: skip
+    automatic = {(e["action"], e["version"]): e for e in status["history"]}
+    assert automatic[("rollback", retrained)]["actor"] == "pushbutton:auto-rollback"
+    assert "accuracy-collapse" in automatic[("rollback", retrained)]["detail"]["comment"]
+    assert automatic[("activate", retrained)]["actor"] == "promotion policy (auto)"
+    assert "promoted by policy: served" in automatic[("activate", retrained)]["detail"]["comment"]
+    lineage = {v["version"]: v["lineage"] for v in status["versions"]}  # why each version was trained
+    assert lineage[retrained]["trigger"] == "alert" and lineage[retrained]["alert_rule"] == "drift-retrain"
+    assert lineage[retrained]["parent_version"] == v1 and "trigger" not in lineage[v2]  # v2: a push
+    alerts = status["monitoring"]["alerts"]
+    assert any("accuracy-collapse firing" in a and "rollback: done" in a for a in alerts), alerts
+    assert any("drift-retrain firing" in a and "retrain: requested" in a for a in alerts), alerts
     assert status["serving"]["route"] is not None
     events = {(e["action"], e["version"]): e for e in status["history"]}
     rejected = events[("reject", v3)]  # answered through the REST API as admin, with a comment
@@ -162,17 +188,18 @@ def test_a_new_model_goes_from_init_to_serving_with_one_push_and_one_approval(de
 
 
 def test_rerunning_a_successful_runs_tasks_changes_nothing(demo) -> None:
-    """Idempotency at the DAG level: clear every task but the human's approval of v1's finished run
-    (v1 is the champion again after the demo's rollback); they run again, the run succeeds, and
-    aliases, statuses, serving (same microservice processes) and the history stay as they were."""
+    """Idempotency at the DAG level: clear every task but the approval of the retrained version's
+    finished run (the champion again after the demo's automatic rollback); they run again, the run
+    succeeds, and aliases, statuses, serving (same microservice processes) and the history stay."""
     from pushbutton.actions import model_status
     from pushbutton.airflow_client import AirflowClient
 
     cfg, report, _ = demo
-    dag_id, run_id = "iris__cicd", report["cicd_runs"][report["versions"]["v1"]]
-    steps = ["build", "test", "register", "deploy_candidate", "activate"]
+    retrained = report["closed_loop"]["retrained"]
+    dag_id, run_id = "iris__cicd", report["cicd_runs"][retrained]
+    steps = ["build", "test", "register", "deploy_candidate", "canary_policy", "activate"]
     before = model_status(cfg, "iris")
-    assert before["aliases"]["champion"] == report["versions"]["v1"]
+    assert before["aliases"]["champion"] == retrained
     with AirflowClient.from_settings(cfg) as client:
         tries = {t["task_id"]: t["try_number"] for t in client.task_instances(dag_id, run_id)}
         cleared = client.clear_tasks(dag_id, run_id, steps)

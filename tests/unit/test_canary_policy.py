@@ -28,7 +28,7 @@ START = NOW - timedelta(hours=1)
 def auto_iris(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("PUSHBUTTON_MONITORING_URL", f"sqlite:///{tmp_path / 'monitoring.db'}")
     settings.cache_clear()
-    edits = {"  policy: manual\n": "  policy: auto\n  min_requests: 20\n  min_windows: 2\n  min_labels: 10\n"}
+    edits = {"  min_labels: 30 ": "  min_labels: 10 "}  # iris: policy auto, 20 requests over 2 windows
     yield model_copy(REPO_ROOT / "models" / "iris", tmp_path / "iris", name="iris", edits=edits)
     settings.cache_clear()
 
@@ -49,11 +49,12 @@ def accuracy(predictor: str, version: str, minutes: int, value: float, labels: i
                            "ok", value=value, sample_size=labels)  # fmt: skip
 
 
-def poke(model_dir: Path) -> tuple[bool, dict]:
+def poke(model_dir: Path, trigger: str | None = "alert") -> tuple[bool, dict]:
     pushed: dict = {}
     ti = SimpleNamespace(xcom_push=lambda key, value: pushed.update({key: value}))
     context = {"ti": ti, "dag_run": SimpleNamespace(start_date=START)}
     sensor = CanaryPolicySensor(task_id="canary_policy", model="iris", version="3", model_dir=str(model_dir))
+    sensor._trigger = lambda model: trigger  # the version's lineage tag pushbutton.trigger (MLflow)
     return sensor.poke(context), pushed.get("policy", {})
 
 
@@ -89,3 +90,12 @@ def test_a_worse_canary_or_a_firing_rule_goes_to_a_person(auto_iris: Path) -> No
                                        at=NOW, version="3", predictor="candidate")])  # fmt: skip
     done, decision = poke(auto_iris)
     assert done and "firing on the canary: errors-spike" in decision["reason"]
+
+
+def test_a_version_a_person_pushed_goes_to_a_person_at_once(auto_iris: Path) -> None:
+    done, decision = poke(auto_iris, trigger=None)
+    assert done and decision["verdict"] == "hand_over" and "trigger: push" in decision["reason"]
+    assert poke(auto_iris, trigger="manual")[1]["verdict"] == "hand_over"
+    edited = auto_iris / "model.yaml"
+    edited.write_text(edited.read_text().replace("  scope: retrained", "  scope: all"))
+    assert poke(auto_iris, trigger=None) == (False, {})  # scope all: the canary has to earn it

@@ -109,9 +109,12 @@ def test_each_example_model_yields_its_three_dags(tmp_path: Path, models: Path) 
 
 def test_cicd_dag_shape_tags_owner_params(tmp_path: Path, models: Path) -> None:
     dag = parse(tmp_path, models)["dags"]["iris__cicd"]
-    steps = ["build", "test", "register", "deploy_candidate", "approve", "activate", "discard_candidate"]
+    # iris's promotion policy is auto: canary_policy decides before approve asks (or answers itself)
+    steps = ["build", "test", "register", "deploy_candidate", "canary_policy", "approve", "activate",
+             "discard_candidate"]  # fmt: skip
     assert dag["tasks"] == {
         **{step: sorted([following, "fail_on_error"]) for step, following in itertools.pairwise(steps)},
+        "canary_policy": ["approve"],  # a sensor: its timeout fails approve upstream, reaching the watcher
         "approve": ["activate"],  # Reject skips approve's direct downstream: never the watcher
         "discard_candidate": ["fail_on_error"],
         "fail_on_error": [],
