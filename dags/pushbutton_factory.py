@@ -192,6 +192,9 @@ def cicd_dag(spec: ModelSpec, model_dir: Path) -> DAG:
     return dag
 
 
+WINDOW_PARAM = "window bound (ISO 8601, e.g. 2026-11-30T09:30:00Z); empty: the run's schedule interval"
+
+
 def _retrain_schedule(spec: ModelSpec, first_seen: datetime | None) -> dict[str, Any]:
     """The model's retrain asset (alerts) or its cron, whichever comes first (``AssetOrTimeSchedule``);
     only the asset when there is no cron or time schedules are off."""
@@ -217,7 +220,14 @@ def retrain_dag(spec: ModelSpec, model_dir: Path, first_seen: datetime | None = 
                 title="Reason",
                 description="why this retrain runs, tagged on the new version (empty: the run type, "
                 "e.g. 'scheduled' or 'manual')",
-            )
+            ),
+            # the data window of a sql:/object storage source (empty: the run's data interval)
+            "window_start": Param(
+                None, type=["null", "string"], title="Data window start", description=WINDOW_PARAM
+            ),
+            "window_end": Param(
+                None, type=["null", "string"], title="Data window end", description=WINDOW_PARAM
+            ),
         },
         **_common(spec, model_dir, "retrain"),
     ) as dag:
@@ -227,9 +237,6 @@ def retrain_dag(spec: ModelSpec, model_dir: Path, first_seen: datetime | None = 
             reason="{{ params.reason or '' }}",
         )
     return dag
-
-
-WINDOW_PARAM = "window bound (ISO 8601, e.g. 2026-11-30T09:30:00Z); empty: the run's schedule interval"
 
 
 def monitor_dag(spec: ModelSpec, model_dir: Path, first_seen: datetime | None = None) -> DAG:

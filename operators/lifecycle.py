@@ -9,6 +9,7 @@ promotion lock held too long (``LockBusy``) may retry.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
@@ -394,7 +395,6 @@ class MlflowTrainOperator(BaseOperator):
         return tags
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from pathlib import Path
 
         from pushbutton.registry import TRAIN_RUN
         from pushbutton.spec import load_spec
@@ -409,21 +409,84 @@ class MlflowTrainOperator(BaseOperator):
                 "run %s already registered %s v%s; not training again", run_id, name, done[-1].version
             )
             return {"name": name, "version": done[-1].version, "run_id": done[-1].run_id, "unchanged": True}
-        return _final(
-            lambda: train_in_child(
-                Path(self.model_dir),
-                hook.tracking_uri(),
-                source=self.source,
-                actor=f"dag:{context['dag'].dag_id}",
-                extra_tags={
-                    **self.lineage_tags(context, name, hook.get_conn()),
-                    **self.version_tags,
-                    "pushbutton.retrain_reason": self.retrain_reason(context),
-                    TRAIN_RUN: run_id,
-                },
-                on_start=lambda proc: setattr(self, "_child", proc),
+        import tempfile
+
+        spec = _final(lambda: load_spec(Path(self.model_dir)))
+        with tempfile.TemporaryDirectory(prefix="pushbutton-data-") as tmp:
+            fetched = self.fetch_data(spec, context, Path(tmp))
+            lineage = self.lineage_tags(context, name, hook.get_conn())
+            if fetched is not None:
+                lineage |= {
+                    "pushbutton.training_rows": str(fetched.rows),
+                    "pushbutton.data_window": fetched.window,
+                }
+            return _final(
+                lambda: train_in_child(
+                    Path(self.model_dir),
+                    hook.tracking_uri(),
+                    source=self.source,
+                    actor=f"dag:{context['dag'].dag_id}",
+                    extra_tags={
+                        **lineage,
+                        **self.version_tags,
+                        "pushbutton.retrain_reason": self.retrain_reason(context),
+                        TRAIN_RUN: run_id,
+                    },
+                    on_start=lambda proc: setattr(self, "_child", proc),
+                    data_file=fetched.path if fetched is not None else None,
+                )
             )
-        )
+
+    def fetch_data(self, spec: Any, context: Context, directory: Path) -> Any:
+        """A ``sql:`` or object storage source, fetched here (the Connections stay in the worker) for the
+        run's data window (the ``window_start``/``window_end`` params, else the data interval) and checked
+        before training; ``None`` for a file in the model directory."""
+        from pushbutton.data import remote
+
+        if not remote.is_remote(spec):
+            return None
+        start, end = self.data_window(context)
+        window = f"{start.isoformat() if start else ''}/{end.isoformat() if end else ''}"
+        where = f"{spec.name}: data.source {spec.data.source} ({window or 'no window'})"
+        try:
+            frame = self._read(spec, start, end, where)
+            remote.check(spec, frame, where)
+        except remote.DataCheckFailed as exc:
+            raise AirflowFailException(str(exc)) from exc
+        self.log.info("%s: %d rows for the window %s", spec.name, len(frame), window)
+        return remote.save(frame, directory, window)
+
+    def _read(self, spec: Any, start: Any, end: Any, where: str) -> Any:
+        from airflow.sdk import BaseHook, ObjectStoragePath
+
+        from pushbutton.data import remote
+
+        scheme, _, rest = spec.data.source.partition(":")
+        if scheme == "sql":
+            try:
+                conn = BaseHook.get_connection(rest)
+            except Exception as exc:
+                raise remote.DataCheckFailed(f"{where}: the Airflow Connection '{rest}' is not defined "
+                                             "(fix: create it, e.g. AIRFLOW_CONN_" + rest.upper() + ")") from exc  # fmt: skip
+            return remote.fetch_sql(sqlalchemy_url(conn), spec.data.query, start, end, where)
+        path = ObjectStoragePath(spec.data.source, conn_id=spec.data.conn_id)
+        try:
+            return remote.read_object(path.open("rb"), spec.data.source)
+        except FileNotFoundError as exc:
+            raise remote.DataCheckFailed(
+                f"{where}: the object does not exist (fix: check data.source)"
+            ) from exc
+
+    @staticmethod
+    def data_window(context: Context) -> tuple[Any, Any]:
+        from datetime import datetime
+
+        params = context.get("params") or {}
+        found = []
+        for key, default in (("window_start", "data_interval_start"), ("window_end", "data_interval_end")):
+            value = params.get(key)
+            found.append(datetime.fromisoformat(value) if value else context.get(default))
+        return found[0], found[1]
 
     @staticmethod
     def run_id_tag(context: Context) -> str:
@@ -434,6 +497,21 @@ class MlflowTrainOperator(BaseOperator):
         child = getattr(self, "_child", None)
         if child is not None and child.poll() is None:
             child.kill()
+
+
+def sqlalchemy_url(conn: Any) -> str:
+    """A SQLAlchemy URL for an Airflow Connection: ``extra.sqlalchemy_url`` when set, else built from it
+    (``sqlite``: the host is the file; ``postgres``: psycopg 3)."""
+    explicit = (conn.extra_dejson or {}).get("sqlalchemy_url")
+    if explicit:
+        return str(explicit)
+    if conn.conn_type == "sqlite":
+        return f"sqlite:///{conn.host}"
+    uri = conn.get_uri()
+    for old, new in (("postgres://", "postgresql+psycopg://"), ("postgresql://", "postgresql+psycopg://")):
+        if uri.startswith(old):
+            return new + uri.removeprefix(old)
+    return uri
 
 
 class SeldonProbeOperator(_LifecycleOperator):

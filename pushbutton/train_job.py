@@ -52,6 +52,7 @@ def train_in_child(
     actor: str = "",
     extra_tags: dict[str, str] | None = None,
     on_start: Callable[[subprocess.Popen], None] | None = None,
+    data_file: Path | None = None,
 ) -> dict[str, Any]:
     """Run ``train_and_register`` for ``model_dir`` in a child process; return its result as a dict.
 
@@ -65,6 +66,8 @@ def train_in_child(
         "source": source,
         "actor": actor,
         "extra_tags": dict(extra_tags or {}),
+        # a remote source (sql:, s3://) fetched by the parent, which holds the Connections
+        "data_file": str(data_file) if data_file else None,
     }
     env = model_env()
     env["MLFLOW_TRACKING_URI"] = tracking_uri
@@ -113,8 +116,12 @@ def _run(request: dict[str, Any]) -> dict[str, Any]:
     from pushbutton.training import train_and_register
 
     model_dir = Path(request["model_dir"])
+    spec = load_model_dir(model_dir)
+    if request.get("data_file"):  # the fetched training data of a sql:/s3:// source, as Parquet
+        data = spec.data.model_copy(update={"source": f"parquet:{request['data_file']}"})
+        spec = spec.model_copy(update={"data": data})
     result = train_and_register(
-        load_model_dir(model_dir),
+        spec,
         model_dir,
         Registry(request["tracking_uri"]),
         source=request["source"],

@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from pushbutton.data import checks as datasource
+from pushbutton.data.remote import is_remote
 from pushbutton.errors import SpecError, SpecIssue
 from pushbutton.spec.loader import SPEC_FILE, compose, field_line, load_spec
 from pushbutton.spec.model import DEFAULT_PREDICT_CLASSES, ModelSpec
@@ -54,7 +55,8 @@ def check_model_dir(spec: ModelSpec, model_dir: Path) -> list[SpecIssue]:
     issues += _indicators(file, model_dir, spec)
     scheme, _, rest = spec.data.source.partition(":")
     data_file = _file(file, model_dir, "data.source", rest) if scheme in ("csv", "parquet") else []
-    issues += data_file or datasource.check(spec, model_dir, file)  # columns, types, target
+    if not is_remote(spec):  # sql:/object storage: fetched and checked by each retrain for its window
+        issues += data_file or datasource.check(spec, model_dir, file)  # columns, types, target
     if not issues:
         return issues
     root = compose(file)  # line numbers are only needed to report problems

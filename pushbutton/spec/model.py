@@ -20,6 +20,7 @@ from pushbutton.alerting.policy import PromotionSpec
 from pushbutton.alerting.rules import AlertRule
 
 API_VERSION = "pushbutton/v1"
+OBJECT_STORAGE = ("s3", "gs", "file")  # data sources read through Airflow's ObjectStoragePath
 NAME_MAX = 40  # leaves room for suffixes such as "-candidate" within Kubernetes' 63-char labels
 _NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _REF = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
@@ -103,6 +104,27 @@ class DataSpec(_Strict):
     target: str = Field(min_length=1)
     holdout_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     seed: int = Field(42, ge=0, lt=2**32)  # scikit-learn's random_state range
+    # sql:<connection id>: the query, windowed by the run's data interval (:start, :end bound parameters)
+    query: str | None = None
+    conn_id: str | None = None  # s3://…: the Airflow Connection ObjectStoragePath reads it with
+    min_rows: int = Field(20, ge=2, description="a retrain refuses fewer training rows")
+    max_null_share: float = Field(0.5, ge=0.0, le=1.0, description="per input, in the training data")
+
+    @model_validator(mode="after")
+    def _remote(self) -> DataSpec:
+        scheme = self.source.partition(":")[0]
+        if scheme == "sql" and not (self.query or "").strip():
+            raise ValueError(
+                "query: a sql: source needs the query; write e.g. query: SELECT * FROM training WHERE ts >= :start "
+                "AND ts < :end"
+            )
+        if scheme != "sql" and self.query:
+            raise ValueError(f"query: only a sql: source takes a query, not '{self.source}'; remove it")
+        if self.conn_id and scheme not in OBJECT_STORAGE:
+            raise ValueError(
+                f"conn_id: only an object storage source (s3://…) takes one, not '{self.source}'; remove it"
+            )
+        return self
 
     @field_validator("source")
     @classmethod
@@ -118,6 +140,18 @@ class DataSpec(_Strict):
                     f"unknown scikit-learn dataset '{rest}'; {hint}use one of "
                     + ", ".join(f"sklearn:{name}" for name in sorted(SKLEARN_DATASETS))
                 )
+        elif scheme == "sql":
+            if not re.match(r"^[A-Za-z0-9_.-]+$", rest):
+                raise ValueError(
+                    f"'{value}' names no Airflow Connection; write 'sql:<connection id>', e.g. sql:warehouse"
+                )
+        elif scheme in OBJECT_STORAGE:
+            suffix = PurePosixPath(rest).suffix.lstrip(".")
+            if not rest.startswith("//") or suffix not in ("csv", "parquet"):
+                raise ValueError(
+                    f"'{value}' is not a {scheme}:// CSV or Parquet object; write e.g. "
+                    f"'{scheme}://bucket/train.parquet'"
+                )
         elif scheme in ("csv", "parquet"):
             _relative_path(rest or ".")
             if not rest:
@@ -127,8 +161,8 @@ class DataSpec(_Strict):
             if not rest and suffix in ("csv", "parquet"):
                 raise ValueError(f"'{value}' has no scheme; write '{suffix}:{value}'")
             raise ValueError(
-                f"'{value}' has an unknown scheme '{scheme}'; use 'sklearn:<dataset>', 'csv:<path>' "
-                "or 'parquet:<path>' (a file inside the model directory)"
+                f"'{value}' has an unknown scheme '{scheme}'; use 'sklearn:<dataset>', 'csv:<path>', "
+                "'parquet:<path>' (a file inside the model directory), 'sql:<connection id>' or 's3://bucket/key'"
             )
         return value
 

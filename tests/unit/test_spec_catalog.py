@@ -99,12 +99,14 @@ CATALOG: dict[str, tuple[Expect, ...]] = {
     "holdout-fraction-out-of-range": (
         E("data.holdout_fraction", 14, "1.5: input should be less than 1", "use a value below 1"),
     ),
+    "data-sql-without-query": (E("data.query", 11, "a sql: source needs the query", "write e.g. query: SELECT"),),
     "data-unknown-scheme": (
         E(
             "data.source",
             12,
-            "unknown scheme 's3'",
-            "use 'sklearn:<dataset>', 'csv:<path>' or 'parquet:<path>'",
+            "unknown scheme 'ftp'",
+            "use 'sklearn:<dataset>', 'csv:<path>', 'parquet:<path>' (a file inside the model directory), "
+            "'sql:<connection id>' or 's3://bucket/key'",
         ),
     ),
     "data-unknown-sklearn-dataset": (
