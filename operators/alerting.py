@@ -264,3 +264,23 @@ def policy_event(decision: dict[str, Any], now: datetime | None = None) -> dict[
         "responded_by_user": POLICY_ACTOR,
         "timedout": False,
     }
+
+
+def record_release(model: str, version: str, outcome: str, detail: str, log: Any) -> None:
+    """Add the fate of a retrained version's release (``failed`` at a gate, ``done``) to the alert that
+    asked for the retrain (the version's ``pushbutton.alert_id`` tag), as its ``release`` action. Best
+    effort: the release's own outcome never depends on it."""
+    from operators.hooks import MlflowRegistryHook
+    from operators.monitoring import IndicatorStoreHook
+    from pushbutton.alerting.events import ActionTaken
+
+    try:
+        alert_id = MlflowRegistryHook().get_conn().get(model, version).tags.get("pushbutton.alert_id")
+        if not alert_id:
+            return
+        with IndicatorStoreHook().get_conn() as store:
+            found = next((e for e in store.alerts(model, limit=500) if e.id == alert_id), None)
+            if found is not None:
+                store.write_alerts([found.with_action(ActionTaken("release", outcome, detail))])  # type: ignore[arg-type]
+    except Exception as exc:
+        log.warning("could not record v%s's release in its alert's history: %s", version, exc)

@@ -229,6 +229,12 @@ class SeldonActivateOperator(_LifecycleOperator):
         )
         if "unchanged" in result:
             self.log.info("nothing to do: %s", result["unchanged"])
+        else:
+            from operators.alerting import record_release
+
+            record_release(
+                self.model, str(version), "done", f"v{version} activated by {approver(context)}", self.log
+            )
         return result
 
 
@@ -285,10 +291,14 @@ class SeldonFailedRunOperator(_LifecycleOperator):
                 self.log.info("%s v%s after the failed run: %s", self.model, self.version, done)
             except PushbuttonError as exc:  # still fail the run with the original cause first in the UI
                 self.log.error("could not withdraw %s v%s: %s", self.model, self.version, exc)
-        raise AirflowFailException(
-            f"{self.model} v{self.version or '?'}: {_failed_steps(context)} failed; "
-            "its log says which check and why"
-        )
+        failed = f"{self.model} v{self.version or '?'}: {_failed_steps(context)} failed"
+        if self.version:  # a retrain an alert asked for: its alert says the new version stopped here
+            from operators.alerting import record_release
+
+            record_release(
+                self.model, str(self.version), "failed", f"{failed} (CI/CD run {run_id})", self.log
+            )
+        raise AirflowFailException(f"{failed}; its log says which check and why")
 
 
 def _failed_steps(context: Context) -> str:

@@ -50,3 +50,28 @@ def test_the_fleet_judges_each_models_rules_and_requests_retrains_through_the_al
     operator._judge({**context, "outlet_events": again}, store, {"iris": spec}, fleet, SimpleNamespace())
     assert again[RETRAIN_ALIAS].added == [] and len(store.alerts("iris")) == 1
     store.close()
+
+
+def test_a_retrained_versions_release_lands_in_the_alert_that_asked_for_it(tmp_path, monkeypatch) -> None:
+    import logging
+
+    from operators.alerting import record_release
+    from pushbutton.alerting.events import ActionTaken, AlertEvent
+    from pushbutton.config import settings
+
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    monkeypatch.setenv("PUSHBUTTON_MONITORING_URL", url)
+    settings.cache_clear()
+    tags = {"5": {"pushbutton.alert_id": "a1"}, "6": {}}
+    registry = SimpleNamespace(get=lambda model, version: SimpleNamespace(tags=tags[version]))
+    monkeypatch.setattr("operators.hooks.MlflowRegistryHook.get_conn", lambda self: registry)
+    store = SqlStore(url)
+    store.write_alerts([AlertEvent(id="a1", model="iris", rule="drift-retrain", state="firing", severity="warning",
+                                   at=END, actions=[ActionTaken("retrain", "requested")])])  # fmt: skip
+    record_release("iris", "5", "failed", "iris v5: step 'test' failed", logging.getLogger("t"))
+    record_release("iris", "6", "failed", "a pushed version: no alert to tell", logging.getLogger("t"))
+    [event] = store.alerts("iris")
+    assert event.actions == [ActionTaken("retrain", "requested"), ActionTaken("release", "failed",
+                                                                              "iris v5: step 'test' failed")]  # fmt: skip
+    store.close()
+    settings.cache_clear()
