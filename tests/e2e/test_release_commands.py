@@ -142,12 +142,39 @@ def test_the_monitor_dag_probes_what_serves(demo) -> None:
 
 
 @pytest.mark.last
+def test_external_alerts_reach_the_history_through_the_real_api_server(demo) -> None:
+    """``POST /pushbutton/alerts/alertmanager`` on the real API server: no or a wrong token is 401, an
+    unknown model 404, a good delivery lands in the alert history (notify: no notifier configured)."""
+    import httpx
+
+    from pushbutton.monitoring.store import open_store
+    from pushbutton.stack import alerts_token, webhook_secret
+    from tests.unit.test_alert_actions import ALERTMANAGER
+
+    cfg, _, _ = demo
+    url = f"{cfg.airflow_url}/pushbutton/alerts/alertmanager"
+    body = json.loads(json.dumps(ALERTMANAGER))
+    body["alerts"][0]["labels"] |= {"action": "notify", "alertname": "E2eProbe"}
+    good = {"Authorization": f"Bearer {alerts_token(webhook_secret(cfg))}"}
+    assert httpx.post(url, json=body, timeout=30).status_code == 401
+    assert httpx.post(url, json=body, headers={"Authorization": "Bearer nope"}, timeout=30).status_code == 401
+    unknown = json.loads(json.dumps(body))
+    unknown["commonLabels"]["model"] = "no-such-model"
+    answer = httpx.post(url, json=unknown, headers=good, timeout=30)
+    assert answer.status_code == 404 and "no-such-model" in answer.json()["detail"]
+    answer = httpx.post(url, json=body, headers=good, timeout=30)
+    assert answer.status_code == 200, answer.text
+    with open_store(cfg=cfg) as store:
+        [event] = store.alerts("iris", rule="alertmanager:E2eProbe")
+    assert event.source == "alertmanager" and event.outcome("notify").outcome == "skipped"
+
+
 def test_no_secret_reaches_the_logs(demo) -> None:
     """After every e2e test on the stack and ``pushbutton down``: no file under ``<home>/logs`` (server
     logs, task logs, the DAG processor's) holds the webhook secret, the Airflow admin password or
     MLflow's webhook encryption key."""
     from pushbutton.airflow_client import PASSWORD_FILE, read_password
-    from pushbutton.stack import down, layout, webhook_secret
+    from pushbutton.stack import alerts_token, down, layout, webhook_secret
 
     cfg, _, _ = demo
     down(cfg)  # every process stopped: the logs are complete
@@ -156,6 +183,7 @@ def test_no_secret_reaches_the_logs(demo) -> None:
         "the webhook secret": webhook_secret(cfg),
         "the Airflow admin password": read_password(cfg.home / "airflow" / PASSWORD_FILE),
         "MLflow's webhook encryption key": (paths.secrets / "mlflow_webhook_key").read_text().strip(),
+        "the alert intake token": alerts_token(webhook_secret(cfg)),
     }
     assert all(len(secret) >= 16 for secret in secrets.values()), "a secret was not found"
     logs = [p for p in paths.logs.rglob("*") if p.is_file()]
