@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -207,7 +206,10 @@ class CanaryPolicySensor(BaseSensorOperator):
 
     def __init__(self, *, model: str, version: str, model_dir: str, **kwargs: Any):
         kwargs.setdefault("mode", "reschedule")
-        kwargs.setdefault("poke_interval", float(os.environ.get("PUSHBUTTON_POLICY_POKE_SECONDS", "60")))
+        if "poke_interval" not in kwargs:
+            from pushbutton.config import settings
+
+            kwargs["poke_interval"] = settings().policy_poke_seconds
         super().__init__(**kwargs)
         self.model = model
         self.version = version

@@ -2,7 +2,9 @@
 
 Connections (set by ``pushbutton up`` as ``AIRFLOW_CONN_*`` env vars, or in the Airflow UI):
 ``pushbutton_mlflow`` (http, host/port of the tracking server; extra ``webhook_secret``),
-``pushbutton_seldon`` (http, host/port of the gateway; extra ``runtime``: ``local``, ``namespace``),
+``pushbutton_seldon`` (http, host/port of the gateway; extra ``runtime``: ``local`` or ``seldon-v1``,
+``namespace``; for ``seldon-v1`` also ``kubernetes_conn_id``, ``image_registry``, ... see
+``pushbutton.kube.runtime.SeldonV1Config``),
 ``pushbutton_store`` (extra ``url``: SQLAlchemy URL of the platform store).
 """
 
@@ -44,7 +46,7 @@ class MlflowRegistryHook(BaseHook):
 
 
 class SeldonHook(BaseHook):
-    """Where models serve: the local seldon-core runtime and gateway (Kubernetes arrives later)."""
+    """Where models serve: the local seldon-core runtime and gateway, or Seldon Core v1 on Kubernetes."""
 
     conn_name_attr = "seldon_conn_id"
     default_conn_name = "pushbutton_seldon"
@@ -62,21 +64,32 @@ class SeldonHook(BaseHook):
 
         conn = self.get_connection(self.seldon_conn_id)
         runtime = conn.extra_dejson.get("runtime", "local")
-        if runtime != "local":
+        if runtime not in ("local", "seldon-v1"):
+            later = "is not available yet" if runtime == "seldon-v2" else "is not a runtime"
             raise SpecError(
                 [
                     SpecIssue(
                         f"connection {self.seldon_conn_id}",
                         "extra.runtime",
-                        f"runtime '{runtime}' is not available in this release",
-                        "set extra.runtime to 'local'",
+                        f"runtime '{runtime}' {later}",
+                        "set extra.runtime to 'local' or 'seldon-v1'",
                     )
                 ]
             )
         cfg = settings().model_copy(
             update={"host": conn.host or "127.0.0.1", "gateway_port": conn.port or 8000}
         )
-        return LocalRuntime(cfg)
+        if runtime == "local":
+            return LocalRuntime(cfg)
+        # seldon-v1: SeldonDeployments through the cncf-kubernetes provider's KubernetesHook (its
+        # Connection: in-cluster or kubeconfig); test microservices stay local (host/port: the gateway)
+        from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+
+        from pushbutton.kube.runtime import KubernetesRuntime, seldon_v1_config
+
+        config = seldon_v1_config(conn.extra_dejson, f"connection {self.seldon_conn_id}")
+        api_client = KubernetesHook(conn_id=config.kubernetes_conn_id).get_conn()
+        return KubernetesRuntime.from_config(api_client, config, tester=LocalRuntime(cfg))
 
 
 class PushbuttonStoreHook(BaseHook):

@@ -92,6 +92,15 @@ def parse_destination(destination: str, env: Mapping[str, str]) -> S3Location | 
             f"{ENDPOINT_VARIABLE}: credentials in the URL are not used "
             f"(fix: put them in {' and '.join(KEY_VARIABLES)}, the endpoint as {_redact(endpoint)})"
         )
+    from minio.helpers import check_bucket_name
+
+    try:
+        check_bucket_name(parts.netloc, strict=True)
+    except ValueError as exc:
+        raise ArtifactStoreError(
+            f"PUSHBUTTON_ARTIFACTS_DESTINATION={destination!r}: {exc} (fix: a bucket name of 3-63 lowercase "
+            "letters, digits, dots and hyphens, e.g. s3://mlflow)"
+        ) from None
     return S3Location(parts.netloc, parts.path.strip("/"), endpoint)
 
 
@@ -154,11 +163,6 @@ def ensure_bucket(
         return BucketResult(location, created=True)
     except ArtifactStoreError:
         raise
-    except ValueError as exc:  # minio's own checks, e.g. of the bucket name
-        raise ArtifactStoreError(
-            f"artifacts destination {location.uri}: {exc} (fix: a bucket name of 3-63 lowercase letters, "
-            "digits, dots and hyphens)"
-        ) from None
     except Exception as exc:
         raise _explain(exc, location, where) from None
 

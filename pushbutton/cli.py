@@ -321,6 +321,34 @@ def _approve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _render(args: argparse.Namespace) -> int:
+    import yaml
+
+    from pushbutton.actions import model_dir_of
+    from pushbutton.kube.render import render_model, serving_spec
+    from pushbutton.spec import load_model_dir
+
+    model = load_model_dir(model_dir_of(Path(args.model_dir)))
+    spec = serving_spec(
+        model,
+        champion_version=int(args.champion_version),
+        candidate_version=None if args.candidate_version is None else int(args.candidate_version),
+        candidate_percent=args.candidate_percent,
+        shadow=args.shadow,
+    )
+    docs = render_model(
+        model, spec, args.runtime, image_registry=args.image_registry, logger_url=args.logger_url
+    )
+    print(yaml.safe_dump_all(docs, sort_keys=False), end="")
+    return 0
+
+
+def _percent(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 99:
+        raise argparse.ArgumentTypeError(f"'{value}' is not a candidate share from 1 to 99 (e.g. 10)")
+    return int(value)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pushbutton", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -420,6 +448,25 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"a version number, 'candidate' or 'previous' (default: {default})",
         )
         p.add_argument("--no-wait", action="store_true", help="return once the DAG run is queued")
+    p = command("render", _render, "print a model's Seldon manifests as YAML (no cluster needed)")
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="the model directory (or its model.yaml)")
+    p.add_argument("--runtime", required=True, choices=("seldon-v1", "seldon-v2"), help="Seldon Core version")
+    share = p.add_mutually_exclusive_group()
+    share.add_argument(
+        "--candidate-percent", type=_percent, metavar="P", help="add a candidate taking P%% (canary)"
+    )
+    share.add_argument(
+        "--shadow", action="store_true", help="add a candidate as a shadow (a copy of traffic)"
+    )
+    p.add_argument("--champion-version", type=_version_number, default="1", metavar="N", help="(default 1)")
+    p.add_argument("--candidate-version", type=_version_number, metavar="N", help="(default: champion's + 1)")
+    p.add_argument(
+        "--image-registry",
+        default="registry.example/models",
+        metavar="REG",
+        help="seldon-v1: images are REG/<model>:<version> (default registry.example/models)",
+    )
+    p.add_argument("--logger-url", metavar="URL", help="seldon-v1: the request logger service's URL")
     p = command("approve", _approve, "answer the pending Approve/Reject of a model's CI/CD run")
     p.add_argument("model", metavar="MODEL", help="a model name (its DAG is MODEL__cicd)")
     p.add_argument("--reject", action="store_true", help="reject instead of approve")

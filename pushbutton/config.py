@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     strict_specs: bool = False  # any broken spec fails DAG parsing of the factory itself (CI)
     # read by the plugin's HITL middleware on the Airflow API server; here so the CLI checks it
     hitl_settle_seconds: float = DEFAULT_HITL_SETTLE_SECONDS
+    # how often an `auto` promotion policy looks at its canary (CanaryPolicySensor, reschedule mode)
+    policy_poke_seconds: float = Field(60.0, ge=1.0, le=3600.0)
     # the gateway answers larger prediction requests 413 without reading them (10 MiB; 1 KiB..1 GiB)
     gateway_max_request_bytes: int = Field(10 * 1024 * 1024, ge=1024, le=1024**3)
 

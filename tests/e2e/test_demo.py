@@ -120,7 +120,9 @@ def test_cli_status_shows_aliases_serving_and_history(demo, capsys: pytest.Captu
     alerts = status["monitoring"]["alerts"]
     assert any("accuracy-collapse firing" in a and "rollback: done" in a for a in alerts), alerts
     # the alert that asked for the retrain also says how its version's release ended
-    assert any("drift-retrain firing" in a and "retrain: requested" in a and "release: done" in a for a in alerts)
+    assert any(
+        "drift-retrain firing" in a and "retrain: requested" in a and "release: done" in a for a in alerts
+    )
     assert status["serving"]["route"] is not None
     events = {(e["action"], e["version"]): e for e in status["history"]}
     rejected = events[("reject", v3)]  # answered through the REST API as admin, with a comment

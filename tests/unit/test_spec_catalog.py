@@ -99,7 +99,9 @@ CATALOG: dict[str, tuple[Expect, ...]] = {
     "holdout-fraction-out-of-range": (
         E("data.holdout_fraction", 14, "1.5: input should be less than 1", "use a value below 1"),
     ),
-    "data-sql-without-query": (E("data.query", 11, "a sql: source needs the query", "write e.g. query: SELECT"),),
+    "data-sql-without-query": (
+        E("data.query", 11, "a sql: source needs the query", "write e.g. query: SELECT"),
+    ),
     "data-unknown-scheme": (
         E(
             "data.source",

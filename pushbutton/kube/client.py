@@ -1,0 +1,168 @@
+"""SeldonDeployments through the Kubernetes API: the calls, and their errors as pushbutton's exceptions.
+
+Every API error is raised ``from`` the transport error as one of the core's exceptions: 404 →
+``NotFound``, 409 → ``AlreadyExists``, 422 → ``SpecError`` (one issue per cause the API server gave,
+its message verbatim), anything else (5xx, 401/403, an unreachable server) → ``ServingError``.
+Patches are JSON merge patches (RFC 7386, ``application/merge-patch+json``, what
+``patch_namespaced_custom_object`` sends for a dict) computed by ``merge_diff``, so keys the new
+document no longer has are removed and lists (``predictors``) are replaced whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from pushbutton.errors import AlreadyExists, NotFound, ServingError, SpecError, SpecIssue
+
+GROUP = "machinelearning.seldon.io"
+VERSION = "v1"
+PLURAL = "seldondeployments"
+KIND = "SeldonDeployment"
+
+T = TypeVar("T")
+
+
+def merge_diff(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch that turns ``old`` into ``new`` (empty when they are equal)."""
+    old = old or {}
+    patch: dict[str, Any] = {key: None for key in old if key not in new}
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, Mapping) and isinstance(before, Mapping):
+            inner = merge_diff(before, value)
+            if inner:
+                patch[key] = inner
+        elif key not in old or before != value:
+            patch[key] = _no_nulls(value)
+    return patch
+
+
+def _no_nulls(value: Any) -> Any:
+    """A merge patch cannot set a null inside a new object; drop such keys (Kubernetes does too)."""
+    if isinstance(value, Mapping):
+        return {k: _no_nulls(v) for k, v in value.items() if v is not None}
+    return value
+
+
+def _server_status(exc: Any) -> dict[str, Any]:
+    """The ``Status`` object the API server answered with ({} when the body is not one)."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    with contextlib.suppress(TypeError, ValueError):
+        parsed = json.loads(body) if isinstance(body, str) else None
+        if isinstance(parsed, dict):
+            return parsed
+    return {}
+
+
+def api_error(exc: Exception, what: str, action: str) -> Exception:
+    """The core exception for a failed API call ``action`` on ``what`` (e.g. ``SeldonDeployment ns/name``)."""
+    status = getattr(exc, "status", None)
+    if not isinstance(status, int) or status == 0:  # urllib3/aiohttp: no answer at all
+        return ServingError(
+            f"cannot {action} {what}: the Kubernetes API server did not answer ({exc}); check the "
+            "Kubernetes connection (kubeconfig or in-cluster) and that the API server is reachable"
+        )
+    answer = _server_status(exc)
+    message = str(answer.get("message") or getattr(exc, "reason", "") or "").strip()
+    if status == 404:
+        hint = (
+            f"; is Seldon Core v1 installed (CRD {PLURAL}.{GROUP}) and does the namespace exist?"
+            if action == "create"
+            else ""
+        )
+        return NotFound(f"{what} not found ({message or 'HTTP 404'}) while trying to {action} it{hint}")
+    if status == 409:
+        return AlreadyExists(
+            f"cannot {action} {what}: {message or 'it already exists (HTTP 409)'}; another apply raced this "
+            "one — run the step again (it re-reads the deployment and patches it)"
+        )
+    if status == 422:
+        causes = (answer.get("details") or {}).get("causes") or []
+        fix = (
+            "the API server (CRD schema or Seldon's admission webhook) rejected the rendered "
+            "SeldonDeployment: correct the named field in model.yaml, or report a renderer bug"
+        )
+        issues = [
+            SpecIssue(what, str(c.get("field") or ""), str(c.get("message") or message), fix)
+            for c in causes
+            if isinstance(c, Mapping)
+        ]
+        return SpecError(issues or [SpecIssue(what, "", message or "HTTP 422 Unprocessable Entity", fix)])
+    hint = (
+        "check the credentials and RBAC of the Kubernetes connection (verbs get/create/patch/delete on "
+        f"{PLURAL}.{GROUP})"
+        if status in (401, 403)
+        else "the API server failed; trying again may work"
+    )
+    return ServingError(f"cannot {action} {what}: HTTP {status} {message}; {hint}")
+
+
+class SeldonDeployments:
+    """``CustomObjectsApi`` for ``seldondeployments.machinelearning.seldon.io/v1``, errors mapped."""
+
+    def __init__(self, api_client: Any):
+        from kubernetes import client
+
+        self.api = client.CustomObjectsApi(api_client)
+
+    @staticmethod
+    def what(namespace: str, name: str) -> str:
+        return f"{KIND} {namespace}/{name}"
+
+    def _call(self, action: str, namespace: str, name: str, call: Callable[[], T]) -> T:
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        try:
+            return call()
+        except (ApiException, HTTPError, OSError) as exc:
+            raise api_error(exc, self.what(namespace, name), action) from exc
+
+    def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The object, or None when it does not exist."""
+        try:
+            return self._call(
+                "read",
+                namespace,
+                name,
+                lambda: self.api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name),
+            )
+        except NotFound:
+            return None
+
+    def create(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        name = body["metadata"]["name"]
+        return self._call(
+            "create",
+            namespace,
+            name,
+            lambda: self.api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, dict(body)),
+        )
+
+    def patch(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        return self._call(
+            "patch",
+            namespace,
+            name,
+            lambda: self.api.patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name, dict(patch)
+            ),
+        )
+
+    def delete(self, namespace: str, name: str) -> bool:
+        """Delete it; False when it was not there."""
+        try:
+            self._call(
+                "delete",
+                namespace,
+                name,
+                lambda: self.api.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name),
+            )
+        except NotFound:
+            return False
+        return True

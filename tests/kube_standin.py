@@ -1,0 +1,148 @@
+"""A stand-in Kubernetes API server for SeldonDeployments: kmock's ``KubernetesEmulator`` (an in-memory
+object store over HTTP), NOT a cluster and NOT Seldon. Tests using it are marked ``standin``.
+
+What it adds to the emulator, as a real API server does: ``metadata.generation`` (1 on create, +1 when a
+write changes ``spec``), a 201 answer to a create, and errors injected on the next matching request
+(before anything is stored, as a real server rejecting a request stores nothing). The Seldon operator
+is played by the test through ``set_status``. It runs on its own event loop in a thread, so the
+synchronous ``kubernetes`` client (urllib3) can talk to it from the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import aiohttp.web
+import attrs
+import kmock
+from kmock._internal.k8s import KubernetesError
+
+RESOURCE = "machinelearning.seldon.io/v1/seldondeployments"
+
+
+@attrs.define(kw_only=True)
+class SeldonApiStandin(kmock.KubernetesEmulator):
+    """The emulator plus generations, 201 on create and injected failures."""
+
+    failures: list[tuple[str, int, dict[str, Any]]] = attrs.field(factory=list)
+
+    def fail_next(
+        self, action: str, status: int, message: str, causes: list[dict[str, str]] | None = None
+    ) -> None:
+        """Answer the next ``action`` (create, update, fetch, delete) with ``status`` and a Status body."""
+        details = {"causes": causes} if causes else {"name": "standin"}
+        self.failures.append((action, status, {"message": message, "details": details}))
+
+    async def _handle(self, request: Any) -> aiohttp.web.StreamResponse:
+        if request.resource is not None and request.action is not None:
+            for failure in list(self.failures):
+                action, status, body = failure
+                if request.action.value.lower() == action:
+                    self.failures.remove(failure)
+                    raise KubernetesError(status=status, reason="Injected", **body)
+        response = await super()._handle(request)
+        if request.action is not None and request.action.value == "CREATE" and response.status == 200:
+            response.set_status(201)  # the real API server's answer to a create
+        return response
+
+    def _stored(self, request: Any) -> Any:
+        name = request.name or (request.data or {}).get("metadata", {}).get("name")
+        namespace = request.namespace or (request.data or {}).get("metadata", {}).get("namespace")
+        return self.objects[request.resource, namespace, name]
+
+    async def _serve_create(self, request: Any) -> Any:
+        self._stored(request).patch({"metadata": {"generation": 1}})
+        return await super()._serve_create(request)
+
+    async def _serve_update(self, request: Any) -> Any:
+        obj = self._stored(request)
+        versions = [v for v in obj.history if v is not None]
+        if len(versions) >= 2 and versions[-1].raw.get("spec") != versions[-2].raw.get("spec"):
+            obj.patch(
+                {"metadata": {"generation": int(versions[-2].raw["metadata"].get("generation", 1)) + 1}}
+            )
+        return await super()._serve_update(request)
+
+
+class Standin:
+    """The running stand-in: ``url`` for the client, thread-safe access to the stored objects."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self.loop.run_until_complete, args=(self._main(),),
+                                        name="kube-standin", daemon=True)  # fmt: skip
+        self.url = ""
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        async with SeldonApiStandin() as server, kmock.Server(server) as http:
+            server.resources[RESOURCE] = {}
+            self.server, self.url = server, str(http.url).rstrip("/")
+            self._ready.set()
+            await self._stop.wait()
+
+    def start(self) -> Standin:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("the kmock stand-in did not start within 10 s")
+        return self
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` on the server's loop (no request is half-way through a change meanwhile)."""
+
+        async def run() -> Any:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(10)
+
+    def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        def read() -> dict[str, Any] | None:
+            try:
+                obj = self.server.objects[RESOURCE, namespace, name]
+            except KeyError:
+                return None
+            return None if obj.deleted else copy.deepcopy(obj.raw)
+
+        return self.call(read)
+
+    def set_status(self, namespace: str, name: str, state: str, description: str = "") -> None:
+        """Play the Seldon operator: report ``state`` for the object's current generation."""
+
+        def write() -> None:
+            obj = self.server.objects[RESOURCE, namespace, name]
+            generation = obj.raw.get("metadata", {}).get("generation", 1)
+            status = {"state": state, "description": description or None, "observedGeneration": generation}
+            obj.patch({"status": status})
+
+        self.call(write)
+
+    def requests(self, method: str | None = None) -> list[str]:
+        """``METHOD path`` of the requests served so far (optionally one method only)."""
+        found = self.call(lambda: [(str(r.method.value).upper(), r.url.path) for r in self.server._requests])
+        return [f"{m} {p}" for m, p in found if method is None or m == method.upper()]
+
+    def api_client(self) -> Any:
+        from kubernetes import client
+
+        config = client.Configuration()
+        config.host = self.url
+        return client.ApiClient(config)
+
+
+@contextmanager
+def running_standin() -> Iterator[Standin]:
+    standin = Standin().start()
+    try:
+        yield standin
+    finally:
+        standin.stop()
