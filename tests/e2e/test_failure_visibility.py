@@ -79,7 +79,8 @@ def test_push_wait_stops_at_the_approval_with_the_report(demo, capsys) -> None:
     try:
         assert code == 0, err
         steps = [s["task"] for s in result["pipeline"]["outcome"]["steps"] if s["state"] == "success"]
-        assert steps == ["build", "test", "register", "deploy_candidate"]
+        # iris's promotion policy is auto: canary_policy hands a pushed version to a person at once
+        assert steps == ["build", "test", "register", "deploy_candidate", "canary_policy"]
         assert approval["cli"] == f"pushbutton approve waited --run-id {run_id}"
         assert "Test report: waited v" in approval["report"] and approval["report"].strip() in err
         client = AirflowClient.from_settings(cfg)
