@@ -5,8 +5,9 @@ The graph comes from ``model.yaml``'s ``serving.graph`` (``GraphNode``: ``name``
 ``children``). A node's class is its own ``class_`` when the node declares one, else (a MODEL node)
 the predictor's predict class. The model image holds the version's MLflow artifacts at
 ``ARTIFACTS_DIR`` (``pushbutton.kube.image``); MODEL nodes get it as their ``model_uri``. The graph's
-entry node runs behind pushbutton's schema guard when the predictor has an input schema, as it does
-on the local runtime.
+entry node, when it is a MODEL, runs behind pushbutton's schema guard when the predictor has an input
+schema, as it does on the local runtime (the guard checks ``predict``'s rows; a transformer, router or
+combiner entry is not guarded yet).
 """
 
 from __future__ import annotations
@@ -83,8 +84,8 @@ def interface_and_parameters(
     for name, value in (getattr(node, "parameters", None) or {}).items():
         params.append(_parameter(name, value))
     interface = seldon_interface(class_ref)
-    if entry and predictor.inputs:
-        interface = GUARD_INTERFACE
+    if entry and predictor.inputs and node.type == "MODEL":  # the guard wraps a model's predict (and needs
+        interface = GUARD_INTERFACE  # its model_uri); other entry types get rows unchecked, as under Seldon
         inputs = [[f.name, f.type, f.nullable] for f in predictor.inputs]
         params += [
             {"name": "model_class", "value": class_ref, "type": "STRING"},

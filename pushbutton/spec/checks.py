@@ -18,7 +18,7 @@ from pushbutton.data import checks as datasource
 from pushbutton.data.remote import is_remote
 from pushbutton.errors import SpecError, SpecIssue
 from pushbutton.spec.loader import SPEC_FILE, compose, field_line, load_spec
-from pushbutton.spec.model import DEFAULT_PREDICT_CLASSES, ModelSpec
+from pushbutton.spec.model import DEFAULT_PREDICT_CLASSES, NODE_METHODS, ModelSpec, method_signature
 
 
 def load_model_dir(model_dir: str | Path) -> ModelSpec:
@@ -43,6 +43,7 @@ def check_model_dir(spec: ModelSpec, model_dir: Path) -> list[SpecIssue]:
         issues += _builtin_class(file, model_dir, spec)
     else:
         issues += _reference(file, model_dir, "predict.class", spec.predict.class_, kind="class")
+    issues += _graph(file, model_dir, spec)
     explicit = spec.model_fields_set
     if spec.requirements and ("requirements" in explicit or (model_dir / spec.requirements).exists()):
         found = _file(file, model_dir, "requirements", spec.requirements)
@@ -102,7 +103,24 @@ def _file(
     return []
 
 
-def _reference(file: str, model_dir: Path, field: str, ref: str, kind: str) -> list[SpecIssue]:
+def _graph(file: str, model_dir: Path, spec: ModelSpec) -> list[SpecIssue]:
+    """Each graph node's class exists in the model directory and defines the method its node type
+    needs (a MODEL node without a class is ``predict.class``, checked above); per-node requirements."""
+    issues: list[SpecIssue] = []
+    for path, node in spec.serving.graph.walk():
+        where = f"serving.{path}"
+        if node.class_:
+            method = NODE_METHODS[node.type]
+            issues += _reference(file, model_dir, f"{where}.class", node.class_, kind="class", method=method)
+        if node.requirements:
+            found = _file(file, model_dir, f"{where}.requirements", node.requirements)
+            issues += found or _requirements(model_dir / node.requirements, f"{where}.requirements")
+    return issues
+
+
+def _reference(
+    file: str, model_dir: Path, field: str, ref: str, kind: str, method: str = "predict"
+) -> list[SpecIssue]:
     module, _, attr = ref.partition(":")
     relative = module.replace(".", "/")
     candidates = [f"{relative}.py", f"{relative}/__init__.py"]
@@ -181,16 +199,33 @@ def _reference(file: str, model_dir: Path, field: str, ref: str, kind: str) -> l
                 f"make '{attr}' a {kind} or point {field} at one",
             )
         ]
-    if kind == "class" and not any(isinstance(n, ast.FunctionDef) and n.name == "predict" for n in node.body):
+    if kind == "class" and not _has_method(node, method, defined):
         return [
             SpecIssue(
                 file,
                 field,
-                f"class '{attr}' in {source} has no predict method",
-                "add 'def predict(self, X, features_names=None)' (the seldon-core wrapper contract)",
+                f"class '{attr}' in {source} has no {method} method",
+                f"add '{method_signature(method)}' (the seldon-core wrapper contract)",
             )
         ]
     return []
+
+
+def _has_method(cls: ast.ClassDef, method: str, defined: dict[str, ast.stmt], depth: int = 0) -> bool:
+    """Whether ``cls`` defines ``method``, itself or through a base class of the same module; a base
+    defined elsewhere (imported) may define it, so it counts as found (the build's import check runs)."""
+    if any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == method for n in cls.body):
+        return True
+    for base in cls.bases:
+        name = base.id if isinstance(base, ast.Name) else None
+        if name == "object":
+            continue
+        found = defined.get(name or "")
+        if not isinstance(found, ast.ClassDef) or depth > 20:
+            return True  # imported, attribute access or assigned: not decidable by parsing
+        if found is not cls and _has_method(found, method, defined, depth + 1):
+            return True
+    return False
 
 
 def _builtin_class(file: str, model_dir: Path, spec: ModelSpec) -> list[SpecIssue]:
@@ -223,19 +258,19 @@ def _builtin_class(file: str, model_dir: Path, spec: ModelSpec) -> list[SpecIssu
     ]
 
 
-def _requirements(path: Path) -> list[SpecIssue]:
+def _requirements(path: Path, field: str = "requirements") -> list[SpecIssue]:
     """One issue per line of the requirements file that cannot go into a serving environment."""
     from pushbutton.serving.envs import requirement_lines, requirement_problem
 
     try:
         lines = requirement_lines(path)
     except (OSError, UnicodeDecodeError) as exc:
-        return [SpecIssue(str(path), "requirements", f"unreadable ({exc})", "save it as UTF-8 text")]
+        return [SpecIssue(str(path), field, f"unreadable ({exc})", "save it as UTF-8 text")]
     issues = []
     for number, line in lines:
         found = requirement_problem(line)
         if found:
-            issues.append(SpecIssue(str(path), "requirements", found[0], found[1], line=number))
+            issues.append(SpecIssue(str(path), field, found[0], found[1], line=number))
     return issues
 
 

@@ -335,24 +335,72 @@ class GateSpec(_Strict):
 
 
 GraphNodeType = Literal["MODEL", "TRANSFORMER", "OUTPUT_TRANSFORMER", "COMBINER", "ROUTER"]
+# the seldon-core python wrapper method each node type's class must define
+NODE_METHODS: dict[str, str] = {
+    "MODEL": "predict",
+    "TRANSFORMER": "transform_input",
+    "OUTPUT_TRANSFORMER": "transform_output",
+    "COMBINER": "aggregate",
+    "ROUTER": "route",
+}
+_METHOD_SIGNATURES = {
+    "predict": "def predict(self, X, features_names=None)",
+    "transform_input": "def transform_input(self, X, features_names=None)",
+    "transform_output": "def transform_output(self, X, features_names=None)",
+    "aggregate": "def aggregate(self, Xs, features_names=None)",
+    "route": "def route(self, X, features_names=None)",
+}
+
+
+def method_signature(method: str) -> str:
+    return _METHOD_SIGNATURES[method]
 
 
 class GraphNode(_Strict):
-    """A node of the inference graph (Seldon's ``graph``). Only a single MODEL node serves today."""
+    """A node of the inference graph (Seldon's ``graph``), run as Seldon's executor runs it.
+
+    ``class`` is a ``module:Class`` in the model directory defining the node type's method
+    (``NODE_METHODS``); a MODEL node without one is the predictor's ``predict.class``. ``parameters``
+    are passed to the class's constructor (a MODEL node also gets ``model_uri``). ``children`` are
+    nested nodes, so a graph is a tree: a node cannot be its own descendant.
+    """
 
     name: DnsName = "model"
     type: GraphNodeType = "MODEL"
+    class_: Reference | None = Field(None, alias="class")
     children: list[GraphNode] = Field(default_factory=list)
+    parameters: dict[str, Scalar] = Field(default_factory=dict)
+    requirements: RelPath | None = None
 
     @model_validator(mode="after")
-    def _single_model(self) -> GraphNode:
-        if self.type != "MODEL" or self.children:
-            where = "type" if self.type != "MODEL" else "children"
+    def _shape(self) -> GraphNode:
+        kind, count = self.type, len(self.children)
+        if kind != "MODEL" and not self.class_:
+            method = NODE_METHODS[kind]
             raise ValueError(
-                f"{where}: graph node type {self.type} with {len(self.children)} children is reserved for "
-                "a later release; use a single node of type MODEL without children"
+                f"type: a {kind} node '{self.name}' names no class; add 'class: module:Class' naming a class "
+                f"of the model directory with '{_METHOD_SIGNATURES[method]}'"
+            )
+        if kind in ("ROUTER", "COMBINER") and count < 2:
+            what = "picks one of its children" if kind == "ROUTER" else "aggregates its children's answers"
+            raise ValueError(
+                f"children: {kind} '{self.name}' {what} but has {count} child{'ren' if count != 1 else ''}; "
+                f"give it at least two children, or replace it by its child"
+            )
+        if kind not in ("ROUTER", "COMBINER") and count > 1:
+            raise ValueError(
+                f"children: {kind} '{self.name}' has {count} children, but only a COMBINER or ROUTER can "
+                "use more than one answer (Seldon would return the first child's only); put a COMBINER or "
+                "ROUTER over them"
             )
         return self
+
+    def walk(self, path: str = "graph") -> list[tuple[str, GraphNode]]:
+        """This node and its descendants with their paths under ``serving``, parents first."""
+        found = [(path, self)]
+        for index, child in enumerate(self.children):
+            found += child.walk(f"{path}.children.{index}")
+        return found
 
 
 class Resources(_Strict):
@@ -386,6 +434,19 @@ class ServingSection(_Strict):
     timeout_seconds: float = Field(
         TIMEOUT_SECONDS, description="the gateway answers 504 when this version takes longer"
     )
+
+    @model_validator(mode="after")
+    def _unique_node_names(self) -> ServingSection:
+        """Seldon matches graph nodes to containers (v1) and models (v2) by name."""
+        seen: dict[str, str] = {}
+        for path, node in self.graph.walk():
+            if node.name in seen:
+                raise ValueError(
+                    f"{path}.name: graph node name '{node.name}' is also the name of serving.{seen[node.name]}; "
+                    "give every graph node its own name"
+                )
+            seen[node.name] = path
+        return self
 
     @field_validator("timeout_seconds", mode="before")
     @classmethod

@@ -166,8 +166,41 @@ CATALOG: dict[str, tuple[Expect, ...]] = {
             "use 1 to 3650",
         ),
     ),
+    # inference graphs (serving.graph): shape checked by the spec, node classes by parsing the directory
     "graph-transformer-node": (
-        E("serving.graph.type", 26, "TRANSFORMER with 0 children is reserved", "a single node of type MODEL"),
+        E("serving.graph.type", 26, "a TRANSFORMER node 'scaler' names no class", "def transform_input(self"),
+    ),
+    "graph-duplicate-node-names": (
+        E("serving.graph.children.1.name", 30, "graph node name 'a' is also the name of", "its own name"),
+    ),
+    "graph-cycle-alias": (  # children are nested: a node can only be its own child through an alias
+        E("", 2, "expands to more than 10000 values through YAML aliases", "write the values out"),
+    ),
+    "graph-router-one-child": (
+        E("serving.graph.children", 28, "ROUTER 'pick' picks one of its children but has 1 child", "two"),
+    ),
+    "graph-combiner-one-child": (
+        E("serving.graph.children", 28, "COMBINER 'vote' aggregates its children's answers but has 1", "two"),
+    ),
+    "graph-model-two-children": (
+        E("serving.graph.children", 26, "MODEL 'a' has 2 children", "put a COMBINER or ROUTER over them"),
+    ),
+    "graph-node-class-missing": (
+        E("serving.graph.class", 27, "'nodes.py' has no top-level class 'Mean'; it defines Average", "define"),
+    ),
+    "graph-node-module-missing": (
+        E("serving.graph.class", 27, "module 'prep' not found", "create prep.py in the model directory"),
+    ),
+    "graph-node-class-lacks-method": (
+        E(
+            "serving.graph.children.0.class",
+            31,
+            "class 'Scale' in nodes.py has no aggregate method",
+            "add 'def aggregate(self, Xs, features_names=None)'",
+        ),
+    ),
+    "graph-node-requirements-missing": (
+        E("serving.graph.requirements", 28, "'prep-requirements.txt' does not exist", "create it"),
     ),
     "alert-unknown-indicator": (
         E("alerts.0.indicator", 27, "'feature_drfit' is not an indicator", "did you mean 'feature_drift'?"),
