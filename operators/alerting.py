@@ -223,14 +223,14 @@ class CanaryPolicySensor(BaseSensorOperator):
         from pushbutton.spec import load_model_dir
 
         spec = load_model_dir(Path(self.model_dir))
-        ok, why = in_scope(spec.promotion, self._trigger(spec.name))
+        status, trigger = self._version(spec.name)
+        if status != "candidate":  # decided already (a cleared task of a finished run) or withdrawn
+            return self._decided(context, "hand_over", f"v{self.version} is {status}: nothing left to decide")
+        ok, why = in_scope(spec.promotion, trigger)
         if not ok:
-            context["ti"].xcom_push(
-                key=POLICY_KEY, value={"verdict": "hand_over", "reason": why, "evidence": {}}
-            )
-            return True
+            return self._decided(context, "hand_over", why)
         now = datetime.now(UTC)
-        since = context["dag_run"].start_date or now
+        since = self._deployed_at(spec.name) or context["dag_run"].start_date or now
         with IndicatorStoreHook().get_conn() as store:
             served, windows, firing, comparison = gather(spec, store, str(self.version), since, now)
         found = decide(spec.promotion, served=served, windows=windows, firing=firing, waited=now - since,
@@ -240,14 +240,36 @@ class CanaryPolicySensor(BaseSensorOperator):
         )
         if found.verdict == "wait":
             return False
-        decision = {"verdict": found.verdict, "reason": found.reason, "evidence": found.evidence}
-        context["ti"].xcom_push(key=POLICY_KEY, value=decision)
+        return self._decided(context, found.verdict, found.reason, found.evidence)
+
+    @staticmethod
+    def _decided(context: Context, verdict: str, reason: str, evidence: dict[str, Any] | None = None) -> bool:
+        context["ti"].xcom_push(
+            key=POLICY_KEY, value={"verdict": verdict, "reason": reason, "evidence": evidence or {}}
+        )
         return True
 
-    def _trigger(self, model: str) -> str | None:
+    def _version(self, model: str) -> tuple[str, str | None]:
+        """The version's status (candidate, champion, …) and its lineage trigger (MLflow tags)."""
         from operators.hooks import MlflowRegistryHook
 
-        return MlflowRegistryHook().get_conn().get(model, str(self.version)).tags.get("pushbutton.trigger")
+        found = MlflowRegistryHook().get_conn().get(model, str(self.version))
+        return found.status, found.tags.get("pushbutton.trigger")
+
+    def _deployed_at(self, model: str) -> datetime | None:
+        """When this version was deployed as the candidate (the serving history): the canary's evidence
+        counts from there, also when a cleared task runs again later."""
+        from operators.hooks import PushbuttonStoreHook
+
+        for event in PushbuttonStoreHook().get_conn().events(model, limit=50):
+            if event["action"] == "deploy_candidate" and str(event["version"]) == str(self.version):
+                at = (
+                    event["at"]
+                    if isinstance(event["at"], datetime)
+                    else datetime.fromisoformat(str(event["at"]))
+                )
+                return at if at.tzinfo else at.replace(tzinfo=UTC)
+        return None
 
 
 def policy_decision(context: Any, task_id: str = "canary_policy") -> dict[str, Any] | None:

@@ -49,12 +49,13 @@ def accuracy(predictor: str, version: str, minutes: int, value: float, labels: i
                            "ok", value=value, sample_size=labels)  # fmt: skip
 
 
-def poke(model_dir: Path, trigger: str | None = "alert") -> tuple[bool, dict]:
+def poke(model_dir: Path, trigger: str | None = "alert", status: str = "candidate") -> tuple[bool, dict]:
     pushed: dict = {}
     ti = SimpleNamespace(xcom_push=lambda key, value: pushed.update({key: value}))
     context = {"ti": ti, "dag_run": SimpleNamespace(start_date=START)}
     sensor = CanaryPolicySensor(task_id="canary_policy", model="iris", version="3", model_dir=str(model_dir))
-    sensor._trigger = lambda model: trigger  # the version's lineage tag pushbutton.trigger (MLflow)
+    sensor._version = lambda model: (status, trigger)  # the version's status and lineage trigger (MLflow)
+    sensor._deployed_at = lambda model: None  # no history here: the run's start counts
     return sensor.poke(context), pushed.get("policy", {})
 
 
@@ -99,3 +100,24 @@ def test_a_version_a_person_pushed_goes_to_a_person_at_once(auto_iris: Path) -> 
     edited = auto_iris / "model.yaml"
     edited.write_text(edited.read_text().replace("  scope: retrained", "  scope: all"))
     assert poke(auto_iris, trigger=None) == (False, {})  # scope all: the canary has to earn it
+
+
+def test_a_decided_release_is_not_decided_again(auto_iris: Path) -> None:
+    """A cleared canary_policy of a finished run (its version is champion now) must not wait for a canary
+    that no longer serves: it settles at once, and approve is not asked again anyway."""
+    done, decision = poke(auto_iris, status="champion")
+    assert done and decision == {"verdict": "hand_over", "reason": "v3 is champion: nothing left to decide",
+                                 "evidence": {}}  # fmt: skip
+
+
+def test_the_canary_counts_from_its_deployment_not_from_a_cleared_runs_restart(auto_iris: Path) -> None:
+    from operators.alerting import CanaryPolicySensor
+
+    sensor = CanaryPolicySensor(task_id="canary_policy", model="iris", version="3", model_dir=str(auto_iris))
+    events = [{"action": "deploy_candidate", "version": "3", "at": START.replace(tzinfo=None)},
+              {"action": "deploy_candidate", "version": "2", "at": NOW}]  # fmt: skip
+    from unittest import mock
+
+    with mock.patch("operators.hooks.PushbuttonStoreHook.get_conn", return_value=SimpleNamespace(
+            events=lambda model, limit: events)):  # fmt: skip
+        assert sensor._deployed_at("iris") == START
