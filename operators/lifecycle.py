@@ -1,9 +1,9 @@
 """Thin operators over ``pushbutton.lifecycle``: build the Platform from hooks, call one step.
 
 Configuration and decision errors (bad spec, failing model code, requirements no serving environment
-can be built from, failed gate, promoting an untested version, unknown model) fail the task without
-retry (``AirflowFailException``); transport errors (an unreachable MLflow or package index) and a
-promotion lock held too long (``LockBusy``) may retry.
+can be built from, failed gate, promoting an untested version, unknown model, a rollout the Seldon
+operator reports Failed) fail the task without retry (``AirflowFailException``); transport errors (an
+unreachable MLflow or package index) and a promotion lock held too long (``LockBusy``) may retry.
 """
 
 from __future__ import annotations
@@ -33,10 +33,12 @@ def platform() -> Any:
 
 def _final(call: Callable[[], Any]) -> Any:
     from pushbutton.errors import Conflict, GateFailed, ModelCodeError, NotFound, RequirementsError, SpecError
+    from pushbutton.kube.runtime import RolloutFailed  # Seldon reported Failed: a retry fails the same
 
+    final = (SpecError, ModelCodeError, RequirementsError, GateFailed, Conflict, NotFound, RolloutFailed)
     try:
         return call()
-    except (SpecError, ModelCodeError, RequirementsError, GateFailed, Conflict, NotFound) as exc:
+    except final as exc:
         raise AirflowFailException(str(exc)) from exc
 
 

@@ -167,6 +167,21 @@ class IndicatorComputeOperator(BaseOperator):
         return run.summary()
 
 
+def serving_routes(runtime: Any, deployments: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """``namespace/deployment`` → ``{"config": route}`` of what serves now: the local gateway's routes
+    (one call), or on a runtime without a gateway (seldon-v1) each deployment's ``route`` (its
+    SeldonDeployment's predictors; deployments that do not exist are left out)."""
+    gateway = getattr(runtime, "gateway", None)
+    if gateway is not None:
+        return gateway.routes()
+    found = {}
+    for namespace, name in dict.fromkeys(deployments):
+        route = runtime.route(namespace, name)
+        if route is not None:
+            found[f"{namespace}/{name}"] = {"config": route}
+    return found
+
+
 def _route(p: Any, spec: Any) -> dict[str, Any] | None:
     """What the gateway routes to now; the registry's champion/candidate when the gateway is down."""
     from pushbutton.errors import PushbuttonError
@@ -310,9 +325,9 @@ class FleetMonitorOperator(BaseOperator):
         due = due_models(found, after, tick)
         self.log.info("%d of %d models are due in (%s, %s]", len(due), len(found), after, tick)
         try:
-            routes = p.runtime.gateway.routes()
+            routes = serving_routes(p.runtime, [(d.spec.serving.namespace, d.spec.name) for d in due])
         except PushbuttonError as exc:
-            self.log.warning("gateway unreachable (%s): monitoring what the request log holds", exc)
+            self.log.warning("what serves is unknown (%s): monitoring what the request log holds", exc)
             routes = {}
         references = ReferenceStore(
             cfg.home / "monitoring" / "reference", p.registry, platform_materialize(p)

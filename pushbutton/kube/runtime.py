@@ -31,6 +31,7 @@ from pushbutton.serving.spec import Predictor, ServingSpec
 
 HASH_ANNOTATION = "pushbutton.io/applied-hash"
 ROUTE_ANNOTATION = "pushbutton.io/route"
+OWN_PREFIX = "pushbutton.io/"
 AVAILABLE, FAILED, PENDING = "Available", "Failed", "pending"
 DEFAULT_IMAGE = "{registry}/{model}:{version}"
 
@@ -125,6 +126,30 @@ def route_summary(spec: ServingSpec) -> dict[str, Any]:
     }
 
 
+def predictor_route(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A SeldonDeployment's predictors as a route config: ``backends`` (role → ``version``, from each
+    predictor's ``pushbutton.io/version`` label; ``""`` when it has none, e.g. edited by hand),
+    ``weights`` (traffic of the answering predictors; a lone one without ``traffic`` gets 100) and
+    ``shadows``. Read from the object, not the annotation, so it shows what Seldon is asked to serve."""
+    from pushbutton.kube.graph import VERSION_LABEL
+
+    backends: dict[str, Any] = {}
+    weights: dict[str, int] = {}
+    shadows: list[str] = []
+    predictors = [p for p in (obj.get("spec") or {}).get("predictors") or [] if p.get("name")]
+    for p in predictors:
+        name = str(p["name"])
+        backends[name] = {"version": str((p.get("labels") or {}).get(VERSION_LABEL, ""))}
+        if p.get("shadow"):
+            shadows.append(name)
+        elif int(p.get("traffic") or 0) > 0:
+            weights[name] = int(p["traffic"])
+    live = [str(p["name"]) for p in predictors if not p.get("shadow")]
+    if not weights and len(live) == 1:  # Seldon sends everything to a lone predictor
+        weights[live[0]] = 100
+    return {"backends": backends, "weights": weights, "shadows": shadows}
+
+
 def _hash(manifest: Mapping[str, Any]) -> str:
     meta = manifest.get("metadata") or {}
     annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k != HASH_ANNOTATION}
@@ -143,11 +168,17 @@ def _applied(obj: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class NotAvailable(ServingError):
-    """The operator reported ``Failed``, or the wait for ``Available`` ran out."""
+    """The operator reported ``Failed`` (``failed``), or the wait for ``Available`` ran out."""
 
-    def __init__(self, message: str, description: str):
-        self.description = description
+    def __init__(self, message: str, description: str, failed: bool = False):
+        self.description, self.failed = description, failed
         super().__init__(message)
+
+
+class RolloutFailed(ServingError):
+    """The Seldon operator reported ``Failed`` for the new spec (an image that does not pull, a
+    container that crashes): the previous spec is back. Applying the same spec again fails the same
+    way, so callers do not retry it (a timeout or an API outage stays a plain ``ServingError``)."""
 
 
 class KubernetesRuntime:
@@ -218,7 +249,7 @@ class KubernetesRuntime:
                 obj = self.wait_available(ns, name, _generation(created))
             except NotAvailable as exc:
                 undo = self._undo(lambda: self.deployments.delete(ns, name), "deleted it again (it was new)")
-                raise ServingError(f"{exc}; {undo}") from exc
+                raise _not_served(exc, undo) from exc
             action = "created"
         elif current["metadata"].get("annotations", {}).get(HASH_ANNOTATION) == _hash(desired):
             obj = self.wait_available(ns, name, _generation(current))  # at once when it serves already
@@ -229,7 +260,7 @@ class KubernetesRuntime:
                 obj = self.wait_available(ns, name, _generation(patched))
             except NotAvailable as exc:
                 undo = self._undo(lambda: self._restore(ns, name, current), "restored the previous spec")
-                raise ServingError(f"{exc}; {undo}") from exc
+                raise _not_served(exc, undo) from exc
             action = "patched"
         return {
             "deployment": spec.key,
@@ -255,7 +286,9 @@ class KubernetesRuntime:
             if state == AVAILABLE:
                 return obj
             if state == FAILED:
-                raise NotAvailable(f"{what} failed: the Seldon operator reports: {description}", description)
+                raise NotAvailable(
+                    f"{what} failed: the Seldon operator reports: {description}", description, failed=True
+                )
             left = deadline - self.clock()
             if left <= 0:
                 raise NotAvailable(
@@ -316,6 +349,12 @@ class KubernetesRuntime:
             "backends": (route or {}).get("backends", {}),
         }
 
+    def route(self, namespace: str, deployment: str) -> dict[str, Any] | None:
+        """What the SeldonDeployment serves now, in the local gateway route's config shape (for
+        monitoring's targets); None when it does not exist. ``ServingError`` when the API fails."""
+        obj = self.deployments.get(namespace, deployment)
+        return None if obj is None else predictor_route(obj)
+
     def remove(self, namespace: str, deployment: str) -> dict[str, Any]:
         """Delete the SeldonDeployment (Seldon removes its pods and services); idempotent."""
         deleted = self.deployments.delete(namespace, deployment)
@@ -366,6 +405,10 @@ class KubernetesRuntime:
             self.tester.close()
 
 
+def _not_served(exc: NotAvailable, undo: str) -> ServingError:
+    return (RolloutFailed if exc.failed else ServingError)(f"{exc}; {undo}")
+
+
 def _generation(obj: Mapping[str, Any] | None) -> int | None:
     value = ((obj or {}).get("metadata") or {}).get("generation")
     return value if isinstance(value, int) else None
@@ -373,14 +416,16 @@ def _generation(obj: Mapping[str, Any] | None) -> int | None:
 
 def _apply_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any]:
     """The merge patch taking ``current`` to ``desired``: the spec exactly (Seldon's defaults are
-    re-applied by its webhook), labels and annotations set (others' keys left alone)."""
+    re-applied by its webhook), labels and annotations set, pushbutton's own (``pushbutton.io/``)
+    that ``desired`` lacks removed (others' keys left alone)."""
     before, after = _applied(current), _applied(desired)
     patch: dict[str, Any] = {}
     spec = merge_diff(before["spec"], after["spec"])
     if spec:
         patch["spec"] = spec
-    meta = {
+    meta = {  # pushbutton's own keys the new document no longer has go (e.g. candidate-version)
         key: {k: v for k, v in after[key].items() if before[key].get(k) != v}
+        | {k: None for k in before[key] if k.startswith(OWN_PREFIX) and k not in after[key]}
         for key in ("labels", "annotations")
     }
     meta = {k: v for k, v in meta.items() if v}
