@@ -186,7 +186,12 @@ CATALOG: dict[str, tuple[Expect, ...]] = {
         E("serving.graph.children", 26, "MODEL 'a' has 2 children", "put a COMBINER or ROUTER over them"),
     ),
     "graph-node-class-missing": (
-        E("serving.graph.class", 27, "'nodes.py' has no top-level class 'Mean'; it defines Average", "define"),
+        E(
+            "serving.graph.class",
+            27,
+            "'nodes.py' has no top-level class 'Mean'; it defines Average",
+            "define",
+        ),
     ),
     "graph-node-module-missing": (
         E("serving.graph.class", 27, "module 'prep' not found", "create prep.py in the model directory"),
