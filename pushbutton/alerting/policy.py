@@ -4,7 +4,9 @@
 promoted once its canary has served at least ``min_requests`` requests over at least
 ``min_windows`` monitor windows with no alert rule firing on it, and it is not worse than the
 champion on labelled data — on production labels when both have at least ``min_labels`` in the
-same windows, else the gate's champion comparison (which it passed to be deployed) stands. When it
+same windows (worse: by more than the gate's ``champion_tolerance`` plus what sampling alone explains,
+since canary and champion answer different requests), else the gate's champion comparison (which it
+passed to be deployed) stands. When it
 cannot promote (a rule fires on the canary, it is worse, or ``max_wait`` passed without enough
 traffic), the decision goes to a person with the reason shown in the Approve form. Every decision
 carries its evidence into the serving history.
@@ -77,6 +79,21 @@ class PolicyDecision:
     evidence: dict[str, Any] = field(default_factory=dict)
 
 
+PROPORTIONS = {"accuracy", "precision_macro", "recall_macro", "f1_macro"}  # shares of rows: a binomial error
+Z_ONE_SIDED_95 = 1.645
+
+
+def sampling_margin(c: Comparison) -> float:
+    """How much of a difference two samples of ``c``'s sizes show by chance alone (one-sided 95%, normal
+    approximation of two proportions): the canary and the champion answer *different* requests, so an
+    identical model scores differently on them. Metrics that are not shares of rows get no margin."""
+    if c.metric not in PROPORTIONS or min(c.candidate_labels, c.champion_labels) < 1:
+        return 0.0
+    variance = sum(max(p * (1 - p), 0.0) / n for p, n in ((c.candidate, c.candidate_labels),
+                                                          (c.champion, c.champion_labels)))  # fmt: skip
+    return Z_ONE_SIDED_95 * variance**0.5
+
+
 def decide(
     spec: PromotionSpec,
     *,
@@ -110,15 +127,17 @@ def decide(
     ):
         c = comparison
         worse = c.candidate - c.champion if c.lower_is_better else c.champion - c.candidate
+        noise = sampling_margin(c)
         evidence["comparison"] = {
             "metric": c.metric, "candidate": c.candidate, "champion": c.champion, "tolerance": tolerance,
-            "labels": [c.candidate_labels, c.champion_labels], "on": "production labels",
+            "noise_margin": round(noise, 4), "labels": [c.candidate_labels, c.champion_labels],
+            "on": "production labels",
         }  # fmt: skip
-        if worse > tolerance:
+        if worse > tolerance + noise:
             return PolicyDecision(
                 "hand_over",
                 f"the canary is worse than the champion on production labels: {c.metric} {c.candidate:.4g} vs "
-                f"{c.champion:.4g} (tolerance {tolerance:g})",
+                f"{c.champion:.4g} (tolerance {tolerance:g} + sampling margin {noise:.3g})",
                 evidence,
             )
         on = f"{c.metric} {c.candidate:.4g} vs champion {c.champion:.4g} on production labels"

@@ -257,3 +257,16 @@ def test_auto_promotion_policy(kwargs, verdict, why):
     assert found.verdict == verdict and why in found.reason
     assert found.evidence["served"] == kwargs["served"]
     assert policy.decide(policy.PromotionSpec(), **args).verdict == "hand_over"  # manual: a person decides
+
+
+def test_an_identical_model_on_a_smaller_canary_sample_is_not_called_worse() -> None:
+    """The demo's case: the retrained model (identical to the champion) scored 0.936 on 78 canary labels
+    and the champion 0.964 on 700 — a sampling difference, not a worse model; 0.80 on 400 is worse."""
+    same = policy.Comparison("accuracy", 0.9359, 0.9636, 78, 700)
+    assert 0.04 < policy.sampling_margin(same) < 0.05
+    args = {"served": 150, "windows": 3, "firing": [], "waited": HOUR, "tolerance": 0.02}
+    assert policy.decide(AUTO, comparison=same, **args).verdict == "promote"
+    worse = policy.Comparison("accuracy", 0.80, 0.9636, 400, 700)
+    found = policy.decide(AUTO, comparison=worse, **args)
+    assert found.verdict == "hand_over" and "sampling margin" in found.reason
+    assert policy.sampling_margin(policy.Comparison("rmse", 60, 50, 40, 40, True)) == 0.0  # not a share
