@@ -28,7 +28,6 @@ from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, Param, T
 from operators.alerting import AlertRulesOperator, CanaryPolicySensor, RetrainRequestOperator, retrain_asset
 from operators.lifecycle import (
     MlflowCandidateAliasOperator,
-    MlflowTrainOperator,
     ReleaseApprovalOperator,
     SeldonActivateOperator,
     SeldonBuildOperator,
@@ -44,6 +43,7 @@ from operators.monitoring import (
     IndicatorWriteOperator,
     RequestLogPurgeOperator,
 )
+from operators.training import MlflowTrainOperator
 from pushbutton.config import settings
 from pushbutton.errors import SpecError, SpecIssue
 from pushbutton.monitoring.fleet import FLEET_DAG_ID, FLEET_THRESHOLD, fleet_shape, stub_count

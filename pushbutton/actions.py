@@ -204,7 +204,7 @@ def respond_approval(
     return {"dag_id": dag_id, "run_id": item["dag_run_id"], "answer": choice}
 
 
-# the retrain's lineage tags on a version (operators.lifecycle.MlflowTrainOperator.lineage_tags)
+# the retrain's lineage tags on a version (operators.training.MlflowTrainOperator.lineage_tags)
 LINEAGE = ("pushbutton.trigger", "pushbutton.alert_id", "pushbutton.alert_rule", "pushbutton.parent_version",
            "pushbutton.data_window", "pushbutton.retrain_reason")  # fmt: skip
 

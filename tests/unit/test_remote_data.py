@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 from airflow.sdk.exceptions import AirflowFailException
 
-from operators.lifecycle import MlflowTrainOperator, sqlalchemy_url
+from operators.training import MlflowTrainOperator, sqlalchemy_url
 from pushbutton.config import REPO_ROOT
 from pushbutton.data import remote
 from pushbutton.spec import load_model_dir
