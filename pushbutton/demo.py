@@ -363,6 +363,7 @@ class Demo:
         monitoring = MonitoringDemo(self, MODEL)
         monitoring.run()
         ClosedLoopDemo(self, monitoring).run()
+        monitoring.finish()
 
         champion = registry.by_alias(MODEL, "champion")
         self.report |= {

@@ -225,7 +225,8 @@ def test_rerunning_a_retrain_task_registers_no_second_version(demo) -> None:
     before = [v.version for v in registry.versions("iris")]
     with AirflowClient.from_settings(cfg) as client:
         [run] = [r for r in client.list_runs("iris__retrain") if r["run_type"] == "manual"]  # the demo's
-        tagged = [v.version for v in registry.versions("iris") if v.tags.get(reg.TRAIN_RUN)]
+        tag = f"iris__retrain/{run['dag_run_id']}"  # (the closed loop's alert-triggered run tagged its own)
+        tagged = [v.version for v in registry.versions("iris") if v.tags.get(reg.TRAIN_RUN) == tag]
         assert tagged == [report["versions"]["v1"]]
         cicd_before = {r["dag_run_id"] for r in client.list_runs("iris__cicd")}
         client.clear_tasks("iris__retrain", run["dag_run_id"], ["train_and_register"])

@@ -141,7 +141,6 @@ def test_the_monitor_dag_probes_what_serves(demo) -> None:
     assert answer["response"]["data"]["ndarray"] == [int(probe["probe"]["expected"])]
 
 
-@pytest.mark.last
 def test_external_alerts_reach_the_history_through_the_real_api_server(demo) -> None:
     """``POST /pushbutton/alerts/alertmanager`` on the real API server: no or a wrong token is 401, an
     unknown model 404, a good delivery lands in the alert history (notify: no notifier configured)."""
@@ -169,6 +168,7 @@ def test_external_alerts_reach_the_history_through_the_real_api_server(demo) -> 
     assert event.source == "alertmanager" and event.outcome("notify").outcome == "skipped"
 
 
+@pytest.mark.last
 def test_no_secret_reaches_the_logs(demo) -> None:
     """After every e2e test on the stack and ``pushbutton down``: no file under ``<home>/logs`` (server
     logs, task logs, the DAG processor's) holds the webhook secret, the Airflow admin password or
