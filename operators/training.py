@@ -85,26 +85,26 @@ class MlflowTrainOperator(BaseOperator):
         return tags
 
     def execute(self, context: Context) -> dict[str, Any]:
+        import tempfile
 
         from pushbutton.registry import TRAIN_RUN
         from pushbutton.spec import load_spec
         from pushbutton.train_job import train_in_child
 
         hook = MlflowRegistryHook()
+        registry = hook.get_conn()
         run_id = self.run_id_tag(context)
-        name = _final(lambda: load_spec(Path(self.model_dir)).name)
-        done = [v for v in _final(lambda: hook.get_conn().versions(name)) if v.tags.get(TRAIN_RUN) == run_id]
+        spec = _final(lambda: load_spec(Path(self.model_dir)))
+        name = spec.name
+        done = [v for v in _final(lambda: registry.versions(name)) if v.tags.get(TRAIN_RUN) == run_id]
         if done:  # a retry or a cleared task: this run registered its version already
             self.log.info(
                 "run %s already registered %s v%s; not training again", run_id, name, done[-1].version
             )
             return {"name": name, "version": done[-1].version, "run_id": done[-1].run_id, "unchanged": True}
-        import tempfile
-
-        spec = _final(lambda: load_spec(Path(self.model_dir)))
         with tempfile.TemporaryDirectory(prefix="pushbutton-data-") as tmp:
             fetched = self.fetch_data(spec, context, Path(tmp))
-            lineage = self.lineage_tags(context, name, hook.get_conn())
+            lineage = self.lineage_tags(context, name, registry)
             if fetched is not None:
                 lineage |= {
                     "pushbutton.training_rows": str(fetched.rows),
