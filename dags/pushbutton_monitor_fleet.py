@@ -9,21 +9,31 @@ monitoring code is imported inside the task.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from airflow.sdk import DAG, CronTriggerTimetable
 
 from operators.alerting import RETRAIN_ALIAS
 from operators.monitoring import FleetMonitorOperator
 from pushbutton.config import settings
-from pushbutton.monitoring.fleet import FLEET_DAG_ID, FLEET_THRESHOLD, FLEET_TICK, fleet_shape, stub_count
+from pushbutton.monitoring.fleet import (
+    FLEET_DAG_ID,
+    FLEET_THRESHOLD,
+    FLEET_TICK,
+    fleet_shape,
+    fleet_since,
+    stub_count,
+)
 
-if settings().schedules == "on" and fleet_shape(stub_count(settings().stub_root)):
+_shape = settings().schedules == "on" and fleet_shape(stub_count(settings().stub_root))
+_since = fleet_since(settings().stub_root, _shape)  # never a tick from before the fleet appeared
+
+if _shape:
     with DAG(
         dag_id=FLEET_DAG_ID,
         description="Monitor every model whose monitor schedule is due, all in one task per tick",
         schedule=CronTriggerTimetable(FLEET_TICK, timezone="UTC"),
-        start_date=datetime(2024, 1, 1, tzinfo=UTC),  # catchup off: at most the latest tick runs at once
+        start_date=_since,
         catchup=False,
         max_active_runs=1,
         tags=["pushbutton", "monitor"],

@@ -51,6 +51,30 @@ def fleet_shape(model_count: int) -> bool:
     return model_count > FLEET_THRESHOLD
 
 
+FLEET_SINCE = "fleet.since"  # in the stub root: when the fleet shape first held (the DAG's start_date)
+
+
+def fleet_since(
+    stub_root: Path, shape: bool, now: Callable[[], datetime] = lambda: datetime.now(UTC)
+) -> datetime:
+    """When the fleet DAG first appeared: its ``start_date``, so a freshly started stack (or a platform
+    that just grew past ``FLEET_THRESHOLD``) never runs a tick from before it (Airflow 3.3's
+    ``CronTriggerTimetable`` with ``catchup=False`` otherwise runs the latest past tick; see
+    ``dags/pushbutton_factory.py``). Recorded on the first parse that finds the shape, forgotten when
+    the platform shrinks below it, so growing again starts afresh."""
+    marker = Path(stub_root) / FLEET_SINCE
+    stamp = now().astimezone(UTC).replace(microsecond=0)
+    if not shape:
+        marker.unlink(missing_ok=True)
+        return stamp
+    try:
+        return datetime.fromisoformat(marker.read_text().strip())
+    except (OSError, ValueError):
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(stamp.isoformat() + "\n")
+        return stamp
+
+
 def stub_count(stub_root: Path) -> int:
     """How many models the platform has: its DAG stubs (one file per model directory; a listdir)."""
     try:

@@ -155,3 +155,63 @@ def test_a_stub_keeps_the_time_its_model_first_appeared(tmp_path: Path) -> None:
     assert sync_stubs(models, stubs, now=lambda: at(MONDAY, "12:00")) == [stub]  # rewritten: spec changed
     assert first_seen_of(stub) == "2026-11-30T09:35:12+00:00"
     assert sync_stubs(models, stubs, now=lambda: at(MONDAY, "12:00")) == []  # unchanged: not touched
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """``build(now)`` -> the ``pushbutton__monitor_fleet`` DAG as the DAG processor parses it at ``now``
+    (its file imported afresh) on a platform of ``FLEET_THRESHOLD + 1`` models."""
+    import importlib
+
+    from pushbutton.monitoring import fleet as fleet_module
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("PUSHBUTTON_HOME", str(home))
+    monkeypatch.setenv("PUSHBUTTON_SCHEDULES", "on")
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "dags"))
+    settings.cache_clear()
+    stubs = settings().stub_root / "models"
+    stubs.mkdir(parents=True)
+    for n in range(fleet_module.FLEET_THRESHOLD + 1):
+        (stubs / f"m{n}.py").write_text("")
+
+    real = fleet_module.fleet_since
+
+    def build(now: datetime):
+        monkeypatch.setattr(fleet_module, "fleet_since", _clocked(real, now))
+        sys.modules.pop("pushbutton_monitor_fleet", None)
+        return importlib.import_module("pushbutton_monitor_fleet").fleet_dag
+
+    yield build
+    settings.cache_clear()
+    sys.modules.pop("pushbutton_monitor_fleet", None)
+
+
+def _clocked(function, now: datetime):
+    return lambda stub_root, shape: function(stub_root, shape, now=lambda: now)
+
+
+def test_a_freshly_started_fleet_never_runs_the_tick_before_it(fleet, monkeypatch) -> None:
+    """The fleet DAG ticks */5: a stack started at 09:35:10 (old code: start_date 2024, so the 09:35
+    tick ran at once) first runs at 09:40; parsed again later, it keeps the time it first appeared."""
+    dag = fleet(at(MONDAY, "09:35:10"))
+    assert first_run(dag, at(MONDAY, "09:35:12"), monkeypatch) == at(MONDAY, "09:40")
+    again = fleet(at(MONDAY, "09:52"))  # a later parse: still started at 09:35:10; latest tick due
+    assert again.start_date == at(MONDAY, "09:35:10")
+    assert first_run(again, at(MONDAY, "09:52"), monkeypatch) == at(MONDAY, "09:50")
+
+
+def test_the_fleet_appearing_just_before_midnight_first_runs_at_midnight(fleet, monkeypatch) -> None:
+    dag = fleet(at(MONDAY, "23:59:59"))
+    assert first_run(dag, at(MONDAY, "23:59:59"), monkeypatch) == at(MONDAY + timedelta(days=1), "00:00")
+
+
+def test_the_fleet_start_is_forgotten_when_the_platform_shrinks(tmp_path: Path) -> None:
+    from pushbutton.monitoring.fleet import FLEET_SINCE, fleet_since
+
+    first, later = at(MONDAY, "09:36"), at(MONDAY, "12:00")
+    assert fleet_since(tmp_path, True, now=lambda: first) == first
+    assert fleet_since(tmp_path, True, now=lambda: later) == first  # recorded once
+    fleet_since(tmp_path, False, now=lambda: later)
+    assert not (tmp_path / FLEET_SINCE).exists()
+    assert fleet_since(tmp_path, True, now=lambda: later) == later  # grew again: starts afresh
