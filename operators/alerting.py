@@ -69,12 +69,26 @@ class AlertWebhookNotifier(BaseNotifier):
             raise NotConfigured(
                 f"no notifier configured: define the HTTP Connection {self.http_conn_id} (host: the webhook URL)"
             ) from exc
-        url = conn.host if "://" in (conn.host or "") else f"{conn.schema or 'http'}://{conn.host}"
-        if conn.port:
-            url = url.rstrip("/") + f":{conn.port}" if url.count(":") < 2 else url
+        url = webhook_url(self.http_conn_id, conn.host, conn.schema, conn.port)
         headers = {"Authorization": f"Bearer {conn.password}"} if conn.password else {}
         response = httpx.post(url, json=self.payload, headers=headers, timeout=self.timeout)
         response.raise_for_status()
+
+
+def webhook_url(conn_id: str, host: str | None, schema: str | None, port: int | None) -> str:
+    """The notifier's URL from an HTTP Connection: ``host`` is a URL (``https://hooks.example/a/b``) or a
+    host name with an optional path (``schema`` then gives the scheme, default http); ``port`` goes
+    after the host name, never after the path, and never replaces a port the URL already names."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    from pushbutton.alerting.judge import NotConfigured
+
+    if not host:
+        raise NotConfigured(f"the HTTP Connection {conn_id} has no host (fix: set host to the webhook URL)")
+    parts = urlsplit(host if "://" in host else f"{schema or 'http'}://{host}")
+    if port and parts.port is None:
+        parts = parts._replace(netloc=f"{parts.netloc}:{port}")
+    return urlunsplit(parts)
 
 
 def alert_payload(event: Any, context: Any, report: str | None) -> dict[str, Any]:
