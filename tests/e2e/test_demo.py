@@ -145,11 +145,12 @@ def test_a_failing_gate_fails_the_run_and_the_champion_keeps_serving(demo, tmp_p
     version, pipeline = pushed["version"], pushed["pipeline"]
     with AirflowClient.from_settings(cfg) as client:
         run = client.wait_run(pipeline["dag_id"], pipeline["run_id"], timeout=600)
-        states = {
-            t["task_id"]: t["state"] for t in client.task_instances(pipeline["dag_id"], pipeline["run_id"])
-        }
+        instances = client.task_instances(pipeline["dag_id"], pipeline["run_id"])
+        states = {t["task_id"]: t["state"] for t in instances}
+        tries = {t["task_id"]: t["try_number"] for t in instances}
     assert run["state"] == "failed"
     assert states["build"] == "success" and states["test"] == "failed"
+    assert tries["test"] == 1  # a failed gate is deterministic: failed at once, never retried
     assert states["fail_on_error"] == "failed"  # the watcher ran (and rendered its version)
     assert {states[t] for t in ("register", "deploy_candidate", "approve", "activate")} == {"upstream_failed"}
     failed = Registry(cfg.mlflow_url).get("iris", version)
