@@ -290,7 +290,6 @@ def test_seldon_hook_builds_the_runtime_from_its_connections(standin: Standin, m
 
 def test_the_rendered_manifest_is_what_is_applied(standin: Standin) -> None:
     """With the real renderer and the CRD schema check (no hand-built document)."""
-    pytest.importorskip("pushbutton.kube.seldon_v1", reason="the seldon-v1 renderer has not landed yet")
     operator = Operator(standin)
     runtime = KubernetesRuntime(standin.api_client(), image_registry="registry.example/models",
                                 sleep=operator.sleep, clock=operator.clock)  # fmt: skip

@@ -185,11 +185,10 @@ def test_the_connections_are_the_ones_the_hooks_read() -> None:
     assert (connection_url(monitoring) or "").startswith(
         "elasticsearch+https://pushbutton-writer:placeholder@"
     )
-    runtime = pytest.importorskip(
-        "pushbutton.kube.runtime", reason="the Kubernetes runtime's connection model"
-    )
+    from pushbutton.kube.runtime import seldon_v1_config
+
     seldon = json.loads(values["AIRFLOW_CONN_PUSHBUTTON_SELDON"])["extra"]
-    config = runtime.seldon_v1_config(seldon, "AIRFLOW_CONN_PUSHBUTTON_SELDON")
+    config = seldon_v1_config(seldon, "AIRFLOW_CONN_PUSHBUTTON_SELDON")
     assert config.logger_url == "http://pushbutton-logger.pushbutton:8002/"
 
 
