@@ -103,7 +103,7 @@ class MlflowTrainOperator(BaseOperator):
             )
             return {"name": name, "version": done[-1].version, "run_id": done[-1].run_id, "unchanged": True}
         with tempfile.TemporaryDirectory(prefix="pushbutton-data-") as tmp:
-            fetched = self.fetch_data(spec, context, Path(tmp))
+            fetched = self.fetch_data(spec, context, Path(tmp), registry)
             lineage = self.lineage_tags(context, name, registry)
             if fetched is not None:
                 lineage |= {
@@ -127,10 +127,11 @@ class MlflowTrainOperator(BaseOperator):
                 )
             )
 
-    def fetch_data(self, spec: Any, context: Context, directory: Path) -> Any:
+    def fetch_data(self, spec: Any, context: Context, directory: Path, registry: Any = None) -> Any:
         """A ``sql:`` or object storage source, fetched here (the Connections stay in the worker) for the
         run's data window (the ``window_start``/``window_end`` params, else the data interval) and checked
-        before training; ``None`` for a file in the model directory."""
+        before training (its class balance against the champion's reference, when there is one);
+        ``None`` for a file in the model directory (checked by ``validate`` at push)."""
         from pushbutton.data import remote
 
         if not remote.is_remote(spec):
@@ -141,10 +142,31 @@ class MlflowTrainOperator(BaseOperator):
         try:
             frame = self._read(spec, start, end, where)
             remote.check(spec, frame, where)
+            if registry is not None:
+                self.check_balance(spec, frame, registry, where)
         except remote.DataCheckFailed as exc:
             raise AirflowFailException(str(exc)) from exc
         self.log.info("%s: %d rows for the window %s", spec.name, len(frame), window)
         return remote.save(frame, directory, window)
+
+    def check_balance(self, spec: Any, frame: Any, registry: Any, where: str) -> None:
+        """The window's class shares against the champion's reference (its holdout labels)."""
+        from pushbutton.config import settings
+        from pushbutton.data import remote
+        from pushbutton.monitoring.reference import LABEL, ReferenceStore
+        from pushbutton.registry import CHAMPION
+
+        champion = registry.by_alias(spec.name, CHAMPION)
+        if champion is None or spec.task != "classification":
+            return
+        store = ReferenceStore(settings().home / "monitoring" / "reference", registry)
+        found = store.get(spec.name, champion.version)
+        if found.reference is None or LABEL not in found.reference.predictions.columns:
+            self.log.warning("%s: no reference for v%s (%s): label balance not checked", spec.name,
+                             champion.version, found.why or found.origin)  # fmt: skip
+            return
+        labels = found.reference.predictions[LABEL]
+        remote.check_balance(spec, frame, labels, f"the reference of v{champion.version} (champion)", where)
 
     def _read(self, spec: Any, start: Any, end: Any, where: str) -> Any:
         from airflow.sdk import BaseHook, ObjectStoragePath

@@ -2,7 +2,8 @@
 interval, or an ``s3://`` object — fetched by the retrain task (which holds the Connections) into a
 Parquet file the training child reads, so the model's code never sees a secret. Then the checks every
 retrain makes before it trains: enough rows, inputs not mostly missing, a target with more than one
-class (classification) and no missing target — a clear failure, not a bad model.
+class (classification) and no missing target, and (``check_balance``) class shares close to those of
+the champion's reference — a clear failure, not a bad model.
 """
 
 from __future__ import annotations
@@ -94,6 +95,32 @@ def check(spec: ModelSpec, frame: pd.DataFrame, where: str) -> None:
         raise DataCheckFailed(
             f"{where}: the target {spec.data.target} has a single class ({target.iloc[0]!r}): a classifier "
             "cannot learn from it (fix: widen the data window or check the labels)"
+        )
+
+
+def check_balance(
+    spec: ModelSpec, frame: pd.DataFrame, reference_labels: pd.Series, of: str, where: str
+) -> None:
+    """Refuse classification data whose class shares moved more than ``data.max_label_shift`` from the
+    reference's (``reference_labels``: the holdout labels of ``of``, e.g. "the reference of v3"): a
+    class gone from the window, or one suddenly dominating, is a broken label feed or a wrong window
+    far more often than a real change, and a model trained on it would pass a gate scored on the
+    same data."""
+    if spec.task != "classification" or spec.data.max_label_shift >= 1.0 or reference_labels.empty:
+        return
+    new = frame[spec.data.target].astype(str).value_counts(normalize=True)
+    old = reference_labels.astype(str).value_counts(normalize=True)
+    shifts = sorted(
+        ((abs(float(new.get(c, 0.0)) - float(old.get(c, 0.0))), c) for c in set(new.index) | set(old.index)),
+        reverse=True,
+    )
+    shift, worst = shifts[0]
+    if shift > spec.data.max_label_shift:
+        raise DataCheckFailed(
+            f"{where}: class {worst!r} of {spec.data.target} is {float(new.get(worst, 0.0)):.0%} of the rows, "
+            f"{float(old.get(worst, 0.0)):.0%} in {of}: a shift of {shift:.0%}, above data.max_label_shift "
+            f"({spec.data.max_label_shift:.0%}) (fix: check the labels and the data window; if the change is "
+            "real, raise data.max_label_shift, 1 turns the check off)"
         )
 
 

@@ -109,6 +109,12 @@ class DataSpec(_Strict):
     conn_id: str | None = None  # s3://…: the Airflow Connection ObjectStoragePath reads it with
     min_rows: int = Field(20, ge=2, description="a retrain refuses fewer training rows")
     max_null_share: float = Field(0.5, ge=0.0, le=1.0, description="per input, in the training data")
+    max_label_shift: float = Field(
+        0.3,
+        gt=0.0,
+        le=1.0,
+        description="largest change of a class's share vs the champion's reference (1: off)",
+    )
 
     @model_validator(mode="after")
     def _remote(self) -> DataSpec:

@@ -122,3 +122,47 @@ def test_connection_urls() -> None:
     conn = SimpleNamespace(extra_dejson={}, conn_type="postgres", get_uri=lambda: "postgres://u:p@db:5432/w")
     assert sqlalchemy_url(conn) == "postgresql+psycopg://u:p@db:5432/w"
     assert sqlalchemy_url(SimpleNamespace(extra_dejson={"sqlalchemy_url": "duckdb:///x"})) == "duckdb:///x"
+
+
+def test_label_balance_against_the_reference() -> None:
+    spec = load_model_dir(REPO_ROOT / "models" / "iris")
+    frame = pd.DataFrame({"species": [0, 1, 2] * 20})
+    reference = pd.Series([0, 1, 2] * 10, name="label")
+    remote.check_balance(spec, frame, reference, "the reference of v3", "here")  # same shares pass
+    gone = pd.DataFrame({"species": [0, 1] * 30})  # class 2 vanished from the window
+    with pytest.raises(
+        remote.DataCheckFailed, match=r"class '2' of species is 0% of the rows, 33% in the refe"
+    ):
+        remote.check_balance(spec, gone, reference, "the reference of v3", "here")
+    off = spec.model_copy(update={"data": spec.data.model_copy(update={"max_label_shift": 1.0})})
+    remote.check_balance(off, gone, reference, "the reference of v3", "here")  # 1: the check is off
+    loose = spec.model_copy(update={"data": spec.data.model_copy(update={"max_label_shift": 0.34})})
+    remote.check_balance(loose, gone, reference, "the reference of v3", "here")  # 33% shift <= 34%
+
+
+def test_the_retrain_refuses_a_window_whose_labels_moved_from_the_champions_reference(
+    tmp_path, warehouse, monkeypatch
+) -> None:
+    """The champion's reference (cached as the monitor caches it) says class 0 is 90% of the labels;
+    the window's iris rows are about a third each: refused before training, naming the champion."""
+    from pushbutton.config import settings
+    from pushbutton.monitoring.reference import FORMAT, LABEL, Reference
+
+    monkeypatch.setenv("PUSHBUTTON_HOME", str(tmp_path / "home"))
+    settings.cache_clear()
+    frame = pd.DataFrame({"sepal_length_cm": [1.0] * 10, LABEL: [0] * 9 + [1]})
+    Reference(frame, frame, {"format": FORMAT}).save(
+        tmp_path / "home" / "monitoring" / "reference" / "iris" / "v3"
+    )
+    spec = load_model_dir(sql_iris(tmp_path))
+    op = MlflowTrainOperator(task_id="train_and_register", model_dir=str(tmp_path / "iris"))
+    champion = SimpleNamespace(by_alias=lambda name, alias: SimpleNamespace(version="3"))
+    try:
+        with pytest.raises(
+            AirflowFailException, match=r"in the reference of v3 \(champion\).*max_label_shift"
+        ):
+            op.fetch_data(spec, context(T0 - timedelta(hours=2), T0), tmp_path, champion)
+        first_release = SimpleNamespace(by_alias=lambda name, alias: None)  # no champion: nothing to compare
+        assert op.fetch_data(spec, context(T0 - timedelta(hours=2), T0), tmp_path, first_release).rows == 120
+    finally:
+        settings.cache_clear()
