@@ -2,9 +2,10 @@
 
 Connections (set by ``pushbutton up`` as ``AIRFLOW_CONN_*`` env vars, or in the Airflow UI):
 ``pushbutton_mlflow`` (http, host/port of the tracking server; extra ``webhook_secret``),
-``pushbutton_seldon`` (http, host/port of the gateway; extra ``runtime``: ``local`` or ``seldon-v1``,
-``namespace``; for ``seldon-v1`` also ``kubernetes_conn_id``, ``image_registry``, ... see
-``pushbutton.kube.runtime.SeldonV1Config``),
+``pushbutton_seldon`` (http, host/port of the gateway; extra ``runtime``: ``local``, ``seldon-v1`` or
+``seldon-v2``, ``namespace``; for ``seldon-v1`` also ``kubernetes_conn_id``, ``image_registry``, ... see
+``pushbutton.kube.runtime.SeldonV1Config``; for ``seldon-v2`` ``storage_template``, ... see
+``pushbutton.kube.runtime_v2.SeldonV2Config``),
 ``pushbutton_store`` (extra ``url``: SQLAlchemy URL of the platform store).
 """
 
@@ -22,6 +23,18 @@ if TYPE_CHECKING:
 def _url(conn: Any, default_port: int) -> str:
     scheme = conn.schema or "http"
     return f"{scheme}://{conn.host or '127.0.0.1'}:{conn.port or default_port}"
+
+
+def refuse_local_runtime_on_distributed_workers(conn_id: str) -> None:
+    """The ``local`` runtime needs one host: ``SpecError`` under a Celery/Kubernetes executor
+    (``pushbutton.executors``), unless ``PUSHBUTTON_WORKERS_ON_ONE_HOST=1``."""
+    import os
+
+    from airflow.sdk.configuration import conf
+
+    from pushbutton.executors import check_local_runtime
+
+    check_local_runtime(conf.get("core", "executor", fallback="LocalExecutor"), os.environ, conn_id)
 
 
 class MlflowRegistryHook(BaseHook):
@@ -46,7 +59,7 @@ class MlflowRegistryHook(BaseHook):
 
 
 class SeldonHook(BaseHook):
-    """Where models serve: the local seldon-core runtime and gateway, or Seldon Core v1 on Kubernetes."""
+    """Where models serve: the local seldon-core runtime and gateway, or Seldon Core v1/v2 on Kubernetes."""
 
     conn_name_attr = "seldon_conn_id"
     default_conn_name = "pushbutton_seldon"
@@ -64,15 +77,14 @@ class SeldonHook(BaseHook):
 
         conn = self.get_connection(self.seldon_conn_id)
         runtime = conn.extra_dejson.get("runtime", "local")
-        if runtime not in ("local", "seldon-v1"):
-            later = "is not available yet" if runtime == "seldon-v2" else "is not a runtime"
+        if runtime not in ("local", "seldon-v1", "seldon-v2"):
             raise SpecError(
                 [
                     SpecIssue(
                         f"connection {self.seldon_conn_id}",
                         "extra.runtime",
-                        f"runtime '{runtime}' {later}",
-                        "set extra.runtime to 'local' or 'seldon-v1'",
+                        f"runtime '{runtime}' is not a runtime",
+                        "set extra.runtime to 'local', 'seldon-v1' or 'seldon-v2'",
                     )
                 ]
             )
@@ -80,6 +92,7 @@ class SeldonHook(BaseHook):
             update={"host": conn.host or "127.0.0.1", "gateway_port": conn.port or 8000}
         )
         if runtime == "local":
+            refuse_local_runtime_on_distributed_workers(self.seldon_conn_id)
             return LocalRuntime(cfg)
         # seldon-v1: SeldonDeployments through the cncf-kubernetes provider's KubernetesHook (its
         # Connection: in-cluster or kubeconfig); test microservices stay local (host/port: the gateway)
@@ -87,7 +100,14 @@ class SeldonHook(BaseHook):
 
         from pushbutton.kube.runtime import KubernetesRuntime, seldon_v1_config
 
-        config = seldon_v1_config(conn.extra_dejson, f"connection {self.seldon_conn_id}")
+        where = f"connection {self.seldon_conn_id}"
+        if runtime == "seldon-v2":  # Models/Pipelines/Experiments (pushbutton.kube.runtime_v2)
+            from pushbutton.kube.runtime_v2 import SeldonV2Runtime, seldon_v2_config
+
+            config_v2 = seldon_v2_config(conn.extra_dejson, where)
+            api_client = KubernetesHook(conn_id=config_v2.kubernetes_conn_id).get_conn()
+            return SeldonV2Runtime.from_config(api_client, config_v2, tester=LocalRuntime(cfg))
+        config = seldon_v1_config(conn.extra_dejson, where)
         api_client = KubernetesHook(conn_id=config.kubernetes_conn_id).get_conn()
         return KubernetesRuntime.from_config(api_client, config, tester=LocalRuntime(cfg))
 

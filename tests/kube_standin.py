@@ -146,3 +146,98 @@ def running_standin() -> Iterator[Standin]:
         yield standin
     finally:
         standin.stop()
+
+
+# Seldon Core v2 ---------------------------------------------------------------------------------
+
+V2_RESOURCES = {
+    "Model": "mlops.seldon.io/v1alpha1/models",
+    "Pipeline": "mlops.seldon.io/v1alpha1/pipelines",
+    "Experiment": "mlops.seldon.io/v1alpha1/experiments",
+}
+V2_PROGRESSING = {
+    "Model": "ModelProgressing",
+    "Pipeline": "PipelineCreating",
+    "Experiment": "ExperimentProgressing",
+}
+
+
+def v2_conditions(kind: str, ready: bool, message: str) -> list[dict[str, str]]:
+    """Status conditions as Seldon v2 writes them: its own condition (ModelReady, PipelineReady, ...)
+    and ``Ready``, ``True`` or ``False`` with the reason."""
+    status = "True" if ready else "False"
+    own = {"type": f"{kind}Ready", "status": status, "message": message}
+    return [own, {"type": "Ready", "status": status, **({} if ready else {"reason": message})}]
+
+
+@attrs.define(kw_only=True)
+class SeldonV2Standin(SeldonApiStandin):
+    """The API server stand-in, also playing Seldon Core v2's controller: a write that makes a new
+    generation reports ``Ready: False`` (progressing) for it; the first read that returns that moves it
+    on to the next outcome scripted for the object's name (``outcomes``: ``(ready, message)``; default
+    ready). ``rollouts`` lists every (kind, name, generation, ready) in order."""
+
+    outcomes: dict[str, list[tuple[bool, str]]] = attrs.field(factory=dict)
+    rollouts: list[tuple[str, str, int, bool]] = attrs.field(factory=list)
+    pending: dict[tuple[str, str], tuple[bool, str]] = attrs.field(factory=dict)
+
+    async def _serve_create(self, request: Any) -> Any:
+        payload = await super()._serve_create(request)
+        self._roll_out(request)
+        return payload
+
+    async def _serve_update(self, request: Any) -> Any:
+        payload = await super()._serve_update(request)
+        self._roll_out(request)
+        return payload
+
+    def _roll_out(self, request: Any) -> None:
+        obj = self._stored(request)
+        meta, kind = obj.raw["metadata"], obj.raw.get("kind", "")
+        generation = meta.get("generation", 1)
+        if (obj.raw.get("status") or {}).get("observedGeneration") == generation:
+            return  # labels or annotations only: nothing new to roll out
+        script = self.outcomes.get(meta["name"]) or []
+        outcome = script.pop(0) if script else (True, f"{kind}Available")
+        self.pending[meta["namespace"], meta["name"]] = outcome
+        self.rollouts.append((kind, meta["name"], generation, outcome[0]))
+        conditions = v2_conditions(kind, False, V2_PROGRESSING.get(kind, "Progressing"))
+        obj.patch({"status": {"conditions": conditions, "observedGeneration": generation}})
+
+    async def _serve_fetch(self, request: Any) -> Any:
+        payload = copy.deepcopy(await super()._serve_fetch(request))
+        outcome = self.pending.pop((request.namespace, request.name), None)
+        if outcome is not None:
+            status = {"conditions": v2_conditions(payload.get("kind", ""), *outcome),
+                      "observedGeneration": payload["metadata"]["generation"]}  # fmt: skip
+            self._stored(request).patch({"status": status})
+        return payload
+
+
+class V2Standin(Standin):
+    """The running Seldon v2 stand-in (Models, Pipelines, Experiments)."""
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        async with SeldonV2Standin() as server, kmock.Server(server) as http:
+            for resource in V2_RESOURCES.values():
+                server.resources[resource] = {}
+            self.server, self.url = server, str(http.url).rstrip("/")
+            self._ready.set()
+            await self._stop.wait()
+
+    def objects(self, namespace: str) -> dict[str, dict[str, Any]]:
+        """``Kind/name`` → the stored object, of every live v2 resource in ``namespace``."""
+
+        def read() -> dict[str, dict[str, Any]]:
+            found = {}
+            for (_, ns, name), obj in self.server.objects.items():
+                if ns == namespace and not obj.deleted and obj.raw.get("kind") in V2_RESOURCES:
+                    found[f"{obj.raw['kind']}/{name}"] = copy.deepcopy(obj.raw)
+            return found
+
+        return self.call(read)
+
+    def script(self, name: str, *outcomes: tuple[bool, str]) -> None:
+        """The next rollouts of ``name`` end so (``(False, "ModelFailed ...")``: Seldon reports a failure)."""
+        self.call(lambda: self.server.outcomes.setdefault(name, []).extend(outcomes))

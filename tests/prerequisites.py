@@ -33,3 +33,16 @@ def missing(what: str, fix: str) -> NoReturn:
     if require_all():
         pytest.fail(f"{message}; {REQUIRE_ALL} is set, so a missing prerequisite fails", pytrace=False)
     pytest.skip(message)
+
+
+def redis_server() -> str:
+    """Path of Debian's ``redis-server`` (the Celery broker of the distributed-executor test)."""
+    import shutil
+
+    found = shutil.which("redis-server")
+    if found is None:
+        missing(
+            "Redis server (redis-server)",
+            "install Debian's redis-server package (apt-get install redis-server; .ci/run does)",
+        )
+    return found

@@ -59,8 +59,9 @@ def _server_status(exc: Any) -> dict[str, Any]:
     return {}
 
 
-def api_error(exc: Exception, what: str, action: str) -> Exception:
-    """The core exception for a failed API call ``action`` on ``what`` (e.g. ``SeldonDeployment ns/name``)."""
+def api_error(exc: Exception, what: str, action: str, crd: str = f"{PLURAL}.{GROUP}") -> Exception:
+    """The core exception for a failed API call ``action`` on ``what`` (e.g. ``SeldonDeployment ns/name``);
+    ``crd`` (``plural.group``) names the custom resource in hints."""
     status = getattr(exc, "status", None)
     if not isinstance(status, int) or status == 0:  # urllib3/aiohttp: no answer at all
         return ServingError(
@@ -71,7 +72,8 @@ def api_error(exc: Exception, what: str, action: str) -> Exception:
     message = str(answer.get("message") or getattr(exc, "reason", "") or "").strip()
     if status == 404:
         hint = (
-            f"; is Seldon Core v1 installed (CRD {PLURAL}.{GROUP}) and does the namespace exist?"
+            f"; is Seldon Core {'v1' if crd.endswith(GROUP) else 'v2'} installed (CRD {crd}) and does the "
+            "namespace exist?"
             if action == "create"
             else ""
         )
@@ -84,8 +86,8 @@ def api_error(exc: Exception, what: str, action: str) -> Exception:
     if status == 422:
         causes = (answer.get("details") or {}).get("causes") or []
         fix = (
-            "the API server (CRD schema or Seldon's admission webhook) rejected the rendered "
-            "SeldonDeployment: correct the named field in model.yaml, or report a renderer bug"
+            f"the API server (CRD schema or Seldon's admission webhook) rejected the rendered "
+            f"{what.split(' ')[0]}: correct the named field in model.yaml, or report a renderer bug"
         )
         issues = [
             SpecIssue(what, str(c.get("field") or ""), str(c.get("message") or message), fix)
@@ -94,25 +96,34 @@ def api_error(exc: Exception, what: str, action: str) -> Exception:
         ]
         return SpecError(issues or [SpecIssue(what, "", message or "HTTP 422 Unprocessable Entity", fix)])
     hint = (
-        "check the credentials and RBAC of the Kubernetes connection (verbs get/create/patch/delete on "
-        f"{PLURAL}.{GROUP})"
+        "check the credentials and RBAC of the Kubernetes connection (verbs get/list/create/patch/delete "
+        f"on {crd})"
         if status in (401, 403)
         else "the API server failed; trying again may work"
     )
     return ServingError(f"cannot {action} {what}: HTTP {status} {message}; {hint}")
 
 
-class SeldonDeployments:
-    """``CustomObjectsApi`` for ``seldondeployments.machinelearning.seldon.io/v1``, errors mapped."""
+class CustomObjects:
+    """``CustomObjectsApi`` for one namespaced custom resource, errors mapped."""
 
-    def __init__(self, api_client: Any):
+    group, version, plural, kind = GROUP, VERSION, PLURAL, KIND
+
+    def __init__(
+        self, api_client: Any, *, group: str = "", version: str = "", plural: str = "", kind: str = ""
+    ):
         from kubernetes import client
 
         self.api = client.CustomObjectsApi(api_client)
+        self.group, self.version = group or self.group, version or self.version
+        self.plural, self.kind = plural or self.plural, kind or self.kind
 
-    @staticmethod
-    def what(namespace: str, name: str) -> str:
-        return f"{KIND} {namespace}/{name}"
+    @property
+    def crd(self) -> str:
+        return f"{self.plural}.{self.group}"
+
+    def what(self, namespace: str, name: str) -> str:
+        return f"{self.kind} {namespace}/{name}"
 
     def _call(self, action: str, namespace: str, name: str, call: Callable[[], T]) -> T:
         from kubernetes.client.exceptions import ApiException
@@ -121,7 +132,10 @@ class SeldonDeployments:
         try:
             return call()
         except (ApiException, HTTPError, OSError) as exc:
-            raise api_error(exc, self.what(namespace, name), action) from exc
+            raise api_error(exc, self.what(namespace, name), action, self.crd) from exc
+
+    def _args(self, namespace: str) -> tuple[str, str, str, str]:
+        return self.group, self.version, namespace, self.plural
 
     def get(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The object, or None when it does not exist."""
@@ -130,10 +144,26 @@ class SeldonDeployments:
                 "read",
                 namespace,
                 name,
-                lambda: self.api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name),
+                lambda: self.api.get_namespaced_custom_object(*self._args(namespace), name),
             )
         except NotFound:
             return None
+
+    def list(self, namespace: str, labels: Mapping[str, str]) -> list[dict[str, Any]]:
+        """The objects carrying all ``labels`` (also checked here: not every server filters)."""
+        selector = ",".join(f"{k}={v}" for k, v in labels.items())
+        found = self._call(
+            "list",
+            namespace,
+            selector,
+            lambda: self.api.list_namespaced_custom_object(*self._args(namespace), label_selector=selector),
+        )
+        items = found.get("items") or [] if isinstance(found, Mapping) else []
+        return [
+            item
+            for item in items
+            if all(((item.get("metadata") or {}).get("labels") or {}).get(k) == v for k, v in labels.items())
+        ]
 
     def create(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
         name = body["metadata"]["name"]
@@ -141,7 +171,7 @@ class SeldonDeployments:
             "create",
             namespace,
             name,
-            lambda: self.api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, dict(body)),
+            lambda: self.api.create_namespaced_custom_object(*self._args(namespace), dict(body)),
         )
 
     def patch(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
@@ -149,9 +179,7 @@ class SeldonDeployments:
             "patch",
             namespace,
             name,
-            lambda: self.api.patch_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, name, dict(patch)
-            ),
+            lambda: self.api.patch_namespaced_custom_object(*self._args(namespace), name, dict(patch)),
         )
 
     def delete(self, namespace: str, name: str) -> bool:
@@ -161,8 +189,12 @@ class SeldonDeployments:
                 "delete",
                 namespace,
                 name,
-                lambda: self.api.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name),
+                lambda: self.api.delete_namespaced_custom_object(*self._args(namespace), name),
             )
         except NotFound:
             return False
         return True
+
+
+class SeldonDeployments(CustomObjects):
+    """``seldondeployments.machinelearning.seldon.io/v1``."""

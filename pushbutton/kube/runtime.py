@@ -299,18 +299,7 @@ class KubernetesRuntime:
             self.sleep(min(self.poll_interval, left))
 
     def _restore(self, namespace: str, name: str, previous: Mapping[str, Any]) -> None:
-        now = self.deployments.get(namespace, name)
-        if now is None:  # deleted meanwhile: bring the previous object back as it was
-            body = {k: previous[k] for k in ("apiVersion", "kind", "spec") if k in previous}
-            body["metadata"] = {k: v for k, v in previous["metadata"].items() if k in ("name", "namespace",
-                                                                                      "labels", "annotations")}  # fmt: skip
-            self.deployments.create(namespace, body)
-            return
-        before, after = _applied(now), _applied(previous)
-        patch: dict[str, Any] = {"spec": merge_diff(before["spec"], after["spec"])}
-        meta = {k: merge_diff(before[k], after[k]) for k in ("labels", "annotations")}
-        patch["metadata"] = {k: v for k, v in meta.items() if v}
-        self.deployments.patch(namespace, name, {k: v for k, v in patch.items() if v})
+        restore_object(self.deployments, namespace, name, previous)
 
     @staticmethod
     def _undo(call: Callable[[], Any], done: str) -> str:
@@ -403,6 +392,23 @@ class KubernetesRuntime:
     def close(self) -> None:
         if self.tester is not None:
             self.tester.close()
+
+
+def restore_object(api: Any, namespace: str, name: str, previous: Mapping[str, Any]) -> None:
+    """Put ``previous`` (the object as read before a change) back through ``api`` (a ``CustomObjects``):
+    its spec, labels and annotations merge-patched back, or the object created again if it is gone."""
+    now = api.get(namespace, name)
+    if now is None:  # deleted meanwhile: bring the previous object back as it was
+        body = {k: previous[k] for k in ("apiVersion", "kind", "spec") if k in previous}
+        body["metadata"] = {k: v for k, v in previous["metadata"].items() if k in ("name", "namespace",
+                                                                                  "labels", "annotations")}  # fmt: skip
+        api.create(namespace, body)
+        return
+    before, after = _applied(now), _applied(previous)
+    patch: dict[str, Any] = {"spec": merge_diff(before["spec"], after["spec"])}
+    meta = {k: merge_diff(before[k], after[k]) for k in ("labels", "annotations")}
+    patch["metadata"] = {k: v for k, v in meta.items() if v}
+    api.patch(namespace, name, {k: v for k, v in patch.items() if v})
 
 
 def _not_served(exc: NotAvailable, undo: str) -> ServingError:

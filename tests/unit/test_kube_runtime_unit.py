@@ -176,9 +176,7 @@ def _seldon_connection(monkeypatch: pytest.MonkeyPatch, extra: dict[str, Any]) -
                        json.dumps({"conn_type": "http", "host": "127.0.0.1", "port": 8000, "extra": extra}))  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    ("runtime", "problem"), [("seldon-v2", "is not available yet"), ("k8s", "is not a runtime")]
-)
+@pytest.mark.parametrize(("runtime", "problem"), [("k8s", "is not a runtime")])
 def test_hook_refuses_other_runtimes_naming_the_fix(
     monkeypatch: pytest.MonkeyPatch, runtime: str, problem: str
 ) -> None:
@@ -186,7 +184,7 @@ def test_hook_refuses_other_runtimes_naming_the_fix(
 
     _seldon_connection(monkeypatch, {"runtime": runtime})
     with pytest.raises(SpecError, match=f"extra.runtime: runtime '{runtime}' {problem} "
-                                        r"\(fix: set extra.runtime to 'local' or 'seldon-v1'\)"):  # fmt: skip
+                                        r"\(fix: set extra.runtime to 'local', 'seldon-v1' or 'seldon-v2'\)"):  # fmt: skip
         SeldonHook().get_conn()
 
 
