@@ -681,11 +681,13 @@ def status(settings: Settings) -> dict[str, Any]:
 
 def logging_status(settings: Settings, components: dict[str, Any]) -> dict[str, Any]:
     """Request-logging health: the logger's counters (``GET /status``) and the gateway emitter's
-    (received, spooled, dropped …); a component that is down or does not answer shows ``None``."""
+    (received, spooled, dropped …); a component that is down or does not answer shows ``None``.
+    A running logger is asked even when unhealthy: its ``/health`` fails while its store is down,
+    which is when its counters (``store_up``, ``last_error``) matter most."""
 
     def counters(name: str) -> dict[str, Any] | None:
         url = {"logger": settings.logger_url, "gateway": settings.gateway_url}[name]
-        if not components.get(name, {}).get("healthy"):
+        if not components.get(name, {}).get("running"):
             return None
         try:
             answer = httpx.get(f"{url}/status", timeout=2.0)

@@ -1,6 +1,7 @@
 """Gateway → logger → store, all real processes: every request the gateway answered is in the store
 once, with its response, although the logger was killed under load and the gateway itself was
-restarted while the logger was away (the spool on disk carried the events across).
+restarted while the logger was away (the spool on disk carried the events across). The same path
+also ends in a real PostgreSQL server, with the model's features as typed columns.
 
 The model behind the gateway is a stand-in (a one-thread HTTP server answering like seldon-core's
 wrapper): what is under test is the request log, not a model.
@@ -23,13 +24,16 @@ from pathlib import Path
 import aiohttp
 import httpx
 import pytest
+import sqlalchemy as sa
 
-from bench.logging_common import BACKEND, BODY, MODEL, NS  # the stand-in model the benches use
+from bench.logging_common import BACKEND, BODY, MODEL, NAMES, NS  # the stand-in model the benches use
+from pushbutton.config import REPO_ROOT
 from pushbutton.monitoring.logger import logger_argv
 from pushbutton.monitoring.store import open_store
 from pushbutton.procs import ProcessGroup, free_port, http_ok, wait_ready
 from pushbutton.serving.client import GatewayClient, gateway_argv
 from pushbutton.serving.routes import external_path
+from tests.integration.postgres import postgres_server
 
 pytestmark = pytest.mark.integration
 
@@ -44,6 +48,7 @@ class Stack:
     backend_url: str
     gateway_port: int
     logger_port: int
+    models_dir: Path | None = None  # the logger types the store's columns from these specs (None: untyped)
 
     def start_gateway(self) -> None:
         argv = gateway_argv("127.0.0.1", self.gateway_port, self.root / "routes.json", sys.executable,
@@ -52,7 +57,9 @@ class Stack:
         wait_ready(info, http_ok(self.gateway_url + "/health"), 60, "gateway")
 
     def start_logger(self) -> None:
-        argv = logger_argv("127.0.0.1", self.logger_port, self.store_url, self.root / "no-models")
+        argv = logger_argv(
+            "127.0.0.1", self.logger_port, self.store_url, self.models_dir or self.root / "no-models"
+        )
         info = self.group.start("logger", [*argv, "--pair-timeout", "1"])
         wait_ready(info, http_ok(self.logger_url + "/health"), 60, "logger")
 
@@ -208,3 +215,59 @@ def read_labels(store_url: str, since: datetime) -> dict[str, list[tuple[int, ob
     for request_id, row, label in zip(frame["request_id"], frame["row"], frame["label"], strict=True):
         out.setdefault(request_id, []).append((int(row), label))
     return out
+
+
+@pytest.fixture(scope="module")
+def pg_url() -> Iterator[str]:
+    with postgres_server() as url:
+        yield url
+
+
+def test_gateway_to_logger_to_postgres_stores_typed_rows_with_the_response(stack: Stack, pg_url: str) -> None:
+    """The SQLite case above, ending in PostgreSQL: each answered request is one complete record under
+    the request id the client got, its features in the iris spec's typed columns, its response kept."""
+    engine = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.exec_driver_sql("CREATE DATABASE gateway_log")
+    engine.dispose()
+    stack.store_url = pg_url.rsplit("/", 1)[0] + "/gateway_log"
+    stack.models_dir = REPO_ROOT / "models"  # iris's schema: typed feature columns
+    began = datetime.now(UTC) - timedelta(minutes=1)
+    stack.start_logger()
+    stack.start_gateway()
+    with GatewayClient(stack.gateway_url) as gateway:
+        gateway.put_route(
+            NS, MODEL, {"champion": {"url": stack.backend_url, "version": "1"}}, {"champion": 100}
+        )
+    url = stack.gateway_url + external_path(NS, MODEL)
+    with httpx.Client(timeout=30) as client:
+        answers = [
+            client.post(url, content=BODY, headers={"Content-Type": "application/json"}) for _ in range(5)
+        ]
+    assert [a.status_code for a in answers] == [200] * 5
+    puids = {a.headers["Seldon-Puid"] for a in answers}
+    assert puids == {a.json()["meta"]["puid"] for a in answers} and len(puids) == 5
+    deadline = time.monotonic() + 60
+    while True:  # the client never waits on logging: wait for the store
+        records = logged_records(stack.store_url, began)
+        if {r["request_id"] for r in records if r["complete"]} >= puids:
+            break
+        assert time.monotonic() < deadline, f"not logged in time: {records}"
+        time.sleep(0.2)
+    assert sorted(r["request_id"] for r in records) == sorted(puids)  # once each, nothing invented
+    assert {(r["predictor"], r["version"], r["status"], r["n_rows"]) for r in records} == {
+        ("champion", "1", 200, 1)
+    }
+    for record in records:
+        assert json.loads(record["response_body"])["data"]["ndarray"] == [0]  # what the model answered
+        assert json.loads(record["request_body"])["data"]["names"] == NAMES
+    store = open_store(stack.store_url)
+    try:
+        assert store.engine.dialect.name == "postgresql"
+        frame = store.rows(MODEL, began, datetime.now(UTC) + timedelta(minutes=1))
+    finally:
+        store.close()
+    assert sorted(frame["request_id"]) == sorted(puids) and frame["complete"].all()
+    for name, value in zip(NAMES, json.loads(BODY)["data"]["ndarray"][0], strict=True):
+        assert str(frame[name].dtype) == "float64" and frame[name].tolist() == [value] * 5
+    assert str(frame["prediction"].dtype) == "Int64" and frame["prediction"].tolist() == [0] * 5

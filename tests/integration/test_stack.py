@@ -1,4 +1,4 @@
-"""A real MLflow server (and the gateway, when present) started and stopped by the stack code."""
+"""A real MLflow server, the request logger and the gateway started and stopped by the stack code."""
 
 from __future__ import annotations
 
@@ -63,17 +63,30 @@ def _receiver(host: str, port: int) -> Iterator[list[tuple[str, dict, bytes]]]:
 
 def test_mlflow_up_twice_webhook_once_signed_after_restart_and_down_leaves_nothing(cfg):
     first = stack.up(cfg, airflow=False)
-    assert first.components["mlflow"].started and first.components["gateway"].started
+    assert list(first.components) == ["mlflow", "logger", "gateway"]
+    assert all(c.started for c in first.components.values())
     assert httpx.get(f"{cfg.mlflow_url}/health").text == "OK"
     assert httpx.get(f"{cfg.gateway_url}/health").is_success  # the gateway is part of every stack
-    report = stack.status(cfg)["components"]
+    assert httpx.get(f"{cfg.logger_url}/health").is_success  # ... and the request logger beside it
+    assert f"logger   {cfg.logger_url}" in first.describe()
+    full = stack.status(cfg)
+    report = full["components"]
     assert report["mlflow"] == {**report["mlflow"], "running": True, "healthy": True}
+    assert report["logger"] == {**report["logger"], "running": True, "healthy": True, "url": cfg.logger_url,
+                                "pid": first.components["logger"].pid}  # fmt: skip
     assert report["gateway"] == {**report["gateway"], "running": True, "healthy": True}
     assert report["airflow"]["running"] is False
+    # logging health from the live processes: the logger's counters, on the stack's monitoring store,
+    # and the gateway's emitter sending to this logger
+    logging = full["logging"]
+    counts = ("received", "rejected", "dropped", "store_up")
+    assert [logging[k] for k in counts] == [0, 0, 0, True]
+    assert logging["logger"]["store"] == cfg.monitoring
+    assert logging["emitter"]["logger_url"] == cfg.logger_url
 
     second = stack.up(cfg, airflow=False)
-    assert not second.components["mlflow"].started
-    assert second.components["mlflow"].pid == first.components["mlflow"].pid
+    assert not any(c.started for c in second.components.values())
+    assert {n: c.pid for n, c in second.components.items()} == {n: c.pid for n, c in first.components.items()}
     assert "already running" in second.describe()
     client, hooks = _our_webhooks(cfg)
     assert len(hooks) == 1
@@ -83,7 +96,7 @@ def test_mlflow_up_twice_webhook_once_signed_after_restart_and_down_leaves_nothi
     assert [str(e) for e in hooks[0].events] == ["model_version.created"]
 
     # Restart MLflow: the stored secret must still decrypt (persistent encryption key) and sign.
-    assert "mlflow" in stack.down(cfg)
+    assert {"mlflow", "logger", "gateway"} <= set(stack.down(cfg))
     third = stack.up(cfg, airflow=False)
     assert third.components["mlflow"].started
     client, hooks = _our_webhooks(cfg)
@@ -98,23 +111,32 @@ def test_mlflow_up_twice_webhook_once_signed_after_restart_and_down_leaves_nothi
     assert headers["X-MLflow-Signature"] == "v1," + base64.b64encode(digest).decode()
 
     pids = [c.pid for c in third.components.values()]
+    assert third.components["logger"].pid not in [c.pid for c in first.components.values()]
     stopped = stack.down(cfg)
-    assert "mlflow" in stopped
+    assert {"mlflow", "logger", "gateway"} <= set(stopped)
     assert stack.stack_processes(cfg) == []
     assert not any(process_cmdline(pid) != "?" for pid in pids)
     assert stack.process_group(cfg).names() == []
-    assert port_free(cfg.host, cfg.mlflow_port)
+    assert all(port_free(cfg.host, port) for port in (cfg.mlflow_port, cfg.logger_port, cfg.gateway_port))
+    after = stack.status(cfg)
+    assert not any(c["running"] for c in after["components"].values())
+    assert set(after["logging"].values()) == {None}  # nothing to ask: unknown, not zero
     assert stack.down(cfg) == []  # idempotent
 
 
-def test_failed_start_stops_what_it_started(cfg, monkeypatch):
-    original = stack.mlflow_command
+@pytest.mark.parametrize(
+    ("command", "what"),
+    [("mlflow_command", "the MLflow tracking server"), ("logger_command", "the request logger")],
+    ids=["mlflow", "logger"],
+)
+def test_failed_start_stops_what_it_started(cfg, monkeypatch, command, what):
+    original = getattr(stack, command)
 
     def broken(settings):
         return [*original(settings), "--no-such-option"]
 
-    monkeypatch.setattr(stack, "mlflow_command", broken)
-    with pytest.raises(StackError, match="MLflow tracking server exited during start-up") as err:
+    monkeypatch.setattr(stack, command, broken)
+    with pytest.raises(StackError, match=f"{what} exited during start-up") as err:
         stack.up(cfg, airflow=False)
     assert "no-such-option" in str(err.value)  # the log tail explains why
     assert stack.process_group(cfg).names() == []
