@@ -129,6 +129,21 @@ def version_from_model_id(model_id: str, endpoint: str = "") -> str:
     return ""
 
 
+NODE_SEPARATOR = ":"  # the predictor of a graph node's record: ``<role>:<node>`` (never a role's character)
+
+
+def node_predictor(role: str, node: str) -> str:
+    """The predictor (``pushbuttonrole``) of a graph node's events below the entry: ``champion:linear``.
+    The local runtime's orchestrator logs them (``serving/graph_log.py``); stores keep such records in
+    the request log only, never as feature rows, so indicators read the graph's entry alone."""
+    return f"{role}{NODE_SEPARATOR}{node}"
+
+
+def is_node_predictor(predictor: str) -> bool:
+    """Whether a record's predictor is a graph node's (``node_predictor``), not the entry's role."""
+    return NODE_SEPARATOR in (predictor or "")
+
+
 def role_from_endpoint(endpoint: str) -> str:
     """A SeldonDeployment predictor name → the role: ``champion-v3`` → ``champion``."""
     return _VERSION_SUFFIX.sub("", endpoint or "")

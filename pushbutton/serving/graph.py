@@ -16,14 +16,20 @@ class's ``feature_names`` (attribute or method) when it has one, else stay; a MO
 named by its ``class_names``, else ``t:0``, ``t:1``, ... as the wrapper names them. Children run one
 after the other (the executor runs them concurrently; answers are the same). The answer records each
 ROUTER's choice as Seldon's ``meta.routing`` does.
+
+The nodes are reached through ``NodeCalls``: ``Components`` calls class instances in this process (the
+model tests, the gate); on the local runtime ``graph_server.RemoteNodes`` calls each node's seldon-core
+microservice over HTTP, so the same executor serves the graph; an observer sees each node's request
+and answer (the per-node request log, ``graph_log``).
 """
 
 from __future__ import annotations
 
 import importlib
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -53,52 +59,114 @@ class Answer:
     routing: dict[str, int]
 
 
-class GraphExecutor:
-    """Runs ``root`` over ``components``: each node's class instance, by node name."""
+class NodeCalls(Protocol):
+    """How the executor reaches the nodes: in-process objects (``Components``) or, on the local runtime,
+    one seldon-core microservice per node over HTTP (``graph_server.RemoteNodes``). Messages are
+    whatever the implementation passes along (``Message`` in-process, Seldon JSON messages remote)."""
 
-    def __init__(self, root: GraphNode, components: Mapping[str, Any]):
-        missing = [node.name for _, node in root.walk() if node.name not in components]
-        if missing:
-            raise GraphError(f"no component for graph nodes {missing}; build one per node (build_components)")
-        self.root = root
+    def call(self, node: GraphNode, method: str, message: Any) -> Any: ...
+
+    def route(self, node: GraphNode, message: Any) -> Any: ...
+
+    def aggregate(self, node: GraphNode, messages: list[Any]) -> Any: ...
+
+
+# called once per node after its subtree ran: node, the message it got, its answer (None if it failed),
+# when it got it and when it answered (epoch seconds), and the error (None if it answered)
+NodeObserver = Callable[[GraphNode, Any, Any, float, float, "Exception | None"], None]
+
+
+class Components:
+    """``NodeCalls`` over each node's class instance, by node name."""
+
+    def __init__(self, components: Mapping[str, Any]):
         self.components = dict(components)
 
+    def call(self, node: GraphNode, method: str, message: Message) -> Message:
+        component = self.components[node.name]
+        out = _call(node, method, component, message.data, message.names)
+        names = (
+            _class_names(component, out) if method == "predict" else _feature_names(component, message.names)
+        )
+        return Message(out, names)
+
+    def route(self, node: GraphNode, message: Message) -> Any:
+        return _call(node, "route", self.components[node.name], message.data, message.names)
+
+    def aggregate(self, node: GraphNode, messages: list[Message]) -> Message:
+        component = self.components[node.name]
+        out = _call(node, "aggregate", component, [a.data for a in messages], [a.names for a in messages])
+        return Message(out, _feature_names(component, messages[0].names))
+
+
+class GraphExecutor:
+    """Runs ``root`` over ``components`` (each node's class instance, by node name), or over ``calls``."""
+
+    def __init__(
+        self,
+        root: GraphNode,
+        components: Mapping[str, Any] | None = None,
+        *,
+        calls: NodeCalls | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
+        if calls is None:
+            components = components or {}
+            missing = [node.name for _, node in root.walk() if node.name not in components]
+            if missing:
+                raise GraphError(
+                    f"no component for graph nodes {missing}; build one per node (build_components)"
+                )
+            calls = Components(components)
+        self.root = root
+        self.calls = calls
+        self.clock = clock
+
     def predict(self, data: Any, names: Sequence[str] | None = None) -> Answer:
-        routing: dict[str, int] = {}
-        message = self._node(self.root, Message(data, list(names or [])), routing)
+        message, routing = self.run(Message(data, list(names or [])))
         return Answer(message, routing)
 
-    def _node(self, node: GraphNode, message: Message, routing: dict[str, int]) -> Message:
-        component = self.components[node.name]
-        if node.type == "MODEL":
-            out = _call(node, "predict", component, message.data, message.names)
-            message = Message(out, _class_names(component, out))
-        elif node.type == "TRANSFORMER":
-            out = _call(node, "transform_input", component, message.data, message.names)
-            message = Message(out, _feature_names(component, message.names))
-        message = self._children(node, message, routing)
-        if node.type == "OUTPUT_TRANSFORMER":
-            out = _call(node, "transform_output", component, message.data, message.names)
-            message = Message(out, _feature_names(component, message.names))
+    def run(self, message: Any, observer: NodeObserver | None = None) -> tuple[Any, dict[str, int]]:
+        """The graph's answer to ``message`` and each ROUTER's choice; ``observer`` sees every node."""
+        routing: dict[str, int] = {}
+        return self._node(self.root, message, routing, observer), routing
+
+    def _node(
+        self, node: GraphNode, message: Any, routing: dict[str, int], observer: NodeObserver | None
+    ) -> Any:
+        started, received = self.clock(), message
+        try:
+            if node.type == "MODEL":
+                message = self.calls.call(node, "predict", message)
+            elif node.type == "TRANSFORMER":
+                message = self.calls.call(node, "transform_input", message)
+            message = self._children(node, message, routing, observer)
+            if node.type == "OUTPUT_TRANSFORMER":
+                message = self.calls.call(node, "transform_output", message)
+        except Exception as exc:
+            if observer is not None and not getattr(exc, "observed", False):
+                exc.observed = True  # type: ignore[attr-defined]  # only the failing node reports it
+                observer(node, received, None, started, self.clock(), exc)
+            raise
+        if observer is not None:
+            observer(node, received, message, started, self.clock(), None)
         return message
 
-    def _children(self, node: GraphNode, message: Message, routing: dict[str, int]) -> Message:
+    def _children(
+        self, node: GraphNode, message: Any, routing: dict[str, int], observer: NodeObserver | None
+    ) -> Any:
         if not node.children:
             return message
         chosen = node.children
         if node.type == "ROUTER":
-            route = _route(
-                node, _call(node, "route", self.components[node.name], message.data, message.names)
-            )
+            route = _route(node, self.calls.route(node, message))
             routing[node.name] = route
             if route != ALL_CHILDREN:
                 chosen = [node.children[route]]
-        answers = [self._node(child, message, routing) for child in chosen]
+        answers = [self._node(child, message, routing, observer) for child in chosen]
         if node.type != "COMBINER":
             return answers[0]
-        component = self.components[node.name]
-        out = _call(node, "aggregate", component, [a.data for a in answers], [a.names for a in answers])
-        return Message(out, _feature_names(component, answers[0].names))
+        return self.calls.aggregate(node, answers)
 
 
 def _route(node: GraphNode, value: Any) -> int:

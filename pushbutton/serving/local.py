@@ -4,6 +4,10 @@ Each predictor runs as a seldon-core microservice keyed by model and version (so
 candidate only changes traffic), the gateway route is switched in one ``PUT`` once every
 microservice is ready, and microservices the spec no longer references are stopped only after
 the gateway reports no request in flight to them.
+
+A version whose ``model.yaml`` declares a ``serving.graph`` runs as one microservice per node plus an
+orchestrator executing the graph (``graph_local``, ``graph_server``); the orchestrator stands for the
+version everywhere here (its URL is routed and warmed, stopping it stops its nodes).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pushbutton.errors import ServingError
 from pushbutton.locks import file_lock
 from pushbutton.serving.envs import load_env
 from pushbutton.serving.gateway import REQUEST_TIMEOUT, GatewayClient, Route
+from pushbutton.serving.graph_local import graph_key, start_graph, version_graph
 from pushbutton.serving.microservice import (
     READY_TIMEOUT,
     Microservice,
@@ -26,6 +31,7 @@ from pushbutton.serving.microservice import (
 )
 from pushbutton.serving.routes import LoggingOptions
 from pushbutton.serving.spec import Predictor, ServingSpec, traffic_plan
+from pushbutton.spec.model import GraphNode
 
 
 def route_config(spec: ServingSpec, urls: Mapping[str, str]) -> dict[str, Any]:
@@ -128,8 +134,10 @@ class LocalRuntime:
                 f"predictor '{predictor.name}' ({name}) has no code_uri; the local runtime needs it"
             )
         env = load_env(self.envs_root, predictor.env_key)
+        graph = version_graph(predictor.code_uri, predictor.class_ref)  # None: the predict class alone
         svc = self.services.get(name)
-        if svc is not None and svc.serves(predictor.model_uri, predictor.class_ref, predictor.code_uri):
+        build = (predictor.model_uri, predictor.class_ref, predictor.code_uri)
+        if svc is not None and svc.serves(*build, *([graph_key(graph)] if graph is not None else [])):
             self.services.wait_healthy(svc, self.ready_timeout)
             return svc, False
         if svc is not None and svc.url in backend_urls(current):
@@ -150,6 +158,7 @@ class LocalRuntime:
             p.model_uri,
             inputs,
             p.timeout_seconds,
+            graph,
         ), True
 
     def _start(
@@ -163,7 +172,16 @@ class LocalRuntime:
         model_uri: str,
         inputs: tuple[tuple[str, str, bool], ...],
         request_timeout: float | None = None,
+        graph: GraphNode | None = None,
     ) -> Microservice:
+        """One version's service: its predict class, or its graph node by node (``graph_local``)."""
+        if graph is not None:
+            return start_graph(
+                self.services, env, graph, namespace=namespace, model=model, version=version,
+                code_dir=code_dir, class_ref=class_ref, model_uri=model_uri, inputs=inputs,
+                request_timeout=request_timeout, workers=self.workers, threads=self.threads,
+                timeout=self.ready_timeout,
+            )  # fmt: skip
         return self.services.start(
             env,
             namespace=namespace,
@@ -350,7 +368,7 @@ class LocalRuntime:
         timeout = backend.get("timeout_seconds")
         return self._start(
             env, namespace, svc.model, svc.version, svc.code_dir, svc.class_ref, svc.model_uri, svc.inputs,
-            float(timeout) if timeout else None,
+            float(timeout) if timeout else None, version_graph(svc.code_dir, svc.class_ref),
         )  # fmt: skip
 
     def close(self) -> None:

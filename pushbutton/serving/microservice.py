@@ -22,9 +22,10 @@ waits for ``/health/status``; the gateway probes ``/health/ping``.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from pushbutton.config import Settings
 from pushbutton.errors import ServingError, StackError
@@ -64,6 +65,16 @@ def seldon_interface(class_ref: str) -> str:
     return f"{module}.{cls}" if sep else class_ref
 
 
+def node_parameters(parameters: Mapping[str, Any]) -> list[dict[str, str]]:
+    """A graph node's ``parameters`` as seldon-core's typed ``--parameters`` list (the constructor's kwargs)."""
+    kinds = {bool: "BOOL", int: "INT", float: "DOUBLE"}
+    return [
+        {"name": str(name), "value": str(value).lower() if isinstance(value, bool) else str(value),
+         "type": kinds.get(type(value), "STRING")}
+        for name, value in parameters.items()
+    ]  # fmt: skip
+
+
 def microservice_argv(
     env: ServingEnv,
     class_ref: str,
@@ -76,6 +87,8 @@ def microservice_argv(
     workers: int | None = None,
     threads: int | None = None,
     inputs: Sequence[tuple[str, str, bool]] = (),
+    service_type: str = "MODEL",
+    parameters: Sequence[Mapping[str, str]] = (),
 ) -> list[str]:
     """The seldon-core 1.18 command line behind the launcher that binds ``host``; gRPC is off
     unless ``grpc_port`` is given.
@@ -84,8 +97,11 @@ def microservice_argv(
     ``GUNICORN_WORKERS``/``GUNICORN_THREADS`` from the environment (1 and 1 when unset).
     With ``inputs`` (``(name, type, nullable)`` triples) the model class runs behind the schema guard.
     Both launcher and guard need ``RUNTIME_DIR`` on the process's ``PYTHONPATH``.
+    A graph node (``graph_local``) passes its ``service_type`` and its typed ``parameters``
+    (``node_parameters``); only MODEL nodes get a ``model_uri`` (empty: none is passed).
     """
-    params = [{"name": "model_uri", "value": model_uri, "type": "STRING"}]
+    params = [{"name": "model_uri", "value": model_uri, "type": "STRING"}] if model_uri else []
+    params += [dict(p) for p in parameters]
     interface = seldon_interface(class_ref)
     if inputs:
         interface = GUARD_INTERFACE
@@ -101,7 +117,7 @@ def microservice_argv(
         host,
         interface,
         "--service-type",
-        "MODEL",
+        service_type,
         "--parameters",
         json.dumps(params),
         "--http-port",
@@ -140,21 +156,25 @@ class Microservice:
     pid: int
     log: str
     inputs: tuple[tuple[str, str, bool], ...] = ()  # the schema guard's; empty: the class serves unguarded
+    node: str = ""  # a graph node's service (``<version's name>.<node>``): part of its version, not listed
+    graph: str = ""  # a graph version's orchestrator: the graph (JSON) it runs over ``nodes``
+    nodes: tuple[str, ...] = ()  # the node services of a graph version
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.http_port}"
 
-    def serves(self, model_uri: str, class_ref: str, code_dir: str) -> bool:
+    def serves(self, model_uri: str, class_ref: str, code_dir: str, graph: str = "") -> bool:
         """Whether this process serves exactly that model build (artifacts, class, code).
 
         The environment is not compared: a version's requirements are immutable, so its env key
         changes only with the platform (an MLflow upgrade, another serving Python). A running version
         keeps the env it started in rather than becoming impossible to route to after an upgrade."""
-        return (self.model_uri, self.class_ref, self.code_dir) == (
+        return (self.model_uri, self.class_ref, self.code_dir, self.graph) == (
             model_uri,
             class_ref,
             str(Path(code_dir).resolve()),
+            graph,
         )
 
 
@@ -203,7 +223,14 @@ class Microservices:
         if info is None or not info.alive():
             return None
         svc = self._record(name)
-        return svc if svc is not None and svc.pid == info.pid else None
+        if svc is None or svc.pid != info.pid:
+            return None
+        # a graph version is up only with every node: a dead node makes the version start afresh
+        return svc if all(self._alive(node) for node in svc.nodes) else None
+
+    def _alive(self, name: str) -> bool:
+        info = self.group.get(name)
+        return info is not None and info.alive()
 
     def list(
         self, namespace: str | None = None, model: str | None = None, *, dead: bool = False
@@ -217,7 +244,7 @@ class Microservices:
             if not name.startswith(SERVICE_PREFIX):
                 continue
             svc = self._record(name) if dead else self.get(name)
-            if svc and namespace in (None, svc.namespace) and model in (None, svc.model):
+            if svc and not svc.node and namespace in (None, svc.namespace) and model in (None, svc.model):
                 found.append(svc)
         return found
 
@@ -225,6 +252,7 @@ class Microservices:
         try:
             record = json.loads(self._meta(name).read_text())
             record["inputs"] = tuple(tuple(entry) for entry in record.get("inputs", ()))
+            record["nodes"] = tuple(record.get("nodes", ()))
             return Microservice(**record)
         except (OSError, ValueError, TypeError, AttributeError):
             return None
@@ -257,6 +285,9 @@ class Microservices:
         timeout: float = READY_TIMEOUT,
         inputs: Sequence[tuple[str, str, bool]] = (),
         request_timeout: float | None = None,
+        node: str = "",
+        service_type: str = "MODEL",
+        parameters: Sequence[Mapping[str, str]] = (),
     ) -> Microservice:
         """Start (replacing any process of that name) and wait until ready.
 
@@ -269,9 +300,12 @@ class Microservices:
         ``workers``/``threads`` default to seldon's (``GUNICORN_WORKERS``/``GUNICORN_THREADS``,
         else 1 and 1: one sync worker, as measured best for small models at 200 req/s on 2 cores).
 
+        ``node`` names a graph node: the service is ``<version's name>.<node>``, of type
+        ``service_type`` with the node's seldon ``parameters`` (``graph_local`` starts them).
+
         On failure the process group is stopped and ``ServingError`` carries the log tail.
         """
-        name = service_name(namespace, model, version)
+        name = service_name(namespace, model, version) + (f".{node}" if node else "")
         code = Path(code_dir).resolve()
         if not code.is_dir():
             raise ServingError(
@@ -283,59 +317,69 @@ class Microservices:
         child_env = _child_env(self.settings)
         if request_timeout:
             child_env[WORKER_TIMEOUT_VARIABLE] = str(int(request_timeout + WORKER_TIMEOUT_MARGIN))
+
+        def argv(http_port: int, metrics_port: int) -> list[str]:
+            return microservice_argv(
+                env, class_ref, model_uri, host=self.settings.host, http_port=http_port,
+                metrics_port=metrics_port, workers=workers, threads=threads, inputs=inputs,
+                service_type=service_type, parameters=parameters,
+            )  # fmt: skip
+
+        what = f"{seldon_interface(class_ref)} from {code}" + (
+            f", model_uri={model_uri}" if model_uri else ""
+        )
+        info, http_port, metrics_port = self.launch(
+            name, argv, child_env, code, timeout, what, "fix the model class or its requirements"
+        )
+        svc = Microservice(
+            name=name, namespace=namespace, model=model, version=version, model_uri=model_uri,
+            class_ref=class_ref, code_dir=str(code), env=str(env.path), host=self.settings.host,
+            http_port=http_port, metrics_port=metrics_port, pid=info.pid, log=info.log,
+            inputs=tuple(tuple(entry) for entry in inputs), node=node,
+        )  # fmt: skip
+        self.save(svc)
+        return svc
+
+    def launch(
+        self,
+        name: str,
+        argv: Callable[[int, int], list[str]],
+        env: dict[str, str],
+        cwd: Path,
+        timeout: float,
+        what: str,
+        fix: str,
+    ) -> tuple[ProcInfo, int, int]:
+        """Start ``argv(http_port, metrics_port)`` as ``name`` on free ports and wait until its
+        ``READY_PATH`` answers (new ports if another process took them first); ``ServingError``
+        (``what`` says which service, ``fix`` what to do) with the group stopped if it does not come up."""
         for attempt in range(PORT_ATTEMPTS):
             http_port, metrics_port = _free_ports(2)
-            argv = microservice_argv(
-                env,
-                class_ref,
-                model_uri,
-                host=self.settings.host,
-                http_port=http_port,
-                metrics_port=metrics_port,
-                workers=workers,
-                threads=threads,
-                inputs=inputs,
-            )
-            info = self._spawn(name, argv, child_env, code)
-            svc = Microservice(
-                name=name,
-                namespace=namespace,
-                model=model,
-                version=version,
-                model_uri=model_uri,
-                class_ref=class_ref,
-                code_dir=str(code),
-                env=str(env.path),
-                host=self.settings.host,
-                http_port=http_port,
-                metrics_port=metrics_port,
-                pid=info.pid,
-                log=info.log,
-                inputs=tuple(tuple(entry) for entry in inputs),
-            )
+            info = self._spawn(name, argv(http_port, metrics_port), env, cwd)
+            url = f"http://{self.settings.host}:{http_port}"
             try:
-                wait_ready(info, http_ok(svc.url + READY_PATH), timeout, f"microservice {name}")
+                wait_ready(info, http_ok(url + READY_PATH), timeout, f"microservice {name}")
                 if listens_in_group(info.pgid, http_port) is False:
                     # the answer came from another server that took the port first; ours cannot bind
                     raise StackError(f"{PORT_TAKEN}: port {http_port} answers, but not from {name}")
-                break
+                return info, http_port, metrics_port
             except StackError as exc:
                 self.group.stop(name, timeout=10)
                 taken = PORT_TAKEN in str(exc) or PORT_TAKEN in tail(info.log, 200)
                 if taken and attempt + 1 < PORT_ATTEMPTS:
                     continue  # another process took a port between picking and binding: new ports
-                raise ServingError(
-                    f"microservice {name} ({seldon_interface(class_ref)} from {code}, model_uri={model_uri}) "
-                    f"failed to start; fix the model class or its requirements. {exc}"
-                ) from exc
+                raise ServingError(f"microservice {name} ({what}) failed to start; {fix}. {exc}") from exc
             except BaseException:  # e.g. the Airflow task was killed: leave no process behind
                 self.group.stop(name, timeout=10)
                 raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def save(self, svc: Microservice) -> None:
+        """Write ``svc``'s record (atomically: a reader sees the old one or the new one)."""
         self.meta_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self._meta(name).with_suffix(".tmp")
+        tmp = self._meta(svc.name).with_suffix(".tmp")
         tmp.write_text(json.dumps(asdict(svc), indent=2))
-        tmp.replace(self._meta(name))
-        return svc
+        tmp.replace(self._meta(svc.name))
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str], code: Path) -> ProcInfo:
         """Start one attempt, keeping the previous attempt's log as ``<name>.log.1``."""
@@ -348,10 +392,19 @@ class Microservices:
             raise ServingError(f"cannot start {name}: {exc}") from exc
 
     def stop(self, name: str, timeout: float = 20.0) -> bool:
-        """Stop the process group of ``name``; True if it was running."""
+        """Stop the process group of ``name`` (a graph version: its node services too); True if it was running."""
         was_running = self.group.stop(name, timeout)
         self._meta(name).unlink(missing_ok=True)
+        for node in self.node_names(name):
+            self.group.stop(node, timeout)
+            self._meta(node).unlink(missing_ok=True)
         return was_running
+
+    def node_names(self, name: str) -> list[str]:
+        """The node services of version ``name`` that are running or recorded (``<name>.<node>``)."""
+        found = {n for n in self.group.names() if n.startswith(name + ".")}
+        found |= {p.stem for p in self.meta_dir.glob(f"{name}.*.json")}
+        return sorted(n for n in found if "." not in n[len(name) + 1 :])
 
     def stop_all(self) -> list[str]:
         return [n for n in self.group.names() if n.startswith(SERVICE_PREFIX) and self.stop(n)]

@@ -51,7 +51,7 @@ import elasticsearch as es
 import pandas as pd
 
 from pushbutton.monitoring import aggregate as agg
-from pushbutton.monitoring.records import InferenceRecord, Label
+from pushbutton.monitoring.records import InferenceRecord, Label, is_node_predictor
 from pushbutton.monitoring.results import IndicatorResult
 from pushbutton.monitoring.store import convert, es_aggs, es_docs
 from pushbutton.monitoring.store import es_connection as conn
@@ -195,6 +195,8 @@ class ElasticsearchStore(EsAlerts, MonitoringStore):
             if schema is None:
                 untyped += 1
                 continue
+            if is_node_predictor(record.predictor):  # a graph node's record: request log only
+                continue
             for key, doc in es_docs.row_docs(record, schema):
                 put(L.rows_stream(record.model), "row", key, doc)
                 rows += 1
@@ -249,7 +251,7 @@ class ElasticsearchStore(EsAlerts, MonitoringStore):
                                query=es_aggs.window_query(start, end), aggs=aggs)  # fmt: skip
         out = [(p["key"], v["key"], int(v["doc_count"]))
                for p in found.get("aggregations", {}).get("p", {}).get("buckets", []) for v in p["v"]["buckets"]]  # fmt: skip
-        return sorted(out, key=lambda x: (-x[2], x[0], x[1]))
+        return sorted((x for x in out if not is_node_predictor(x[0])), key=lambda x: (-x[2], x[0], x[1]))
 
     def aggregate(
         self, model: str, start: datetime, end: datetime, *, task: str = ""

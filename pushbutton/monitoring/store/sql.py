@@ -28,7 +28,7 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
-from pushbutton.monitoring.records import InferenceRecord, Label
+from pushbutton.monitoring.records import InferenceRecord, Label, is_node_predictor
 from pushbutton.monitoring.results import IndicatorResult
 from pushbutton.monitoring.store import chunks, convert, sql_alerts
 from pushbutton.monitoring.store.base import (
@@ -350,7 +350,8 @@ class SqlStore(SqlAlerts, MonitoringStore):
             out = feature_rows.setdefault(found[1], [])
             converter = convert.RowConverter.of(found[0])
             for record in group:
-                out.extend(converter.rows(record))
+                if not is_node_predictor(record.predictor):  # a graph node's record: request log only
+                    out.extend(converter.rows(record))
             rows += len(out)
         with self._errors(f"write {len(records)} records"), self.engine.begin() as conn:
             conn.exec_driver_sql(self._requests_upsert(), request_rows)
@@ -513,7 +514,8 @@ class SqlStore(SqlAlerts, MonitoringStore):
             .order_by(count.desc(), t.c.predictor, t.c.version)
         )
         with self._errors(f"read the versions of {model!r}"), self.engine.connect() as conn:
-            return [(r.predictor, r.version, int(r.n)) for r in conn.execute(query)]
+            rows = conn.execute(query)
+            return [(r.predictor, r.version, int(r.n)) for r in rows if not is_node_predictor(r.predictor)]
 
     # --- labels ----------------------------------------------------------------------------------
 
