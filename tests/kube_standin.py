@@ -241,3 +241,66 @@ class V2Standin(Standin):
     def script(self, name: str, *outcomes: tuple[bool, str]) -> None:
         """The next rollouts of ``name`` end so (``(False, "ModelFailed ...")``: Seldon reports a failure)."""
         self.call(lambda: self.server.outcomes.setdefault(name, []).extend(outcomes))
+
+
+# Pods (the Kaniko image build) ------------------------------------------------------------------
+
+POD_RESOURCE = "v1/pods"
+
+
+def pod_status(phase: str, *, reason: str = "", message: str = "", exit_code: int = 0) -> dict[str, Any]:
+    """A pod status as the kubelet writes it for the one ``kaniko`` container: ``Pending`` (scheduled,
+    waiting for its image), ``Running``, or ``Succeeded``/``Failed`` with the terminated state."""
+    if phase == "Pending":
+        state: dict[str, Any] = {"waiting": {"reason": "ContainerCreating"}}
+    elif phase == "Running":
+        state = {"running": {"startedAt": "2026-01-01T00:00:00Z"}}
+    else:
+        terminated = {"exitCode": exit_code, "reason": reason or "Completed", "message": message or None}
+        state = {"terminated": terminated}
+    return {
+        "phase": phase,
+        "conditions": [{"type": "PodScheduled", "status": "True"}],
+        "containerStatuses": [{"name": "kaniko", "image": "kaniko", "imageID": "", "ready": phase == "Running",
+                               "restartCount": 0, "state": state}],
+    }  # fmt: skip
+
+
+@attrs.define(kw_only=True)
+class KubeletStandin(SeldonApiStandin):
+    """The API server stand-in for pods, also playing the kubelet: each read of one pod
+    (``GET …/pods/NAME``) first moves it to the next status scripted for its namespace (``phases``);
+    the last status stays. Lists and writes move nothing."""
+
+    phases: dict[str, list[dict[str, Any]]] = attrs.field(factory=dict)
+
+    async def _serve_fetch(self, request: Any) -> Any:
+        script = self.phases.get(request.namespace) if request.resource.plural == "pods" else None
+        if script and request.name and (request.resource, request.namespace, request.name) in self.objects:
+            self._stored(request).patch({"status": script.pop(0)})
+        return await super()._serve_fetch(request)
+
+
+class PodStandin(Standin):
+    """The running pod stand-in: ``script`` the phases, read the pods and the requests."""
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        async with KubeletStandin() as server, kmock.Server(server) as http:
+            server.resources[POD_RESOURCE] = {}
+            self.server, self.url = server, str(http.url).rstrip("/")
+            self._ready.set()
+            await self._stop.wait()
+
+    def script(self, namespace: str, *statuses: dict[str, Any]) -> None:
+        """The statuses the next reads of a pod in ``namespace`` find, in order (see ``pod_status``)."""
+        self.call(lambda: self.server.phases.setdefault(namespace, []).extend(statuses))
+
+    def pods(self, namespace: str) -> list[dict[str, Any]]:
+        """The live (not deleted) pods in ``namespace``."""
+
+        def read() -> list[dict[str, Any]]:
+            return [copy.deepcopy(obj.raw) for (resource, ns, _), obj in self.server.objects.items()
+                    if resource.plural == "pods" and ns == namespace and not obj.deleted]  # fmt: skip
+
+        return self.call(read)

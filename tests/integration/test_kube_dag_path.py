@@ -14,10 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import json
-import subprocess
-import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,8 +23,8 @@ import kmock
 import pytest
 
 from pushbutton import registry as reg
-from pushbutton.config import REPO_ROOT, Settings
-from tests.integration.platform import model_copy
+from pushbutton.config import Settings
+from tests.kube_paths import history, kube_connections, run_promotion_dags, trained_versions
 from tests.kube_standin import RESOURCE, SeldonApiStandin, Standin
 
 pytestmark = [pytest.mark.integration, pytest.mark.standin]
@@ -36,26 +32,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.standin]
 MODEL, NS = "kube-iris", "kube-dag"
 REGISTRY = "registry.example/models"
 FAILURE = f"predictor champion: container model: ImagePullBackOff {REGISTRY}/{MODEL}:1"
-RUN = textwrap.dedent(
-    """
-    import json, os, sys
-    from pathlib import Path
-    from airflow.dag_processing.dagbag import BundleDagBag
-    from pushbutton.registry import Registry
-    dags, model, steps = Path(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
-    bag = BundleDagBag(dag_folder=str(dags / "pushbutton_promotions.py"), bundle_path=dags,
-                       bundle_name="dags-folder")
-    assert not bag.import_errors, bag.import_errors
-    registry = Registry(os.environ["MLFLOW_TRACKING_URI"])
-    out = []
-    for dag_id, version in steps:
-        run = bag.dags[dag_id].test(run_conf={"model": model, "version": version})
-        aliases = {a: getattr(registry.by_alias(model, a), "version", None) for a in ("champion", "previous")}
-        out.append({"state": str(run.state), "aliases": aliases,
-                    "tasks": {ti.task_id: [str(ti.state), ti.try_number] for ti in run.get_task_instances()}})
-    print(json.dumps(out))
-    """
-)
 
 
 @attrs.define(kw_only=True)
@@ -122,24 +98,9 @@ def standin() -> Iterator[OperatorStandin]:
 
 
 def connections(url: str) -> dict[str, str]:
-    """The Seldon Connection choosing seldon-v1 over a Kubernetes Connection whose kubeconfig points at
-    the stand-in (what a team sets for a real cluster, apart from the server and the token)."""
-    kubeconfig = {
-        "apiVersion": "v1", "kind": "Config", "current-context": "standin",
-        "clusters": [{"name": "standin", "cluster": {"server": url}}],
-        "users": [{"name": "u", "user": {"token": "not-a-secret"}}],
-        "contexts": [{"name": "standin", "context": {"cluster": "standin", "user": "u"}}],
-    }  # fmt: skip
-    extra = {"runtime": "seldon-v1", "kubernetes_conn_id": "kube_standin", "image_registry": REGISTRY,
-             "apply_timeout_seconds": 30, "poll_seconds": 0.05}  # fmt: skip
-    return {
-        "AIRFLOW_CONN_KUBE_STANDIN": json.dumps(
-            {"conn_type": "kubernetes", "extra": {"kube_config": kubeconfig}}
-        ),
-        "AIRFLOW_CONN_PUSHBUTTON_SELDON": json.dumps(
-            {"conn_type": "http", "host": "127.0.0.1", "port": 8000, "extra": extra}
-        ),
-    }
+    """The Seldon Connection choosing seldon-v1 over a Kubernetes Connection pointing at the stand-in."""
+    return kube_connections(url, {"runtime": "seldon-v1", "image_registry": REGISTRY,
+                                  "apply_timeout_seconds": 30, "poll_seconds": 0.05})  # fmt: skip
 
 
 def image(version: str) -> str:
@@ -161,18 +122,10 @@ def test_release_path_on_the_kubernetes_runtime(
     from pushbutton.history import HistoryStore
     from pushbutton.kube.runtime import KubernetesRuntime
     from pushbutton.lifecycle import Platform, deploy_candidate, make_champion, register_candidate, reject
-    from pushbutton.spec import load_model_dir
-    from pushbutton.stack import airflow_env, webhook_secret
-    from pushbutton.training import train_and_register
 
     cfg = shared_stack
-    model_dir = model_copy(REPO_ROOT / "models" / "iris", tmp_path / MODEL, name=MODEL, namespace=NS)
     registry = reg.Registry(cfg.mlflow_url)
-    versions = [train_and_register(load_model_dir(model_dir), model_dir, registry, source="test").version
-                for _ in range(3)]  # fmt: skip
-    for version in versions:  # the gate's verdict, as the CI/CD test step writes it
-        registry.set_tags(MODEL, version, {reg.TESTS: "passed"})
-    v1, v2, v3 = versions
+    v1, v2, v3 = trained_versions(cfg, tmp_path / MODEL, name=MODEL, namespace=NS)
     for key, value in connections(standin.url).items():
         monkeypatch.setenv(key, value)
     runtime = SeldonHook().get_conn()
@@ -222,14 +175,8 @@ def test_release_path_on_the_kubernetes_runtime(
     standin.call(
         lambda: standin.server.outcomes.extend([("Available", ""), ("Available", ""), ("Failed", FAILURE)])
     )
-    env = {**airflow_env(cfg, webhook_secret(cfg)), **connections(standin.url)}
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True,
-                   capture_output=True, timeout=300)  # fmt: skip
     steps = [["pushbutton__rollback", "previous"], ["pushbutton__promote", v2], ["pushbutton__promote", v1]]
-    proc = subprocess.run([sys.executable, "-c", RUN, str(cfg.dags_dir), MODEL, json.dumps(steps)], env=env,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    rollback, promote, failed = json.loads(proc.stdout.strip().splitlines()[-1])
+    (rollback, promote, failed), logs = run_promotion_dags(cfg, connections(standin.url), MODEL, steps)
     assert rollback == {"state": "success", "aliases": {"champion": v1, "previous": v2},
                         "tasks": {"rollback": ["success", 1]}}  # fmt: skip
     assert promote == {"state": "success", "aliases": {"champion": v2, "previous": v1},
@@ -237,7 +184,6 @@ def test_release_path_on_the_kubernetes_runtime(
     # Failed: the task fails at once (no retry re-applying a failing spec), the champion is untouched
     assert failed == {"state": "failed", "aliases": {"champion": v2, "previous": v1},
                       "tasks": {"promote": ["failed", 1]}}  # fmt: skip
-    logs = proc.stdout + proc.stderr
     assert "ImagePullBackOff" in logs and "restored the previous spec" in logs
 
     rollouts = standin.server.served[before_dags:]
@@ -250,10 +196,7 @@ def test_release_path_on_the_kubernetes_runtime(
     assert standin.get(NS, MODEL)["spec"] == rollouts[1]["spec"]
     assert registry.get(MODEL, v2).status == "champion"
 
-    history = [
-        (e["action"], e["version"], e["previous_version"], e["actor"]) for e in p.history.events(MODEL)
-    ]
-    assert history[::-1] == [
+    assert history(p.history.events(MODEL)) == [
         ("deploy_candidate", v1, None, "pipeline"),
         ("activate", v1, None, "alice"),
         ("deploy_candidate", v2, v1, "pipeline"),
