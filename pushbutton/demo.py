@@ -269,6 +269,22 @@ class Demo:
             spec.write_text(spec.read_text().replace("C: 1.0", f"C: {c}"))
             return push(self.cfg, model_dir)
 
+    def until_alias_cleared(self, registry: Any, version: str, timeout: float = 120.0) -> float:
+        """Seconds from a Reject until the ``candidate`` alias no longer points at ``version`` (the
+        scheduler resumes the parked approval, then the discard task runs)."""
+        from pushbutton.registry import CANDIDATE
+
+        started = time.perf_counter()
+        while True:
+            current = registry.by_alias(MODEL, CANDIDATE)
+            if current is None or current.version != version:
+                return round(time.perf_counter() - started, 2)
+            if time.perf_counter() - started > timeout:
+                raise PushbuttonError(
+                    f"the candidate alias still points at v{version} {timeout:.0f}s after Reject"
+                )
+            time.sleep(0.2)  # polling the registry: the alias moves when the discard task runs
+
     def finish(self, run_id: str) -> str:
         return self.client.wait_run(f"{MODEL}__cicd", run_id, timeout=300)["state"]
 
@@ -352,10 +368,12 @@ class Demo:
             run_v3 = self.pipeline_run(v3)
             self.approval(run_v3)
             self.answer(run_v3, "Reject")
+            facts["reject_cleared_s"] = self.until_alias_cleared(registry, v3)
             facts["run"] = self.finish(run_v3)
             facts["serving"] = dict(self.ask(100))
             facts["v3_status"] = registry.get(MODEL, v3).status
-            self.report["reject"] = {"version": v3, "status": facts["v3_status"], "serving": facts["serving"]}
+            self.report["reject"] = {"version": v3, "status": facts["v3_status"], "serving": facts["serving"],
+                                     "cleared_s": facts["reject_cleared_s"]}  # fmt: skip
 
         from pushbutton.demo_loop import ClosedLoopDemo
         from pushbutton.demo_monitoring import MonitoringDemo
