@@ -136,3 +136,25 @@ def lookup(mapping: Mapping[str, str], key: str, where: str, what: str) -> str:
             ]
         )
     return value
+
+
+def version_graphs(spec: ServingSpec) -> dict[str, GraphNode]:
+    """The graph each predictor's version declares in its own ``model.yaml`` (in ``code_uri``, the
+    version's downloaded code directory), decided as the local runtime decides it
+    (``pushbutton.serving.graph_local.version_graph``); predictors serving their predict class alone
+    (or without a code directory) are left out, so their documents stay single-model."""
+    from pushbutton.serving.graph_local import version_graph
+
+    found: dict[str, GraphNode] = {}
+    for predictor in spec.predictors:
+        root = version_graph(predictor.code_uri, predictor.class_ref) if predictor.code_uri else None
+        if root is not None:
+            found[predictor.name] = root
+    return found
+
+
+def graph_of(
+    predictor: Predictor, graphs: Mapping[str, GraphNode] | None, default: GraphNode | None
+) -> GraphNode:
+    """The graph ``predictor`` serves: its own (``graphs``), else the shared one, else a lone MODEL node."""
+    return (graphs or {}).get(predictor.name) or default or GraphNode()

@@ -3,13 +3,14 @@
 The same interface as ``pushbutton.serving.local.LocalRuntime``, so the lifecycle (and the CI/CD,
 promote and rollback DAGs) runs unchanged; the Seldon Connection chooses the runtime.
 
-``apply`` renders the spec (``pushbutton.kube.seldon_v1``), checks it against the CRD's schema before
-anything is sent, then creates the object or merge-patches it, and waits (bounded; injected clock
-and sleeper) until Seldon's operator reports ``status.state == Available`` for the new generation.
-When the operator reports ``Failed`` or the wait times out, the previous spec is put back (a new
-object is deleted again) and ``ServingError`` names the deployment and the operator's description:
-the champion keeps serving. The applied document's hash is kept in an annotation, so applying the
-same spec again sends nothing (``changed: False``).
+``apply`` renders the spec (``pushbutton.kube.seldon_v1``; a version whose ``model.yaml`` in its code
+directory declares ``serving.graph`` is served as that graph, one container per node), checks it against
+the CRD's schema before anything is sent, then creates the object or merge-patches it, and waits
+(bounded; injected clock and sleeper) until Seldon's operator reports ``status.state == Available`` for
+the new generation. When the operator reports ``Failed`` or the wait times out, the previous spec is put
+back (a new object is deleted again) and ``ServingError`` names the deployment and the operator's
+description: the champion keeps serving. The applied document's hash is kept in an annotation, so
+applying the same spec again sends nothing (``changed: False``).
 
 Test microservices (the gate's ``warm``/``endpoint``/``release``) are not Kubernetes' business: they
 run on the worker through a local runtime (``tester``), which needs the local gateway on that host.
@@ -229,8 +230,12 @@ class KubernetesRuntime:
             from pushbutton.kube.seldon_v1 import render_seldon_deployment as render
         if validate is None:
             from pushbutton.kube.schemas import validate_manifest as validate
+        from pushbutton.kube.graph import version_graphs
+
         images = {p.name: image_ref(self.image_template, self.image_registry, p) for p in spec.predictors}
-        doc = render(spec, images=images, logger_url=self.logger_url)
+        graphs = version_graphs(spec)  # each version's own model.yaml graph; none: single-model as before
+        extra = {"graphs": graphs} if graphs else {}
+        doc = render(spec, images=images, logger_url=self.logger_url, **extra)
         validate(doc)  # SpecError before anything reaches the cluster
         annotations = doc.setdefault("metadata", {}).setdefault("annotations", {})
         annotations[ROUTE_ANNOTATION] = json.dumps(route_summary(spec), sort_keys=True)

@@ -3,9 +3,10 @@
 The same interface as ``KubernetesRuntime`` (seldon-v1) and the local runtime, so the lifecycle and the
 CI/CD, promote and rollback DAGs run unchanged; the Seldon Connection (``extra.runtime: seldon-v2``)
 chooses it. The documents come from ``pushbutton.kube.seldon_v2`` (one ``Model`` per version, named
-``<deployment>-v<version>``, a ``Pipeline`` of one Model per node for graphs, an ``Experiment``
-``<deployment>`` while a candidate serves beside the champion) and are all checked against the CRD
-schemas before anything is sent.
+``<deployment>-v<version>``, an ``Experiment`` ``<deployment>`` while a candidate serves beside the
+champion; a version whose ``model.yaml`` in its code directory declares ``serving.graph`` gets a Model
+per node and a ``Pipeline`` ``<deployment>-v<version>``, and the Experiment then splits Pipelines) and
+are all checked against the CRD schemas before anything is sent.
 
 ``apply`` works in three steps, each waiting (bounded; injected clock and sleeper) for Seldon to report
 the ``Ready`` condition ``True`` for the written generation:
@@ -178,7 +179,11 @@ class SeldonV2Runtime:
             from pushbutton.kube.seldon_v2 import render_seldon_v2 as render
         if validate is None:
             from pushbutton.kube.schemas import validate_all as validate
-        docs = render(spec, storage_uris={p.name: self.storage_uri(p) for p in spec.predictors})
+        from pushbutton.kube.graph import version_graphs
+
+        uris = {p.name: self.storage_uri(p) for p in spec.predictors}
+        graphs = version_graphs(spec)  # each version's own model.yaml graph; none: single-model as before
+        docs = render(spec, storage_uris=uris, **({"graphs": graphs} if graphs else {}))
         validate(docs)  # SpecError before anything reaches the cluster
         for doc in docs:
             meta = doc.setdefault("metadata", {})

@@ -1,17 +1,17 @@
 """A ServingSpec as a Seldon Core v1 ``SeldonDeployment`` (``machinelearning.seldon.io/v1``).
 
-One predictor per serving version (``champion``, ``candidate``) with its ``traffic`` share, or
-``shadow: true`` (Seldon copies every request to it and discards its answers). Each predictor's
-``graph`` is the model's inference graph (a single MODEL node today): nodes without
-``implementation`` (the model image runs seldon-core's python wrapper), ``endpoint: REST``, the
-node's parameters (``model_uri``: the MLflow model baked into the image; the schema guard's
-``model_class``/``inputs`` on the entry node), children. ``componentSpecs`` hold one container per
-node, named after it, running the version's image with ``MODEL_NAME``/``SERVICE_TYPE`` for that
-node, the spec's resources (CPU and memory requested, memory also the limit) and ``replicas``.
-The entry node logs requests and responses to the platform's logger service
-(``logger: {url, mode: all}``) when a logger URL is given and the model's logging is enabled.
-The model's serving timeout becomes Seldon's ``seldon.io/rest-timeout``. Labels and annotations
-under ``pushbutton.io/`` name the model, each predictor's version and role, and the run.
+One predictor per serving version (``champion``, ``candidate``) with its ``traffic`` share, or ``shadow:
+true`` (Seldon copies every request to it and discards its answers). Each predictor's ``graph`` is its
+version's inference graph (a single MODEL node unless ``model.yaml`` declares one): nodes without
+``implementation`` (the model image runs seldon-core's python wrapper), ``endpoint: REST``, the node's
+parameters (``model_uri``: the MLflow model baked into the image; the schema guard's
+``model_class``/``inputs`` on the entry node), children. ``componentSpecs`` hold one container per node,
+named after it, running the version's image with ``MODEL_NAME``/``SERVICE_TYPE`` for that node, the
+spec's resources (CPU and memory requested, memory also the limit) and ``replicas``. The entry node logs
+requests and responses to the platform's logger service (``logger: {url, mode: all}``) when a logger URL
+is given and the model's logging is enabled. The model's serving timeout becomes Seldon's
+``seldon.io/rest-timeout``. Labels and annotations under ``pushbutton.io/`` name the model, each
+predictor's version and role, and the run.
 
 The document is deterministic (no timestamps): the runtime hashes it to skip re-applying.
 """
@@ -27,6 +27,7 @@ from pushbutton.kube.graph import (
     MODEL_LABEL,
     check_graph,
     deployment_annotations,
+    graph_of,
     interface_and_parameters,
     lookup,
     predictor_labels,
@@ -48,13 +49,16 @@ def render_seldon_deployment(
     logger_url: str | None,
     run_id: str | None = None,
     graph: GraphNode | None = None,
+    graphs: Mapping[str, GraphNode] | None = None,
 ) -> dict[str, Any]:
     """The SeldonDeployment serving ``spec``; ``images`` maps each predictor's name to its image.
 
-    ``graph`` is the model's ``serving.graph`` (default: one MODEL node named ``model``)."""
+    ``graph`` is the model's ``serving.graph`` (default: one MODEL node named ``model``); ``graphs``
+    (by predictor name) a version's own graph, which wins over ``graph`` for that predictor."""
     where = f"{KIND} {spec.key}"
-    root = graph or GraphNode()
-    check_graph(root, where)
+    roots = {p.name: graph_of(p, graphs, graph) for p in spec.predictors}
+    for root in roots.values():
+        check_graph(root, where)
     timeout_ms = int(max(p.timeout_seconds for p in spec.predictors) * 1000)
     return {
         "apiVersion": API_VERSION,
@@ -70,7 +74,7 @@ def render_seldon_deployment(
             "protocol": "seldon",
             "annotations": {"seldon.io/rest-timeout": str(timeout_ms)},
             "predictors": [
-                _predictor(p, lookup(images, p.name, where, "image"), logger_url, root, where)
+                _predictor(p, lookup(images, p.name, where, "image"), logger_url, roots[p.name], where)
                 for p in spec.predictors
             ],
         },

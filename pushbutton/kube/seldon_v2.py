@@ -8,10 +8,11 @@
   ``python`` for a class of the model directory, whose storage must hold MLServer's
   ``model-settings.json``), the spec's memory and replicas, and ``logger.percent`` from the model's
   logging sample rate.
-- ``Pipeline`` ``<deployment>-v<version>`` when the graph has more than one node: Seldon v1's graph
-  semantics as steps (a TRANSFORMER/MODEL feeds its children; an OUTPUT_TRANSFORMER runs after its
-  children; a COMBINER joins its children's outputs; a ROUTER's children are triggered by the
-  router's output tensor named after the child, and the output joins ``any``).
+- ``Pipeline`` ``<deployment>-v<version>`` when the version's graph has more than one node (each
+  version may declare its own graph; a single-model version beside a Pipeline gets a one-step one):
+  Seldon v1's graph semantics as steps (a TRANSFORMER/MODEL feeds its children; an OUTPUT_TRANSFORMER
+  runs after its children; a COMBINER joins its children's outputs; a ROUTER's children are triggered by
+  the router's output tensor named after the child, and the output joins ``any``).
 - ``Experiment`` ``<deployment>`` when a candidate serves beside the champion: the answering
   versions as ``candidates`` weighted by traffic (``default``: the champion, so requests to the
   champion's name are split), a shadow as ``mirror`` at 100 percent.
@@ -27,6 +28,7 @@ from pushbutton.kube.graph import (
     MODEL_LABEL,
     check_graph,
     deployment_annotations,
+    graph_of,
     lookup,
     node_class,
     predictor_labels,
@@ -44,14 +46,22 @@ def render_seldon_v2(
     storage_uris: Mapping[str, str],
     run_id: str | None = None,
     graph: GraphNode | None = None,
+    graphs: Mapping[str, GraphNode] | None = None,
 ) -> list[dict[str, Any]]:
-    """Models (and Pipelines) of every serving version, then the Experiment splitting traffic."""
+    """Models (and Pipelines) of every serving version, then the Experiment splitting traffic.
+
+    ``graphs`` (by predictor name) is a version's own graph, winning over ``graph`` for it. When one
+    version is a Pipeline, a single-model version beside it gets a one-step Pipeline over its Model
+    (same name), so the Experiment splits Pipelines only (Seldon's candidates share one resourceType)."""
     where = f"Seldon v2 resources of {spec.key}"
-    root = graph or GraphNode()
-    check_graph(root, where)
-    pipeline = bool(root.children)
+    roots = {p.name: graph_of(p, graphs, graph) for p in spec.predictors}
+    for root in roots.values():
+        check_graph(root, where)
+    any_pipeline = any(root.children for root in roots.values())
     docs: list[dict[str, Any]] = []
     for predictor in spec.predictors:
+        root = roots[predictor.name]
+        pipeline = bool(root.children)
         uri = lookup(storage_uris, predictor.name, where, "storage URI")
         for node in walk(root):
             node_uri = storage_uris.get(f"{predictor.name}/{node.name}") or f"{uri.rstrip('/')}/{node.name}"
@@ -60,8 +70,10 @@ def render_seldon_v2(
             )
         if pipeline:
             docs.append(_pipeline(spec, predictor, root, run_id))
+        elif any_pipeline:
+            docs.append(_single_step_pipeline(spec, predictor, run_id))
     if len(spec.predictors) > 1:
-        docs.append(_experiment(spec, "pipeline" if pipeline else "model", run_id))
+        docs.append(_experiment(spec, "pipeline" if any_pipeline else "model", run_id))
     return docs
 
 
@@ -155,6 +167,17 @@ def _pipeline(spec: ServingSpec, predictor: Predictor, root: GraphNode, run_id: 
         "kind": "Pipeline",
         "metadata": _metadata(spec, resource_name(spec, predictor), labels, run_id),
         "spec": {"steps": steps, "output": {"steps": outputs, "stepsJoin": "any" if partial else "inner"}},
+    }
+
+
+def _single_step_pipeline(spec: ServingSpec, predictor: Predictor, run_id: str | None) -> dict[str, Any]:
+    """A Pipeline serving ``predictor``'s single Model as it is (its one step, of the same name)."""
+    name = resource_name(spec, predictor)
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Pipeline",
+        "metadata": _metadata(spec, name, predictor_labels(predictor), run_id),
+        "spec": {"steps": [{"name": name}], "output": {"steps": [name]}},
     }
 
 
