@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pushbutton.errors import PushbuttonError, ServingError, SpecError, SpecIssue
 from pushbutton.kube.client import SeldonDeployments, merge_diff
+from pushbutton.kube.tester import LocalTester
 from pushbutton.serving.spec import Predictor, ServingSpec
 
 HASH_ANNOTATION = "pushbutton.io/applied-hash"
@@ -182,8 +183,10 @@ class RolloutFailed(ServingError):
     way, so callers do not retry it (a timeout or an API outage stays a plain ``ServingError``)."""
 
 
-class KubernetesRuntime:
+class KubernetesRuntime(LocalTester):
     """Serve ServingSpecs as SeldonDeployments through a ``kubernetes.client.ApiClient``."""
+
+    runtime_name = "seldon-v1"
 
     def __init__(
         self,
@@ -354,26 +357,6 @@ class KubernetesRuntime:
         deleted = self.deployments.delete(namespace, deployment)
         return {"deployment": f"{namespace}/{deployment}", "deleted": deleted}
 
-    def _tester(self, what: str) -> Any:
-        if self.tester is None:
-            raise ServingError(
-                f"the seldon-v1 runtime has no local test runtime to {what}; the test step checks a version "
-                "in a microservice on the worker: run it where the local gateway runs (Seldon connection "
-                "host/port)"
-            )
-        return self.tester
-
-    def warm(self, namespace: str, predictor: Predictor) -> str:
-        """The version's test microservice on this worker (the gate checks it before it is deployed)."""
-        return self._tester("start a test microservice").warm(namespace, predictor)
-
-    def endpoint(self, namespace: str, model: str, version: str) -> str | None:
-        """A version's microservice reachable from this worker (None: the cluster's pods are not)."""
-        return None if self.tester is None else self.tester.endpoint(namespace, model, version)
-
-    def release(self, namespace: str, model: str, version: str) -> bool:
-        return False if self.tester is None else self.tester.release(namespace, model, version)
-
     def predict(self, namespace: str, deployment: str, payload: Any) -> dict[str, Any]:
         """One prediction through the cluster's Seldon ingress (extra ``ingress_url``)."""
         import httpx
@@ -393,10 +376,6 @@ class KubernetesRuntime:
                 f"prediction on {namespace}/{deployment} failed with HTTP {resp.status_code}: {resp.text[:500]}"
             )
         return {"predictor": None, "version": None, "response": resp.json()}
-
-    def close(self) -> None:
-        if self.tester is not None:
-            self.tester.close()
 
 
 def restore_object(api: Any, namespace: str, name: str, previous: Mapping[str, Any]) -> None:

@@ -47,6 +47,7 @@ from pushbutton.kube.runtime import (
     _not_served,
     restore_object,
 )
+from pushbutton.kube.tester import LocalTester
 from pushbutton.serving.spec import Predictor, ServingSpec
 
 GROUP, VERSION = "mlops.seldon.io", "v1alpha1"
@@ -133,8 +134,10 @@ def _key(obj: Mapping[str, Any]) -> Key:
     return str(obj.get("kind")), str((obj.get("metadata") or {}).get("name"))
 
 
-class SeldonV2Runtime:
+class SeldonV2Runtime(LocalTester):
     """Serve ServingSpecs as Seldon Core v2 resources through a ``kubernetes.client.ApiClient``."""
+
+    runtime_name = "seldon-v2"
 
     runtime = "seldon-v2"
 
@@ -389,24 +392,6 @@ class SeldonV2Runtime:
                    for (k, n) in objects if k == kind]  # fmt: skip
         return {"deployment": f"{namespace}/{deployment}", "deleted": any(deleted)}
 
-    def _tester(self, what: str) -> Any:
-        if self.tester is None:
-            raise ServingError(
-                f"the seldon-v2 runtime has no local test runtime to {what}; the test step checks a version "
-                "in a microservice on the worker: run it where the local gateway runs (Seldon connection "
-                "host/port)"
-            )
-        return self.tester
-
-    def warm(self, namespace: str, predictor: Predictor) -> str:
-        return self._tester("start a test microservice").warm(namespace, predictor)
-
-    def endpoint(self, namespace: str, model: str, version: str) -> str | None:
-        return None if self.tester is None else self.tester.endpoint(namespace, model, version)
-
-    def release(self, namespace: str, model: str, version: str) -> bool:
-        return False if self.tester is None else self.tester.release(namespace, model, version)
-
     def predict(self, namespace: str, deployment: str, payload: Any) -> dict[str, Any]:
         """One prediction through Seldon's mesh (extra ``inference_url``), Open Inference Protocol: a
         Seldon v1 ``{"data": {"ndarray": rows}}`` payload is sent as one FP64 input tensor."""
@@ -447,7 +432,3 @@ class SeldonV2Runtime:
                 f"prediction on {namespace}/{deployment} failed with HTTP {resp.status_code}: {resp.text[:500]}"
             )
         return {"predictor": role, "version": backends[role]["version"], "response": resp.json()}
-
-    def close(self) -> None:
-        if self.tester is not None:
-            self.tester.close()
