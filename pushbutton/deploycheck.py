@@ -14,7 +14,13 @@ them all (no Docker needed), as the unit tests do.
   ``${VAR}`` interpolation (``…_FILE``/``…_PATH`` keys name a file and may be literal), and no URL or Connection JSON anywhere in a service carries a literal
   password;
 * ``undeclared_variables`` — every ``${VAR}`` the file uses is listed in ``.env.example``;
-* ``undeclared_volumes`` — every named volume a service mounts is declared under ``volumes:``.
+* ``undeclared_volumes`` — every named volume a service mounts is declared under ``volumes:``;
+* ``profile_problems`` — a service that only runs under a compose profile (``profiles: [celery]``) is
+  not a hard ``depends_on`` of a service that runs without that profile (``required: false`` there);
+* ``executor_problems`` — evaluated with each ``.env`` variant ``.env.example`` documents (its values,
+  and each set of ``#[NAME] KEY=value`` lines over them): a distributed Airflow executor
+  (``pushbutton.executors``) does not keep the ``local`` serving runtime, a ``seldon-v1`` Connection's
+  extra is valid, and a CeleryExecutor has an active worker service.
 """
 
 from __future__ import annotations
@@ -225,6 +231,142 @@ def undeclared_volumes(doc: dict[str, Any], lines: dict[tuple[str, ...], int]) -
     return problems
 
 
+def profile_problems(doc: dict[str, Any], lines: dict[tuple[str, ...], int]) -> list[str]:
+    """A dependency that is off under some profile choice while its dependent runs must be optional."""
+    services, problems = _services(doc), []
+    for name, spec in services.items():
+        mine = set(spec.get("profiles") or [])
+        deps = spec.get("depends_on") or {}
+        for dep, options in deps.items() if isinstance(deps, dict) else ((d, {}) for d in deps):
+            theirs = set((services.get(dep) or {}).get("profiles") or [])
+            always_with_me = not theirs or (mine and mine <= theirs)
+            if always_with_me or (options or {}).get("required", True) is False:
+                continue
+            runs = f"profile(s) {sorted(mine)}" if mine else "every profile choice"
+            problems.append(f"{_where(lines, 'services', name, 'depends_on', dep)}: {name!r} runs under {runs} "
+                            f"but {dep!r} only under profile(s) {sorted(theirs)}, so compose refuses to start "
+                            f"{name!r} without them (fix: add `required: false` to this dependency, or give "
+                            f"{name!r} the same profiles)")  # fmt: skip
+    return problems
+
+
+# ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?message}, ${VAR?message}, ${VAR:+alt}, $VAR and $$
+_INTERPOLATED = re.compile(
+    r"\$\$|\$\{(?P<name>[A-Za-z_]\w*)(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\}|\$(?P<bare>[A-Za-z_]\w*)"
+)
+
+
+def interpolate(text: str, env: dict[str, str]) -> str:
+    """The compose file as compose reads it with ``env`` as its ``.env`` (``$$`` becomes ``$``);
+    ``ValueError`` naming the variable when a required one (``${VAR:?…}``) is unset or empty."""
+
+    def value(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        name, op, arg = m["name"] or m["bare"], m["op"] or "", m["arg"] or ""
+        current = env.get(name, "")
+        given = bool(current) if op.startswith(":") else name in env  # `:` also treats empty as unset
+        if op.endswith("-"):
+            return current if given else arg
+        if op.endswith("?"):
+            if not given:
+                raise ValueError(f"${{{name}}} is required: {arg or 'not set'}")
+            return current
+        if op.endswith("+"):
+            return arg if given else ""
+        return current
+
+    return _INTERPOLATED.sub(value, text)
+
+
+def env_values(text: str) -> dict[str, str]:
+    """``KEY=value`` lines of an env file (``export`` and surrounding quotes allowed; comments skipped)."""
+    found = re.findall(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$", text, re.M)
+    return {key: value.strip().strip("'\"") for key, value in found}
+
+
+def env_variants(env_example: str) -> dict[str, dict[str, str]]:
+    """``default``: the values of ``.env.example``; one more per ``#[NAME] KEY=value`` group over them."""
+    base, variants = env_values(env_example), {}
+    for name, key, value in re.findall(r"^#\[([\w-]+)\]\s*([A-Za-z_][A-Za-z0-9_]*)=(.*)$", env_example, re.M):
+        variants.setdefault(name, dict(base))[key] = value.strip()
+    return {"default": base, **variants}
+
+
+def active_services(doc: dict[str, Any], profiles: set[str]) -> dict[str, dict[str, Any]]:
+    """The services ``docker compose up`` starts with these profiles (``COMPOSE_PROFILES``)."""
+    return {n: s for n, s in _services(doc).items() if not s.get("profiles") or profiles & set(s["profiles"])}
+
+
+def resolve(value: Any, env: dict[str, str]) -> Any:
+    """A loaded compose document with every string interpolated (as compose does; keys stay)."""
+    if isinstance(value, dict):
+        return {key: resolve(item, env) for key, item in value.items()}
+    if isinstance(value, list):
+        return [resolve(item, env) for item in value]
+    return interpolate(value, env) if isinstance(value, str) else value
+
+
+def _key_line(lines: dict[tuple[str, ...], int], name: str, key: str) -> int:
+    """The line an environment key of a service is written on: in the service, else in its anchor."""
+    path = ("services", name, "environment", key)
+    return lines.get(path) or min((n for p, n in lines.items() if p[-2:] == ("environment", key)), default=0)
+
+
+def executor_problems(text: str, env: dict[str, str], variant: str = "default") -> list[str]:
+    """With ``env`` as ``.env``: no distributed executor with the ``local`` runtime (the rule of
+    ``pushbutton.executors``), a valid ``seldon-v1`` extra, and a worker for the CeleryExecutor."""
+    from pushbutton.errors import SpecError
+    from pushbutton.executors import check_local_runtime, distributed_executors
+
+    lines, using = key_lines(text), f"with the {variant!r} .env values of .env.example"
+    try:
+        doc = resolve(yaml.safe_load(text), env)
+    except ValueError as exc:
+        return [f"{FILE}: {exc} {using} (fix: set it in .env.example)"]
+    profiles = {p.strip() for p in env.get("COMPOSE_PROFILES", "").split(",") if p.strip()}
+    services, celery = active_services(doc, profiles), False
+    found: dict[tuple[int, str], list[str]] = {}  # (line, problem) -> services (one anchor, many services)
+    for name, spec in services.items():
+        environ = _environment(spec)
+        executor = environ.get("AIRFLOW__CORE__EXECUTOR", "")
+        celery |= any("Celery" in e for e in distributed_executors(executor))
+        conn = environ.get("AIRFLOW_CONN_PUSHBUTTON_SELDON")
+        if not conn:
+            continue
+        extra = (json.loads(conn).get("extra") or {}) if conn.lstrip().startswith("{") else {}
+        runtime = extra.get("runtime", "local")
+        try:
+            if runtime == "local":
+                check_local_runtime(executor, environ, "pushbutton_seldon")
+            elif runtime == "seldon-v1":
+                from pushbutton.kube.runtime import seldon_v1_config
+
+                seldon_v1_config(extra, "connection pushbutton_seldon")
+        except SpecError as exc:
+            line = _key_line(lines, name, "AIRFLOW_CONN_PUSHBUTTON_SELDON")
+            for issue in exc.issues:
+                fix = (f"in .env set PUSHBUTTON_SELDON_RUNTIME=seldon-v1 and PUSHBUTTON_IMAGE_REGISTRY, or "
+                       f"AIRFLOW_EXECUTOR=LocalExecutor; {issue.fix}") if runtime == "local" else issue.fix  # fmt: skip
+                found.setdefault((line, f"{issue.field}: {issue.message}; {using} (fix: {fix})"), []).append(
+                    name
+                )
+    problems = [f"{FILE}:{line}: services.{','.join(names)}.environment.AIRFLOW_CONN_PUSHBUTTON_SELDON."
+                f"{problem}" for (line, problem), names in found.items()]  # fmt: skip
+    if celery and not any(_is_celery_worker(spec) for spec in services.values()):
+        line = min((n for k, n in lines.items() if k[-1] == "AIRFLOW__CORE__EXECUTOR"), default=0)
+        problems.append(f"{FILE}:{line}: AIRFLOW__CORE__EXECUTOR: the CeleryExecutor {using}, but no "
+                        f"active service runs `airflow celery worker` (profiles {sorted(profiles)}), so no task "
+                        "would ever run (fix: COMPOSE_PROFILES=celery in .env)")  # fmt: skip
+    return problems
+
+
+def _is_celery_worker(spec: dict[str, Any]) -> bool:
+    command = spec.get("command") or []
+    words = command.split() if isinstance(command, str) else [str(c) for c in command]
+    return "celery" in words and "worker" in words
+
+
 def schema_problems(doc: dict[str, Any], schema: dict[str, Any]) -> list[str]:
     import jsonschema
 
@@ -237,10 +379,12 @@ def check(text: str, env_example: str, schema: dict[str, Any] | None = None) -> 
     """Every check over one compose file's text; the schema check too when ``schema`` is given."""
     doc, lines = yaml.safe_load(text), key_lines(text)
     structural: list[Callable[[dict[str, Any], dict[tuple[str, ...], int]], list[str]]] = [
-        unpinned_images, health_problems, secret_literals, undeclared_volumes,
+        unpinned_images, health_problems, secret_literals, undeclared_volumes, profile_problems,
     ]  # fmt: skip
     problems = [p for run in structural for p in run(doc, lines)]
     problems += undeclared_variables(text, env_example)
+    for variant, env in env_variants(env_example).items():
+        problems += executor_problems(text, env, variant)
     if schema is not None:
         problems += schema_problems(doc, schema)
     return problems

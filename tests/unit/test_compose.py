@@ -289,3 +289,156 @@ def test_the_command_line_reports_problems_and_fails(tmp_path: Path, text: str, 
     assert dc.main([str(bad)]) == 1
     assert "postgres:latest' is not pinned" in capsys.readouterr().out
     assert dc.main([str(COMPOSE), str(ENV_EXAMPLE)]) == 0
+
+
+# -- past one machine: the CeleryExecutor (compose profile `celery`) -----------------------------
+
+
+@pytest.fixture(scope="module")
+def variants() -> dict[str, dict[str, str]]:
+    return dc.env_variants(ENV_EXAMPLE.read_text())
+
+
+def _resolved_with(text: str, env: dict[str, str]) -> dict:
+    return dc.resolve(yaml.safe_load(text), env)
+
+
+def _seldon_extra(service: dict) -> dict:
+    return json.loads(_env(service)["AIRFLOW_CONN_PUSHBUTTON_SELDON"])["extra"]
+
+
+def test_the_celery_profile_runs_redis_and_workers_with_health_checks_and_pinned_images(
+    compose: dict,
+) -> None:
+    services = compose["services"]
+    redis, worker = services["redis"], services["airflow-worker"]
+    assert redis["profiles"] == ["celery"] and worker["profiles"] == ["celery"]
+    assert dc.image_problem(redis["image"]) is None and re.fullmatch(
+        r"redis:\d+\.\d+\.\d+-\w+", redis["image"]
+    )
+    assert (
+        worker["image"] == "pushbutton/platform:0.1.0"
+        and worker["build"]["dockerfile"] == "deploy/Dockerfile"
+    )
+    assert worker["command"] == ["airflow", "celery", "worker"]
+    assert "redis-cli ping" in " ".join(redis["healthcheck"]["test"])
+    probe = " ".join(worker["healthcheck"]["test"])
+    assert "celery --app airflow.providers.celery.executors.celery_executor.app inspect ping" in probe
+    assert '-d "celery@$${HOSTNAME}"' in probe  # the container's own worker, $$: not compose's variable
+    assert {"redis", "airflow-worker"}.isdisjoint(dc.one_shot_services(compose))
+    assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert worker["depends_on"]["airflow-api"]["condition"] == "service_healthy"  # the Execution API
+    assert (
+        _env(worker)["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+        == _env(services["airflow-scheduler"])["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    )
+
+
+def test_env_example_documents_the_local_default_and_the_celery_switch(
+    text: str, variants: dict[str, dict[str, str]]
+) -> None:
+    assert set(variants) == {"default", "celery"}
+    default, celery = variants["default"], variants["celery"]
+    assert (default["AIRFLOW_EXECUTOR"], default["COMPOSE_PROFILES"], default["PUSHBUTTON_SELDON_RUNTIME"]) == (
+        "LocalExecutor", "", "local")  # fmt: skip
+    assert (celery["AIRFLOW_EXECUTOR"], celery["COMPOSE_PROFILES"], celery["PUSHBUTTON_SELDON_RUNTIME"]) == (
+        "CeleryExecutor", "celery", "seldon-v1")  # fmt: skip
+    assert celery["PUSHBUTTON_IMAGE_REGISTRY"] and celery["REDIS_PASSWORD"].startswith("change-me")
+    assert set(dc.active_services(yaml.safe_load(text), set())) & {"redis", "airflow-worker"} == set()
+    assert {"redis", "airflow-worker"} <= set(dc.active_services(yaml.safe_load(text), {"celery"}))
+
+
+def test_the_executor_broker_and_seldon_connection_come_from_env(
+    text: str, variants: dict[str, dict[str, str]]
+) -> None:
+    from pushbutton.kube.runtime import seldon_v1_config
+
+    default = _resolved_with(text, variants["default"])["services"]
+    assert _env(default["airflow-scheduler"])["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+    extra = _seldon_extra(default["airflow-scheduler"])
+    logger_port = default["logger"]["command"][default["logger"]["command"].index("--port") + 1]
+    assert extra["runtime"] == "local" and extra["logger_url"] == f"http://logger:{logger_port}"
+    assert extra["kubernetes_conn_id"] == "kubernetes_default"
+
+    env = variants["celery"]
+    services = _resolved_with(text, env)["services"]
+    for name in ("airflow-scheduler", "airflow-worker", "airflow-api", "airflow-triggerer"):
+        assert _env(services[name])["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    worker = _env(services["airflow-worker"])
+    assert worker["AIRFLOW__CELERY__BROKER_URL"] == f"redis://default:{env['REDIS_PASSWORD']}@redis:6379/0"
+    assert _env(services["redis"])["REDISCLI_AUTH"] == env["REDIS_PASSWORD"]  # the server's password
+    metadata_db = worker["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].split("://", 1)[1]
+    assert worker["AIRFLOW__CELERY__RESULT_BACKEND"] == f"db+postgresql://{metadata_db}"
+    config = seldon_v1_config(_seldon_extra(services["airflow-worker"]), "connection pushbutton_seldon")
+    assert (config.runtime, config.image_registry, config.logger_url) == (
+        "seldon-v1", env["PUSHBUTTON_IMAGE_REGISTRY"], env["PUSHBUTTON_SELDON_LOGGER_URL"])  # fmt: skip
+
+
+def test_the_shipped_file_passes_the_executor_rule_under_every_documented_env(
+    text: str, variants: dict[str, dict[str, str]], lines: dict, compose: dict
+) -> None:
+    for name, env in variants.items():
+        assert dc.executor_problems(text, env, name) == [], name
+    assert dc.profile_problems(compose, lines) == []
+
+
+def test_celery_with_the_local_runtime_is_refused(text: str, variants: dict[str, dict[str, str]]) -> None:
+    env = {**variants["celery"], "PUSHBUTTON_SELDON_RUNTIME": "local"}
+    problems = dc.executor_problems(text, env, "celery")
+    assert len(problems) == 1, problems
+    line = next(i for i, t in enumerate(text.splitlines(), 1) if "AIRFLOW_CONN_PUSHBUTTON_SELDON:" in t)
+    assert problems[0].startswith(f"docker-compose.yaml:{line}: services.")
+    assert "airflow-worker" in problems[0] and "extra.runtime: runtime 'local'" in problems[0]
+    assert (
+        "'CeleryExecutor'" in problems[0]
+        and "(fix: in .env set PUSHBUTTON_SELDON_RUNTIME=seldon-v1" in problems[0]
+    )
+    hybrid = {**variants["default"], "AIRFLOW_EXECUTOR": "LocalExecutor,KubernetesExecutor"}
+    assert any("KubernetesExecutor" in p for p in dc.executor_problems(text, hybrid))
+    # the whole check sees it when .env.example documents that combination
+    broken_example = ENV_EXAMPLE.read_text().replace("#[celery] PUSHBUTTON_SELDON_RUNTIME=seldon-v1",
+                                                     "#[celery] PUSHBUTTON_SELDON_RUNTIME=local")  # fmt: skip
+    assert any("extra.runtime" in p for p in dc.check(text, broken_example))
+
+
+def test_a_document_hard_coding_celery_with_the_local_runtime_is_refused(
+    text: str, variants: dict[str, dict[str, str]]
+) -> None:
+    mutated = text.replace("${AIRFLOW_EXECUTOR:-LocalExecutor}", "CeleryExecutor")
+    assert mutated != text
+    problems = dc.executor_problems(mutated, variants["default"])
+    assert any("extra.runtime: runtime 'local'" in p for p in problems)
+    assert any("no active service runs `airflow celery worker`" in p and "COMPOSE_PROFILES=celery" in p
+               for p in problems)  # fmt: skip
+    one_host = mutated.replace("    PUSHBUTTON_HOME: /var/lib/pushbutton\n",
+                               '    PUSHBUTTON_HOME: /var/lib/pushbutton\n    PUSHBUTTON_WORKERS_ON_ONE_HOST: "1"\n',
+                               1)  # fmt: skip
+    on_one_host = dc.executor_problems(one_host, {**variants["default"], "COMPOSE_PROFILES": "celery"})
+    assert on_one_host == []  # the documented opt-in of pushbutton.executors
+
+
+def test_seldon_v1_without_a_registry_is_refused(text: str, variants: dict[str, dict[str, str]]) -> None:
+    problems = dc.executor_problems(text, {**variants["celery"], "PUSHBUTTON_IMAGE_REGISTRY": ""}, "celery")
+    assert len(problems) == 1 and "extra.image_registry" in problems[0]
+    assert "(fix: set extra.image_registry" in problems[0]
+
+
+def test_a_hard_dependency_on_a_service_of_an_inactive_profile_is_found(compose: dict, lines: dict) -> None:
+    optional = _broken(compose, lambda s: s["airflow-scheduler"]["depends_on"]["redis"].pop("required"))
+    problems = dc.profile_problems(optional, lines)
+    assert len(problems) == 1 and "services.airflow-scheduler.depends_on.redis" in problems[0]
+    assert "['celery']" in problems[0] and "required: false" in problems[0]
+    listed = _broken(compose, lambda s: s["gateway"].update(depends_on=["airflow-worker"]))
+    assert any("services.gateway.depends_on.airflow-worker" in p for p in dc.profile_problems(listed, lines))
+    assert dc.profile_problems(compose, lines) == []  # the worker may hard-depend on redis: same profile
+
+
+def test_interpolation_follows_compose(text: str) -> None:
+    env = {"SET": "v", "EMPTY": ""}
+    assert dc.interpolate("${SET:-d} ${EMPTY:-d} ${EMPTY-d} ${UNSET-d} $SET $${HOSTNAME}", env) == (
+        "v d  d v ${HOSTNAME}")  # fmt: skip
+    assert dc.interpolate("${SET:+alt}${EMPTY:+alt}", env) == "alt"
+    with pytest.raises(ValueError, match=r"\$\{EMPTY\} is required: set it"):
+        dc.interpolate("${EMPTY:?set it}", env)
+    problems = dc.executor_problems(text, {})  # no .env at all: a required variable is named
+    assert len(problems) == 1 and "is required" in problems[0]
