@@ -13,9 +13,12 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pushbutton.errors import AlreadyExists, NotFound, ServingError, SpecError, SpecIssue
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 GROUP = "machinelearning.seldon.io"
 VERSION = "v1"
@@ -23,6 +26,24 @@ PLURAL = "seldondeployments"
 KIND = "SeldonDeployment"
 
 T = TypeVar("T")
+M = TypeVar("M", bound="BaseModel")
+
+
+def connection_extra(model: type[M], extra: Mapping[str, Any], where: str, fixes: Mapping[str, str]) -> M:
+    """A Seldon Connection's ``extra`` validated as ``model`` (pydantic, ``extra="forbid"``); a
+    ``SpecError`` naming each bad field with its fix (``fixes`` by field, else a generic one)."""
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(dict(extra))
+    except ValidationError as exc:
+        issues = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"])
+            fix = fixes.get(field, f"remove extra.{field}" if err["type"] == "extra_forbidden" else
+                            f"correct extra.{field} (see the README's Kubernetes runtime section)")  # fmt: skip
+            issues.append(SpecIssue(where, f"extra.{field}", err["msg"].removeprefix("Value error, "), fix))
+        raise SpecError(issues) from exc
 
 
 def merge_diff(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any]:

@@ -24,10 +24,10 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pushbutton.errors import PushbuttonError, ServingError, SpecError, SpecIssue
-from pushbutton.kube.client import SeldonDeployments, merge_diff
+from pushbutton.errors import PushbuttonError, ServingError
+from pushbutton.kube.client import SeldonDeployments, connection_extra, merge_diff
 from pushbutton.kube.tester import LocalTester
 from pushbutton.serving.spec import Predictor, ServingSpec
 
@@ -90,16 +90,7 @@ FIXES = {
 
 def seldon_v1_config(extra: Mapping[str, Any], where: str) -> SeldonV1Config:
     """The connection's extra as ``SeldonV1Config``; ``SpecError`` naming each bad field and its fix."""
-    try:
-        return SeldonV1Config.model_validate(dict(extra))
-    except ValidationError as exc:
-        issues = []
-        for err in exc.errors():
-            field = ".".join(str(p) for p in err["loc"])
-            fix = FIXES.get(field, f"remove extra.{field}" if err["type"] == "extra_forbidden" else
-                            f"correct extra.{field} (see the README's Kubernetes runtime section)")  # fmt: skip
-            issues.append(SpecIssue(where, f"extra.{field}", err["msg"], fix))
-        raise SpecError(issues) from exc
+    return connection_extra(SeldonV1Config, extra, where, FIXES)
 
 
 def availability(obj: Mapping[str, Any], generation: int | None = None) -> tuple[str, str]:

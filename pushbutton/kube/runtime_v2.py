@@ -31,10 +31,10 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pushbutton.errors import NotFound, PushbuttonError, ServingError, SpecError, SpecIssue
-from pushbutton.kube.client import CustomObjects
+from pushbutton.errors import NotFound, PushbuttonError, ServingError
+from pushbutton.kube.client import CustomObjects, connection_extra
 from pushbutton.kube.runtime import (
     AVAILABLE,
     FAILED,
@@ -95,16 +95,7 @@ FIXES = {
 
 def seldon_v2_config(extra: Mapping[str, Any], where: str) -> SeldonV2Config:
     """The connection's extra as ``SeldonV2Config``; ``SpecError`` naming each bad field and its fix."""
-    try:
-        return SeldonV2Config.model_validate(dict(extra))
-    except ValidationError as exc:
-        issues = []
-        for err in exc.errors():
-            field = ".".join(str(p) for p in err["loc"])
-            fix = FIXES.get(field, f"remove extra.{field}" if err["type"] == "extra_forbidden" else
-                            f"correct extra.{field} (see the README's Kubernetes runtime section)")  # fmt: skip
-            issues.append(SpecIssue(where, f"extra.{field}", err["msg"].removeprefix("Value error, "), fix))
-        raise SpecError(issues) from exc
+    return connection_extra(SeldonV2Config, extra, where, FIXES)
 
 
 def readiness(obj: Mapping[str, Any], generation: int | None = None) -> tuple[str, str]:
