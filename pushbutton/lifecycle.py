@@ -75,15 +75,26 @@ class Prepared:
         return self.directory / "model"
 
 
+def serving_requirements(spec: ModelSpec, code_dir: Path, model_uri: str | None) -> list[str]:
+    """What the version's serving environment (and its image) installs: the model's requirements, its
+    MLflow model's, and every graph node's own requirements file (one environment for all nodes)."""
+    from pushbutton.serving.envs import version_requirements
+
+    nodes = {
+        f"serving.{path}.requirements": node.requirements
+        for path, node in spec.serving.graph.walk()
+        if node.requirements
+    }
+    return version_requirements(code_dir, model_uri, spec.requirements or "requirements.txt", nodes)
+
+
 def prepare(p: Platform, name: str, version: str) -> Prepared:
     """Download the version and build (or reuse) its serving environment."""
-    from pushbutton.serving.envs import ensure_env, model_requirements
+    from pushbutton.serving.envs import ensure_env
 
     directory = p.registry.download(name, version, p.release_dir(name, version))
     spec = load_spec(directory / "code")
-    requirements = model_requirements(
-        directory / "code", str(directory / "model"), spec.requirements or "requirements.txt"
-    )
+    requirements = serving_requirements(spec, directory / "code", str(directory / "model"))
     env = ensure_env(requirements, python=p.settings.serving_python, root=p.settings.home / "envs")
     release = Release(str(version), str(directory / "model"), env.key, str(directory / "code"))
     return Prepared(spec, release, env, directory)

@@ -2,7 +2,7 @@
 
 The image serves one model version with seldon-core's python wrapper, exactly as the local runtime
 does: the serving environment's requirements (``pushbutton.serving.envs.full_requirements``: the
-seldon-core pin, ``mlflow-skinny`` at the platform's version, the model's own requirements), the
+seldon-core pin, ``mlflow-skinny`` at the platform's version, the model's and its graph nodes'), the
 model directory as the working directory, pushbutton's runtime modules (launcher, schema guard,
 built-in predict class) on ``PYTHONPATH``, and the version's MLflow model pulled at build time
 into ``ARTIFACTS_DIR``. The pull runs in a first build stage that alone sees the MLflow/S3
@@ -93,7 +93,8 @@ def render_dockerfile(
     """The Dockerfile of ``predictor``'s model version; its context is ``build_context``'s layout
     (``code/``: the model directory, ``runtime/``: pushbutton's seldon runtime modules).
 
-    ``requirements`` are the model's own (``pushbutton.serving.envs.model_requirements``);
+    ``requirements`` are the version's serving requirements (``pushbutton.lifecycle.serving_requirements``:
+    the model's, its MLflow model's and every graph node's file);
     ``model_uri`` is what MLflow downloads at build time (default ``models:/<model>/<version>``;
     ``runs:/…`` and ``s3://…`` work too). ``MODEL_NAME`` defaults to the predict class (behind the
     schema guard when the model has an input schema); the SeldonDeployment sets it per graph node."""

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,6 +155,45 @@ def model_requirements(
         if "://" not in local and ":" not in local.split("/", 1)[0]:
             paths.append(Path(local) / "requirements.txt")
     return read_requirements(*paths)
+
+
+def version_requirements(
+    code_dir: str | Path,
+    model_uri: str | None = None,
+    requirements_file: str = "requirements.txt",
+    node_files: Mapping[str, str] | None = None,
+) -> list[str]:
+    """What a version's serving environment (or image) installs: ``model_requirements`` plus the
+    requirements file of every graph node that names one (``node_files``: the node's field path, e.g.
+    ``serving.graph.children.0.requirements``, → its file relative to ``code_dir``). The nodes of a
+    version share one environment, so a package two files pin differently is a ``RequirementsError``
+    naming both lines, raised before anything is installed."""
+    code_dir = Path(code_dir)
+    lines = model_requirements(code_dir, model_uri, requirements_file)
+    sources = [(code_dir / requirements_file, "requirements")]
+    sources += [(code_dir / name, field) for field, name in (node_files or {}).items()]
+    seen: dict[str, tuple[str, str]] = {}  # package → (normalized requirement, where)
+    for path, field in sources:
+        if not path.is_file():
+            continue
+        for number, line in requirement_lines(path):
+            if line.startswith("-"):
+                raise RequirementsError(
+                    f"'{line}' is a pip option, not a package", PIP_OPTION_FIX, where=f"{path}:{number}"
+                )
+            wanted, where = normalize_requirement(line), f"{path}:{number} ({field})"
+            earlier = seen.setdefault(requirement_name(wanted), (wanted, where))
+            if earlier[0] != wanted:
+                raise RequirementsError(
+                    f"'{line}' contradicts '{earlier[0]}' at {earlier[1]}: a version's graph nodes share "
+                    "one serving environment",
+                    "pin the package the same way in both files (or drop it from one of them)",
+                    packages=(requirement_name(wanted),),
+                    where=where,
+                )
+            if path != sources[0][0]:
+                lines.append(line)
+    return lines
 
 
 def full_requirements(python_version: str, requirements: Iterable[str]) -> list[str]:
