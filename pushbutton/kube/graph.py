@@ -4,10 +4,11 @@ class and seldon-core parameters, and pushbutton's labels and annotations.
 The graph comes from ``model.yaml``'s ``serving.graph`` (``GraphNode``: ``name``, ``type``,
 ``children``). A node's class is its own ``class_`` when the node declares one, else (a MODEL node)
 the predictor's predict class. The model image holds the version's MLflow artifacts at
-``ARTIFACTS_DIR`` (``pushbutton.kube.image``); MODEL nodes get it as their ``model_uri``. The graph's
-entry node, when it is a MODEL, runs behind pushbutton's schema guard when the predictor has an input
-schema, as it does on the local runtime (the guard checks ``predict``'s rows; a transformer, router or
-combiner entry is not guarded yet).
+``ARTIFACTS_DIR`` (``pushbutton.kube.image``); MODEL nodes get it as their ``model_uri``. When the
+predictor has an input schema, the nodes that read the graph's request as it was sent
+(``graph_local.request_entries``: the root, or a COMBINER root's children, ...) run behind pushbutton's
+schema guard, which checks the rows of the method their type reads them with (``predict``,
+``transform_input``, ``route``, ``transform_output``), exactly as on the local runtime.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 from pushbutton.errors import SpecError, SpecIssue
 from pushbutton.kube.image import ARTIFACTS_DIR
+from pushbutton.serving.graph_local import guard_parameters, request_entries
 from pushbutton.serving.microservice import GUARD_INTERFACE, WORKER_TIMEOUT_MARGIN, seldon_interface
 from pushbutton.serving.spec import Predictor, ServingSpec
 from pushbutton.spec.model import GraphNode
@@ -73,10 +75,14 @@ def node_class(node: GraphNode, predictor: Predictor, where: str) -> str:
 
 
 def interface_and_parameters(
-    node: GraphNode, predictor: Predictor, *, entry: bool, where: str
+    node: GraphNode, predictor: Predictor, *, where: str, root: GraphNode | None = None, entry: bool = False
 ) -> tuple[str, list[dict[str, str]]]:
     """Seldon's interface name (``module.Class``) and the node's parameters (Seldon's
-    ``[{name, value, type}]``, passed to the class's constructor), as the local runtime starts it."""
+    ``[{name, value, type}]``, passed to the class's constructor), as the local runtime starts it.
+
+    ``root`` is the graph ``node`` belongs to (``entry=True`` without it: ``node`` is the root); a node
+    reading its request (``request_entries``) runs behind the schema guard when the predictor has an
+    input schema. Without either, the node runs its class alone."""
     class_ref = node_class(node, predictor, where)
     params: list[dict[str, str]] = []
     if node.type == "MODEL":
@@ -84,12 +90,14 @@ def interface_and_parameters(
     for name, value in (getattr(node, "parameters", None) or {}).items():
         params.append(_parameter(name, value))
     interface = seldon_interface(class_ref)
-    if entry and predictor.inputs and node.type == "MODEL":  # the guard wraps a model's predict (and needs
-        interface = GUARD_INTERFACE  # its model_uri); other entry types get rows unchecked, as under Seldon
+    graph = root if root is not None else node if entry else None
+    if graph is not None and predictor.inputs and node.name in request_entries(graph):
+        interface = GUARD_INTERFACE
         inputs = [[f.name, f.type, f.nullable] for f in predictor.inputs]
         params += [
             {"name": "model_class", "value": class_ref, "type": "STRING"},
             {"name": "inputs", "value": json.dumps(inputs), "type": "STRING"},
+            *guard_parameters(node, graph),
         ]
     return interface, params
 
@@ -142,12 +150,23 @@ def version_graphs(spec: ServingSpec) -> dict[str, GraphNode]:
     """The graph each predictor's version declares in its own ``model.yaml`` (in ``code_uri``, the
     version's downloaded code directory), decided as the local runtime decides it
     (``pushbutton.serving.graph_local.version_graph``); predictors serving their predict class alone
-    (or without a code directory) are left out, so their documents stay single-model."""
-    from pushbutton.serving.graph_local import version_graph
+    (or without a code directory) are left out, so their documents stay single-model.
+
+    A ``model.yaml`` that cannot be read raises ``GraphSpecError`` (a ``SpecError``: no retry) naming
+    the version, with the loader's issues (file, line, field, fix), before anything is rendered."""
+    from pushbutton.serving.graph_local import GraphSpecError, version_graph
 
     found: dict[str, GraphNode] = {}
     for predictor in spec.predictors:
-        root = version_graph(predictor.code_uri, predictor.class_ref) if predictor.code_uri else None
+        try:
+            root = version_graph(predictor.code_uri, predictor.class_ref) if predictor.code_uri else None
+        except GraphSpecError as exc:
+            raise GraphSpecError(
+                exc.issues,
+                f"{predictor.model} version {predictor.version} ({predictor.name}): cannot read the serving "
+                f"graph of its model.yaml in {predictor.code_uri} (fix it in the model directory and register "
+                "a new version; nothing was applied, the deployment serves as before)",
+            ) from exc
         if root is not None:
             found[predictor.name] = root
     return found

@@ -5,13 +5,13 @@ true`` (Seldon copies every request to it and discards its answers). Each predic
 version's inference graph (a single MODEL node unless ``model.yaml`` declares one): nodes without
 ``implementation`` (the model image runs seldon-core's python wrapper), ``endpoint: REST``, the node's
 parameters (``model_uri``: the MLflow model baked into the image; the schema guard's
-``model_class``/``inputs`` on the entry node), children. ``componentSpecs`` hold one container per node,
-named after it, running the version's image with ``MODEL_NAME``/``SERVICE_TYPE`` for that node, the
-spec's resources (CPU and memory requested, memory also the limit) and ``replicas``. The entry node logs
-requests and responses to the platform's logger service (``logger: {url, mode: all}``) when a logger URL
-is given and the model's logging is enabled. The model's serving timeout becomes Seldon's
-``seldon.io/rest-timeout``. Labels and annotations under ``pushbutton.io/`` name the model, each
-predictor's version and role, and the run.
+``model_class``/``inputs``/``guard_method`` on the nodes reading the graph's request), children.
+``componentSpecs`` hold one container per node, named after it, running the version's image with
+``MODEL_NAME``/``SERVICE_TYPE`` for that node, the spec's resources (CPU and memory requested, memory
+also the limit) and ``replicas``. The entry node logs requests and responses to the platform's logger
+service (``logger: {url, mode: all}``) when a logger URL is given and the model's logging is enabled.
+The model's serving timeout becomes Seldon's ``seldon.io/rest-timeout``. Labels and annotations under
+``pushbutton.io/`` name the model, each predictor's version and role, and the run.
 
 The document is deterministic (no timestamps): the runtime hashes it to skip re-applying.
 """
@@ -87,14 +87,14 @@ def _predictor(
     problem = image_problem(image)
     if problem:
         raise SpecError([SpecIssue(where, f"images.{predictor.name}", *problem)])
-    containers = [_container(node, predictor, image, entry=node is root, where=where) for node in walk(root)]
+    containers = [_container(node, predictor, image, root=root, where=where) for node in walk(root)]
     logger = {"url": logger_url, "mode": "all"} if logger_url and predictor.logging.enabled else None
     doc: dict[str, Any] = {
         "name": predictor.name,
         "traffic": predictor.traffic,
         "replicas": predictor.replicas,
         "labels": predictor_labels(predictor),
-        "graph": _node(root, predictor, logger, entry=True, where=where),
+        "graph": _node(root, predictor, logger, root=root, where=where),
         "componentSpecs": [{"spec": {"containers": containers}}],
     }
     if predictor.shadow:
@@ -103,15 +103,15 @@ def _predictor(
 
 
 def _node(
-    node: GraphNode, predictor: Predictor, logger: dict[str, str] | None, *, entry: bool, where: str
+    node: GraphNode, predictor: Predictor, logger: dict[str, str] | None, *, root: GraphNode, where: str
 ) -> dict[str, Any]:
-    _, parameters = interface_and_parameters(node, predictor, entry=entry, where=where)
+    _, parameters = interface_and_parameters(node, predictor, root=root, where=where)
     doc: dict[str, Any] = {
         "name": node.name,
         "type": node.type,
         "endpoint": {"type": "REST"},
         "parameters": parameters,
-        "children": [_node(child, predictor, None, entry=False, where=where) for child in node.children],
+        "children": [_node(child, predictor, None, root=root, where=where) for child in node.children],
     }
     if logger:
         doc["logger"] = logger
@@ -119,9 +119,9 @@ def _node(
 
 
 def _container(
-    node: GraphNode, predictor: Predictor, image: str, *, entry: bool, where: str
+    node: GraphNode, predictor: Predictor, image: str, *, root: GraphNode, where: str
 ) -> dict[str, Any]:
-    interface, _ = interface_and_parameters(node, predictor, entry=entry, where=where)
+    interface, _ = interface_and_parameters(node, predictor, root=root, where=where)
     cpu, memory = predictor.resources.cpu, predictor.resources.memory
     return {
         "name": node.name,

@@ -9,7 +9,9 @@
   ``model-settings.json``), the spec's memory and replicas, and ``logger.percent`` from the model's
   logging sample rate.
 - ``Pipeline`` ``<deployment>-v<version>`` when the version's graph has more than one node (each
-  version may declare its own graph; a single-model version beside a Pipeline gets a one-step one):
+  version may declare its own graph; a single-model version beside a Pipeline gets a one-step one, its
+  Model then named ``<deployment>-v<version>-<node>`` like a graph's: Seldon's scheduler refuses a
+  step named like its pipeline, ``PipelineStepNameEqualsPipelineNameErr``):
   Seldon v1's graph semantics as steps (a TRANSFORMER/MODEL feeds its children; an OUTPUT_TRANSFORMER
   runs after its children; a COMBINER joins its children's outputs; a ROUTER's children are triggered by
   the router's output tensor named after the child, and the output joins ``any``).
@@ -52,7 +54,8 @@ def render_seldon_v2(
 
     ``graphs`` (by predictor name) is a version's own graph, winning over ``graph`` for it. When one
     version is a Pipeline, a single-model version beside it gets a one-step Pipeline over its Model
-    (same name), so the Experiment splits Pipelines only (Seldon's candidates share one resourceType)."""
+    (``<deployment>-v<version>-<node>``: a step may not share its pipeline's name), so the Experiment
+    splits Pipelines only (Seldon's candidates share one resourceType)."""
     where = f"Seldon v2 resources of {spec.key}"
     roots = {p.name: graph_of(p, graphs, graph) for p in spec.predictors}
     for root in roots.values():
@@ -65,13 +68,12 @@ def render_seldon_v2(
         uri = lookup(storage_uris, predictor.name, where, "storage URI")
         for node in walk(root):
             node_uri = storage_uris.get(f"{predictor.name}/{node.name}") or f"{uri.rstrip('/')}/{node.name}"
-            docs.append(
-                _model(spec, predictor, node, uri if not pipeline else node_uri, pipeline, run_id, where)
-            )
+            docs.append(_model(spec, predictor, node, uri if not pipeline else node_uri, any_pipeline, run_id,
+                               where))  # fmt: skip
         if pipeline:
             docs.append(_pipeline(spec, predictor, root, run_id))
         elif any_pipeline:
-            docs.append(_single_step_pipeline(spec, predictor, run_id))
+            docs.append(_single_step_pipeline(spec, predictor, root, run_id))
     if len(spec.predictors) > 1:
         docs.append(_experiment(spec, "pipeline" if any_pipeline else "model", run_id))
     return docs
@@ -96,10 +98,12 @@ def _model(
     predictor: Predictor,
     node: GraphNode,
     storage_uri: str,
-    pipeline: bool,
+    in_pipeline: bool,
     run_id: str | None,
     where: str,
 ) -> dict[str, Any]:
+    """The Model of ``node``: named after the version alone when the version is served as a Model,
+    after the version and the node when a Pipeline serves it (its steps)."""
     class_ref = node_class(node, predictor, where)
     builtin = class_ref.partition(":")[0] in BUILTIN_PREDICT_MODULES
     body: dict[str, Any] = {
@@ -113,7 +117,7 @@ def _model(
     if percent:
         body["logger"] = {"percent": percent}
     labels = {**predictor_labels(predictor), "pushbutton.io/node": node.name}
-    name = resource_name(spec, predictor, node if pipeline else None)
+    name = resource_name(spec, predictor, node if in_pipeline else None)
     return {
         "apiVersion": API_VERSION,
         "kind": "Model",
@@ -170,14 +174,16 @@ def _pipeline(spec: ServingSpec, predictor: Predictor, root: GraphNode, run_id: 
     }
 
 
-def _single_step_pipeline(spec: ServingSpec, predictor: Predictor, run_id: str | None) -> dict[str, Any]:
-    """A Pipeline serving ``predictor``'s single Model as it is (its one step, of the same name)."""
-    name = resource_name(spec, predictor)
+def _single_step_pipeline(
+    spec: ServingSpec, predictor: Predictor, node: GraphNode, run_id: str | None
+) -> dict[str, Any]:
+    """A Pipeline ``<deployment>-v<version>`` serving ``predictor``'s single Model (``node``'s) as it is."""
+    step = resource_name(spec, predictor, node)
     return {
         "apiVersion": API_VERSION,
         "kind": "Pipeline",
-        "metadata": _metadata(spec, name, predictor_labels(predictor), run_id),
-        "spec": {"steps": [{"name": name}], "output": {"steps": [name]}},
+        "metadata": _metadata(spec, resource_name(spec, predictor), predictor_labels(predictor), run_id),
+        "spec": {"steps": [{"name": step}], "output": {"steps": [step]}},
     }
 
 

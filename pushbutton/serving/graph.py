@@ -11,9 +11,10 @@ For each node, parents first (``executor/predictor/predictor_process.go``):
 3. *output*: an OUTPUT_TRANSFORMER's ``transform_output`` on that answer.
 
 Classes follow the seldon-core python wrapper contract: ``method(X, features_names)`` (``aggregate``
-gets the list of answers and the list of their names); names of a transformed message come from the
-class's ``feature_names`` (attribute or method) when it has one, else stay; a MODEL's answer is
-named by its ``class_names``, else ``t:0``, ``t:1``, ... as the wrapper names them. Children run one
+gets the list of answers and the list of their names); every node's answer (a transformer's,
+router's or combiner's too) is named by its class's ``class_names`` (method or attribute), else
+``t:0``, ``t:1``, ... (none for one-dimensional output), as seldon-core 1.18's wrapper names every response
+(``construct_response(..., is_request=False, ...)`` → ``client_class_names``). Children run one
 after the other (the executor runs them concurrently; answers are the same). The answer records each
 ROUTER's choice as Seldon's ``meta.routing`` does.
 
@@ -85,10 +86,7 @@ class Components:
     def call(self, node: GraphNode, method: str, message: Message) -> Message:
         component = self.components[node.name]
         out = _call(node, method, component, message.data, message.names)
-        names = (
-            _class_names(component, out) if method == "predict" else _feature_names(component, message.names)
-        )
-        return Message(out, names)
+        return Message(out, _class_names(component, out))
 
     def route(self, node: GraphNode, message: Message) -> Any:
         return _call(node, "route", self.components[node.name], message.data, message.names)
@@ -96,7 +94,7 @@ class Components:
     def aggregate(self, node: GraphNode, messages: list[Message]) -> Message:
         component = self.components[node.name]
         out = _call(node, "aggregate", component, [a.data for a in messages], [a.names for a in messages])
-        return Message(out, _feature_names(component, messages[0].names))
+        return Message(out, _class_names(component, out))
 
 
 class GraphExecutor:
@@ -204,16 +202,14 @@ def _names(component: Any, attribute: str) -> list[str] | None:
     return None if value is None else [str(v) for v in value]
 
 
-def _feature_names(component: Any, names: list[str]) -> list[str]:
-    return _names(component, "feature_names") or names
-
-
 def _class_names(component: Any, out: Any) -> list[str]:
-    declared = _names(component, "class_names")
-    if declared is not None:
-        return declared
+    """seldon-core's ``client_class_names``: none for one-dimensional output (whatever the class
+    declares), else the class's ``class_names``, else ``t:0``, ``t:1``, ..."""
     shape = np.shape(out)
-    return [f"t:{i}" for i in range(shape[1])] if len(shape) == 2 else []
+    if len(shape) < 2:
+        return []
+    declared = _names(component, "class_names")
+    return declared if declared is not None else [f"t:{i}" for i in range(shape[1])]
 
 
 def build_components(

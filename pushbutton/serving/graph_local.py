@@ -5,12 +5,16 @@ single MODEL node of the predict class is served node by node, as a SeldonDeploy
 node is a microservice (``Microservices.start`` with ``node=``: ``svc-<ns>.<model>.v<version>.<node>``,
 the version's serving environment, the node's class from the model directory constructed with the
 node's ``parameters``; a MODEL node also gets ``model_uri``, a MODEL node without ``class`` is the
-predict class; the schema guard wraps the root when it is a MODEL, as the Kubernetes renderer does),
+predict class; the schema guard wraps each node that reads the graph's request, ``request_entries``,
+as the Kubernetes renderer does),
 and ``graph_server`` runs the graph over them under the version's own name
 (``svc-<ns>.<model>.v<version>``). Its URL is what the gateway routes to and what the build-time test
 step calls, so the graph is tested exactly as it serves. Its record lists its node services:
 ``Microservices.get`` sees the version only while all of them live, ``Microservices.stop`` stops
 them with it, and a restart (``restore``) starts the whole graph again.
+
+A version whose ``model.yaml`` cannot be read raises ``GraphSpecError``: a ``SpecError`` (the task
+fails without retry, nothing is applied) with the loader's issues (file, line, field, fix).
 """
 
 from __future__ import annotations
@@ -23,13 +27,61 @@ from pathlib import Path
 from typing import Any
 
 from pushbutton.config import REPO_ROOT
-from pushbutton.errors import ServingError, SpecError
+from pushbutton.errors import ServingError, SpecError, SpecIssue
 from pushbutton.procs import STACK_MARKER, model_env
 from pushbutton.serving.envs import ServingEnv
 from pushbutton.serving.microservice import Microservice, Microservices, node_parameters, service_name
 from pushbutton.spec.model import GraphNode
 
 SPEC_FILE = "model.yaml"
+# the seldon-core method through which a node type reads the message it gets (what the guard checks);
+# a COMBINER's aggregate reads its children's answers, never the request, so it has none
+READS_REQUEST = {
+    "MODEL": "predict",
+    "TRANSFORMER": "transform_input",
+    "ROUTER": "route",
+    "OUTPUT_TRANSFORMER": "transform_output",
+}
+
+
+class GraphSpecError(SpecError, ServingError):
+    """A version's ``model.yaml`` declares no servable graph: a ``SpecError`` (Airflow fails the task
+    without retry; the issues name file, line, field and fix) that is also a ``ServingError``, so the
+    callers that collect serving errors per deployment (``LocalRuntime.restore``) keep doing so.
+    ``context`` (which version, what to do) leads the message; ``issues`` stay the loader's."""
+
+    def __init__(self, issues: list[SpecIssue], context: str = ""):
+        super().__init__(issues)
+        self.context = context
+        if context:
+            self.args = (f"{context}:\n{self.args[0]}",)
+
+
+def request_entries(root: GraphNode) -> dict[str, str]:
+    """The nodes that read the graph's request as it was sent, by name, each with the method that
+    reads it: the schema guard checks the rows there (Seldon's executor order, ``graph.GraphExecutor``).
+    The root reads it, unless it passes it on unread (a COMBINER; an OUTPUT_TRANSFORMER with children,
+    which only sees their answer): then each child's entries do. A ROUTER's ``route`` reads the request
+    before its chosen child gets the same rows, so the router alone is checked."""
+    if root.type == "COMBINER" or (root.type == "OUTPUT_TRANSFORMER" and root.children):
+        found: dict[str, str] = {}
+        for child in root.children:
+            found.update(request_entries(child))
+        return found
+    return {root.name: READS_REQUEST[root.type]}
+
+
+def guard_parameters(node: GraphNode, root: GraphNode) -> list[dict[str, str]]:
+    """The schema guard's parameters for ``node`` past ``model_class``/``inputs`` (seldon-core's typed
+    list), none for its defaults (a MODEL root: ``predict``, probabilities in its tags). A MODEL that
+    is not the root adds no probabilities: under a COMBINER its tags would pass for the ensemble's."""
+    method = request_entries(root).get(node.name)
+    if method is None:
+        raise ValueError(f"graph node '{node.name}' does not read the graph's request; it is not guarded")
+    params = [] if method == "predict" else [{"name": "guard_method", "value": method, "type": "STRING"}]
+    if method == "predict" and node.name != root.name:
+        params.append({"name": "guard_probabilities", "value": "false", "type": "BOOL"})
+    return params
 
 
 def is_graph(root: GraphNode, predict_class: str) -> bool:
@@ -50,8 +102,9 @@ def version_graph(code_dir: str | Path, predict_class: str) -> GraphNode | None:
         return None
     try:
         root = load_spec(spec_file).serving.graph
-    except SpecError as exc:
-        raise ServingError(f"cannot read the serving graph of {spec_file}: {exc}") from exc
+    except SpecError as exc:  # the loader's issues already say file:line: field: problem (fix: ...)
+        fix = "fix it in the model directory and register a new version; nothing was applied"
+        raise GraphSpecError(exc.issues, f"cannot read the serving graph of {spec_file} ({fix})") from exc
     return root if is_graph(root, predict_class) else None
 
 
@@ -91,6 +144,7 @@ def start_graph(
     for previous in (name, *services.node_names(name)):
         services.group.stop(previous)
     nodes = [node for _, node in graph.walk()]
+    entries = request_entries(graph) if inputs else {}  # the nodes behind the schema guard
     started: list[Microservice] = []
     try:
         with ThreadPoolExecutor(max_workers=min(4, len(nodes)), thread_name_prefix="graph-node") as pool:
@@ -98,9 +152,10 @@ def start_graph(
                 (node, pool.submit(
                     services.start, env, namespace=namespace, model=model, version=version, code_dir=code_dir,
                     class_ref=node.class_ or class_ref, model_uri=model_uri if node.type == "MODEL" else "",
-                    inputs=inputs if node is graph and node.type == "MODEL" else (),
+                    inputs=inputs if node.name in entries else (),
                     request_timeout=request_timeout, workers=workers, threads=threads, timeout=timeout,
-                    node=node.name, service_type=node.type, parameters=node_parameters(node.parameters),
+                    node=node.name, service_type=node.type, parameters=node_parameters(node.parameters)
+                    + (guard_parameters(node, graph) if node.name in entries else []),
                 ))
                 for node in nodes
             ]  # fmt: skip

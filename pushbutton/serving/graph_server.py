@@ -11,7 +11,9 @@ Seldon's internal endpoints (``/predict``, ``/transform-input``, ``/transform-ou
 (``Seldon-Puid``) passed on. The answer carries ``meta.routing`` (each ROUTER's choice) and
 ``meta.requestPath`` (node to class) as Seldon's does. A node that fails, answers an error or does not
 answer within the version's ``serving.timeout_seconds`` fails the request with a Seldon ``FAILURE``
-body naming the node (its own 4xx status stays, else 500; 504 on a timeout).
+body naming the node (its own 4xx status and reason stay, e.g. the schema guard's 400
+``MICROSERVICE_BAD_DATA`` naming the feature, at the nodes that read the request; else 500; 504 on a
+timeout).
 
 Request logging (``graph_log``): the gateway logs the graph's entry as for any version; this server
 logs each other node's request and response, as Seldon's executor does for nodes with a logger.
@@ -48,15 +50,16 @@ ENDPOINTS = {
 }
 PREDICT_PATHS = ("/api/v1.0/predictions", "/api/v0.1/predictions", "/predict")
 READY_PATH = "/health/status"
+INTERNAL = "MICROSERVICE_INTERNAL_ERROR"
 PING_PATH = "/health/ping"
 
 
 class NodeError(GraphError):
-    """A node's microservice failed a call: ``status`` is what the graph answers."""
+    """A node's microservice failed a call: ``status`` and ``reason`` are what the graph answers."""
 
-    def __init__(self, message: str, status: int):
+    def __init__(self, message: str, status: int, reason: str = INTERNAL):
         super().__init__(message)
-        self.status = status
+        self.status, self.reason = status, reason
 
 
 class RemoteNodes:
@@ -106,7 +109,8 @@ class RemoteNodes:
         if resp.status_code >= 400 or not isinstance(answer, dict):
             info = _failure_info(answer) or resp.text[:500]
             status = resp.status_code if 400 <= resp.status_code < 500 else 500
-            raise NodeError(f"{where} answered HTTP {resp.status_code}: {info}", status)
+            reason = _failure_reason(answer) if status < 500 else INTERNAL
+            raise NodeError(f"{where} answered HTTP {resp.status_code}: {info}", status, reason)
         return answer
 
 
@@ -115,7 +119,14 @@ def _failure_info(answer: Any) -> str:
     return str(status.get("info") or status.get("reason") or "") if isinstance(status, dict) else ""
 
 
-def failure(status: int, info: str, reason: str = "MICROSERVICE_INTERNAL_ERROR") -> dict[str, Any]:
+def _failure_reason(answer: Any) -> str:
+    """The node's own ``status.reason`` (e.g. ``MICROSERVICE_BAD_DATA``), else ``INTERNAL``."""
+    status = answer.get("status") if isinstance(answer, dict) else None
+    reason = status.get("reason") if isinstance(status, dict) else None
+    return reason if isinstance(reason, str) and reason else INTERNAL
+
+
+def failure(status: int, info: str, reason: str = INTERNAL) -> dict[str, Any]:
     """A Seldon ``FAILURE`` message."""
     return {"status": {"code": status, "info": info, "reason": reason, "status": "FAILURE"}}
 
@@ -205,7 +216,7 @@ class GraphServer:
             answer, routing = executor.run(message, observer)
         except NodeError as exc:
             log.warning("request %s: %s", puid, exc)
-            return exc.status, failure(exc.status, str(exc))
+            return exc.status, failure(exc.status, str(exc), exc.reason)
         except GraphError as exc:  # e.g. a ROUTER answered an index out of range
             log.warning("request %s: %s", puid, exc)
             return 500, failure(500, str(exc))

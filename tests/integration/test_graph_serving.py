@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import yaml
 
 from pushbutton.config import REPO_ROOT, Settings
 from pushbutton.errors import ServingError
@@ -206,3 +207,49 @@ def test_a_node_that_cannot_start_fails_the_deploy_naming_it_and_leaves_nothing(
     name = service_name(namespace, candidate.model, "2")
     assert runtime.services.node_names(name) == []  # linear and vote came up, and were stopped again
     assert runtime.services.group.get(name) is None
+
+
+def test_a_transformer_entry_answers_a_bad_row_with_a_400_naming_the_feature(deployed: Deployed) -> None:
+    """The schema guard checks the rows where the graph reads them first, whatever the entry's type:
+    here a TRANSFORMER over the ensemble, so a malformed row is a 400 from the entry, not a failure deep
+    inside a member."""
+    d = deployed
+    runtime = d.serving.runtime
+    code = d.code_dir.parent / "prep-code"
+    shutil.copytree(d.code_dir, code)
+    names = list(d.trained.split.x_holdout.columns)
+    (code / "prep.py").write_text(  # seldon-core 1.18 names a transformer's answer by its class_names
+        f"class Prep:\n    class_names = {names!r}\n\n"
+        "    def transform_input(self, X, features_names=None):\n"
+        "        return X.astype(float)\n"
+    )
+    spec_file = code / "model.yaml"
+    doc = yaml.safe_load(spec_file.read_text())
+    ensemble = doc["serving"]["graph"]
+    doc["serving"]["graph"] = {
+        "name": "prep",
+        "type": "TRANSFORMER",
+        "class": "prep:Prep",
+        "children": [ensemble],
+    }
+    spec_file.write_text(yaml.safe_dump(doc, sort_keys=False))
+    release = Release("3", d.trained.model_uri, d.release.env_key, str(code))
+    candidate = predictor(d.trained.spec, "candidate", release)
+    namespace = d.trained.spec.serving.namespace
+    name = service_name(namespace, candidate.model, "3")
+    try:
+        url = runtime.warm(namespace, candidate)
+        good = _payload(d)
+        resp = httpx.post(url + "/api/v1.0/predictions", json=good, timeout=30)
+        assert resp.status_code == 200, resp.text
+        assert len(resp.json()["data"]["ndarray"]) == len(good["data"]["ndarray"])
+        bad = {"data": {"names": names, "ndarray": [["abc", *good["data"]["ndarray"][0][1:]]]}}
+        resp = httpx.post(url + "/api/v1.0/predictions", json=bad, timeout=30)
+        assert resp.status_code == 400, resp.text
+        status = resp.json()["status"]
+        assert status["reason"] == "MICROSERVICE_BAD_DATA"
+        assert "graph node 'prep' (TRANSFORMER" in status["info"]
+        assert f"feature '{names[0]}' (double) in row 0 is not a number ('abc')" in status["info"]
+    finally:
+        runtime.services.stop(name)
+    assert runtime.services.node_names(name) == []

@@ -144,3 +144,31 @@ def test_v2_applies_models_per_node_pipelines_and_an_experiment_over_pipelines(
                                        "weights": {"champion": 100}, "shadows": []}  # fmt: skip
     runtime.remove(NS, NAME)
     assert standin.objects(NS) == {}
+
+
+def test_v2_a_single_model_champion_beside_a_graph_candidate_and_back(
+    v2: tuple[SeldonV2Runtime, V2Standin], code: dict[int, Path]
+) -> None:
+    """The champion serves its predict class alone (v1: iris's code); a graph candidate (v2) makes the
+    Experiment split Pipelines, so the champion gets a one-step Pipeline whose step is not named like
+    it (Seldon's scheduler refuses that); rejecting the candidate serves the champion as a Model again."""
+    iris = code[1].parent / "iris-code"
+    shutil.copytree(REPO_ROOT / "models" / "iris", iris)
+    code = {1: iris, 2: code[2]}
+    runtime, standin = v2
+    runtime.apply(champion_only(1, code))
+    assert sorted(standin.objects(NS)) == [f"Model/{NAME}-v1"]
+
+    runtime.apply(with_candidate(1, 2, 10, code))
+    objects = standin.objects(NS)
+    assert f"Model/{NAME}-v1" not in objects and f"Model/{NAME}-v1-model" in objects
+    assert objects[f"Pipeline/{NAME}-v1"]["spec"]["steps"] == [{"name": f"{NAME}-v1-model"}]
+    for name, obj in objects.items():
+        if name.startswith("Pipeline/"):
+            assert obj["metadata"]["name"] not in {s["name"] for s in obj["spec"]["steps"]}
+    assert objects[f"Experiment/{NAME}"]["spec"]["resourceType"] == "pipeline"
+    assert runtime.route(NS, NAME)["weights"] == {"champion": 90, "candidate": 10}
+
+    runtime.apply(champion_only(1, code))  # reject: the champion alone, as a Model again
+    assert sorted(standin.objects(NS)) == [f"Model/{NAME}-v1"]
+    assert runtime.route(NS, NAME)["weights"] == {"champion": 100}

@@ -63,9 +63,10 @@ def test_the_graph_renders_one_node_per_class_and_the_crds_accept_it(runtime: st
         assert {"ensemble-iris-v1-vote", "ensemble-iris-v1-linear", "ensemble-iris-v1-tree"} <= steps
 
 
-def test_a_combiner_entry_runs_its_own_class_not_the_model_guard() -> None:
-    """The guard wraps a MODEL's predict and needs its model_uri: a COMBINER at the entry runs unguarded
-    (it would crash at start on a cluster otherwise), while its MODEL children get their model_uri."""
+def test_a_combiner_entry_runs_its_own_class_and_its_members_run_behind_the_guard() -> None:
+    """A COMBINER's aggregate reads its children's answers, not the request: it runs its own class
+    unguarded (and gets no model_uri), while its MODEL children, which read the request, run behind the
+    schema guard with their model_uri."""
     from pushbutton.config import REPO_ROOT
     from pushbutton.kube.graph import interface_and_parameters
     from pushbutton.serving.spec import Predictor
@@ -75,9 +76,9 @@ def test_a_combiner_entry_runs_its_own_class_not_the_model_guard() -> None:
     predictor = Predictor(name="champion", model="ensemble-iris", version="1", model_uri="/m",
                           class_ref=spec.predict.class_, inputs=tuple(spec.schema_.inputs), traffic=100)  # fmt: skip
     root = spec.serving.graph
-    interface, params = interface_and_parameters(root, predictor, entry=True, where="t")
+    interface, params = interface_and_parameters(root, predictor, root=root, where="t")
     assert interface != "pushbutton_guard.Guarded" and "model_uri" not in {p["name"] for p in params}
     child_interface, child_params = interface_and_parameters(
-        root.children[0], predictor, entry=False, where="t"
+        root.children[0], predictor, root=root, where="t"
     )
-    assert "model_uri" in {p["name"] for p in child_params} and child_interface != "pushbutton_guard.Guarded"
+    assert "model_uri" in {p["name"] for p in child_params} and child_interface == "pushbutton_guard.Guarded"

@@ -14,7 +14,7 @@ CALLS: list[str] = []
 
 
 class Double:
-    feature_names = ["x2", "y2"]
+    class_names = ["x2", "y2"]  # names its output, as seldon-core names every node's answer
 
     def transform_input(self, X, features_names=None):
         CALLS.append(f"double:{','.join(features_names)}")
@@ -43,7 +43,7 @@ class Mean:
 
 
 class ArgMax:
-    feature_names = ["label"]
+    class_names = ["label"]  # not used: seldon-core names no one-dimensional answer
 
     def transform_output(self, X, features_names=None):
         CALLS.append(f"output:{','.join(features_names)}")
@@ -110,13 +110,13 @@ def test_transform_then_children_then_aggregate_then_transform_output() -> None:
     answer = run(graph(ENSEMBLE), [[1.0, 2.0], [3.0, 4.0]])
     assert CALLS == [
         "double:x,y",
-        "predict:0.9:x2,y2",  # children get the transformer's output, named by its feature_names
+        "predict:0.9:x2,y2",  # children get the transformer's output, named by its class_names
         "predict:0.1:x2,y2",
         "predict:0.8:x2,y2",
         "aggregate:3:[['t:0', 't:1'], ['setosa', 'other'], ['t:0', 't:1']]",
-        "output:t:0,t:1",  # a combiner without feature_names keeps the first answer's names
+        "output:t:0,t:1",  # a combiner without class_names: t:0, t:1 as seldon-core names it
     ]
-    assert answer.message.names == ["label"]
+    assert answer.message.names == []  # one-dimensional: seldon-core sends no names
     assert answer.message.data.tolist() == [0, 0]  # mean of (0.9, 0.1, 0.8) = 0.6 > 0.4
     assert answer.routing == {}
 

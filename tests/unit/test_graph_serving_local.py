@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pushbutton.config import REPO_ROOT, Settings
-from pushbutton.errors import ServingError
+from pushbutton.errors import ServingError, SpecError
 from pushbutton.monitoring.records import InferenceRecord, node_predictor
 from pushbutton.monitoring.store import open_store
 from pushbutton.serving.envs import ServingEnv
@@ -45,8 +45,13 @@ def test_a_code_directory_without_or_with_a_broken_model_yaml(tmp_path: Path) ->
     shutil.copytree(MODELS / "ensemble-iris", tmp_path / "code")
     spec = tmp_path / "code" / "model.yaml"
     spec.write_text(spec.read_text().replace("type: COMBINER", "type: COMBINE"))
-    with pytest.raises(ServingError, match=r"cannot read the serving graph of .*model.yaml"):
+    # a SpecError (no retry) with the loader's file:line: field (fix), still a ServingError for restore
+    with pytest.raises(
+        SpecError,
+        match=r"cannot read the serving graph of .*model.yaml.*\n.*model\.yaml:\d+: serving\.graph\.type",
+    ) as caught:
         version_graph(tmp_path / "code", "predict:EnsembleClassifier")
+    assert isinstance(caught.value, ServingError)
 
 
 def test_the_graph_key_changes_with_the_graph() -> None:

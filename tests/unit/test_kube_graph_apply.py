@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from pushbutton.config import REPO_ROOT
-from pushbutton.errors import ServingError
+from pushbutton.errors import SpecError
 from pushbutton.kube.graph import version_graphs
 from pushbutton.kube.runtime import KubernetesRuntime
 from pushbutton.kube.runtime_v2 import SeldonV2Runtime
@@ -74,17 +74,20 @@ def test_v1_manifest_serves_each_versions_graph_one_container_per_node() -> None
         assert shape(pred["graph"]) == ("vote", "COMBINER", [("linear", "MODEL", []), ("tree", "MODEL", [])])
         envs = containers(pred)
         assert list(envs) == ["vote", "linear", "tree"]
+        # the members read the request the COMBINER passes on unread: they run behind the schema guard
         assert {n: e["MODEL_NAME"] for n, e in envs.items()} == {
-            "vote": "nodes.AverageProbabilities", "linear": "nodes.Member", "tree": "nodes.Member"}  # fmt: skip
+            "vote": "nodes.AverageProbabilities", "linear": GUARD_INTERFACE, "tree": GUARD_INTERFACE}  # fmt: skip
         images = {c["image"] for c in pred["componentSpecs"][0]["spec"]["containers"]}
         assert images == {f"registry.example/models/{NAME}:{version}"}
-    # the guard wraps only a MODEL entry: the COMBINER entry is unguarded, its MODEL children too
+    # the COMBINER reads its children's answers, not the request: it runs its own class unguarded
     params = {p["name"] for p in predictors["champion"]["graph"]["parameters"]}
     assert "model_class" not in params and "inputs" not in params
     members = [
         {p["name"]: p["value"] for p in c["parameters"]} for c in predictors["champion"]["graph"]["children"]
     ]
     assert [m["member"] for m in members] == ["linear", "tree"]
+    assert [m["model_class"] for m in members] == ["nodes:Member", "nodes:Member"]
+    assert {m["guard_probabilities"] for m in members} == {"false"}  # a member's are not the ensemble's
 
 
 def test_v1_single_model_champion_beside_a_graph_candidate_keeps_its_one_guarded_container() -> None:
@@ -119,10 +122,22 @@ def test_v2_manifests_a_model_per_node_a_pipeline_per_version_and_an_experiment_
 def test_v2_single_model_champion_beside_a_graph_candidate_gets_a_one_step_pipeline() -> None:
     docs = v2_runtime().manifests(canary(champion_code=IRIS))
     by_key = {(d["kind"], d["metadata"]["name"]): d for d in docs}
-    assert ("Model", f"{NAME}-v1") in by_key  # the champion's Model keeps its name
-    assert by_key["Pipeline", f"{NAME}-v1"]["spec"] == {
-        "steps": [{"name": f"{NAME}-v1"}], "output": {"steps": [f"{NAME}-v1"]}}  # fmt: skip
-    assert by_key["Experiment", NAME]["spec"]["resourceType"] == "pipeline"
+    # Seldon's scheduler refuses a step named like its pipeline (PipelineStepNameEqualsPipelineNameErr,
+    # scheduler/pkg/store/pipeline/validate.go): the champion's Model is named per node, as a graph's are
+    assert ("Model", f"{NAME}-v1") not in by_key
+    champion = next(p for p in canary(champion_code=IRIS).predictors if p.name == "champion")
+    # the version's own model, not a per-node subdirectory (it has no nodes)
+    assert by_key["Model", f"{NAME}-v1-model"]["spec"]["storageUri"] == v2_runtime().storage_uri(champion)
+    pipeline = by_key["Pipeline", f"{NAME}-v1"]
+    assert pipeline["spec"] == {
+        "steps": [{"name": f"{NAME}-v1-model"}],
+        "output": {"steps": [f"{NAME}-v1-model"]},
+    }
+    for p in (d for d in docs if d["kind"] == "Pipeline"):
+        assert p["metadata"]["name"] not in {step["name"] for step in p["spec"]["steps"]}
+    experiment = by_key["Experiment", NAME]["spec"]
+    assert experiment["resourceType"] == "pipeline"
+    assert {c["name"] for c in experiment["candidates"]} == {f"{NAME}-v1", f"{NAME}-v2"}  # the Pipelines
 
 
 def test_single_model_versions_render_as_before() -> None:
@@ -138,8 +153,9 @@ def test_a_broken_model_yaml_in_the_code_directory_fails_before_anything_is_sent
     text = (code / "model.yaml").read_text().replace("type: COMBINER", "type: COMBINATOR")
     (code / "model.yaml").write_text(text)
     bad = canary(candidate_code=code)
-    # no API client: reaching the cluster would fail otherwise
-    with pytest.raises(ServingError, match=r"serving graph of .*code/model\.yaml"):
+    # no API client: reaching the cluster would fail otherwise; a SpecError: the task fails without retry
+    said = r"version 2 \(candidate\): cannot read the serving graph .*\n.*code/model\.yaml:\d+: serving\.graph\.type"
+    with pytest.raises(SpecError, match=said):
         v1_runtime().manifest(bad)
-    with pytest.raises(ServingError, match=r"serving graph of .*code/model\.yaml"):
+    with pytest.raises(SpecError, match=said):
         v2_runtime().manifests(bad)

@@ -155,8 +155,10 @@ def test_a_graph_renders_nested_nodes_each_with_its_container(iris: ModelSpec, s
     assert set(containers) == {"prep", "vote", "a", "b"}
     env = {e["name"]: e["value"] for e in containers["vote"]["env"]}
     assert env == env | {"MODEL_NAME": "vote.Vote", "SERVICE_TYPE": "COMBINER"}
-    # the guard wraps a MODEL's predict: a transformer entry runs its own class (unguarded, as under Seldon)
-    assert {"name": "MODEL_NAME", "value": "prep.Prep"} in containers["prep"]["env"]
+    # the transformer entry reads the request: the guard checks its transform_input; the models it feeds
+    # get transformed rows and run their own class
+    assert {"name": "MODEL_NAME", "value": "pushbutton_guard.Guarded"} in containers["prep"]["env"]
+    assert {p["name"]: p["value"] for p in graph["parameters"]}["guard_method"] == "transform_input"
     assert {"name": "MODEL_NAME", "value": "predict.IrisClassifier"} in containers["a"]["env"]
 
 

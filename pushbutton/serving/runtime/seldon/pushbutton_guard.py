@@ -1,25 +1,32 @@
 """Checks a request against the model's input schema before the model's predict class sees it.
 
-Runs inside the serving environment (no pushbutton there): the microservice starts
-``pushbutton_guard.Guarded`` as its Seldon interface with the parameters ``model_uri``,
-``model_class`` (``module:Class`` from the model directory, the working directory) and ``inputs``
-(JSON ``[[name, type, nullable], ...]`` from ``model.yaml``). A request whose rows do not fit the schema
-gets HTTP 400 (``MICROSERVICE_BAD_DATA``) naming the feature and the fix instead of the model's
-own exception as a 500; so does a JSON payload seldon-core itself could not decode (``data`` that is
-not an object, ragged ``ndarray`` rows, a ``tensor`` whose ``values`` do not fill its ``shape``),
-which it would answer with a 500. Everything else (``tags``, ``metrics``, ``class_names``,
-``load``, ...) is the model class's own; a class with its own ``predict_raw`` gets raw requests
-unchecked, as with seldon-core alone.
+Runs inside the serving environment (no pushbutton there): the microservice of a graph node that
+receives the graph's request as it was sent starts ``pushbutton_guard.Guarded`` as its Seldon interface
+with the parameters ``model_class`` (``module:Class`` from the model directory, the working directory),
+``inputs`` (JSON ``[[name, type, nullable], ...]`` from ``model.yaml``), ``guard_method`` (the
+seldon-core method that reads the request: ``predict`` for a MODEL, the default; ``transform_input``
+for a TRANSFORMER; ``route`` for a ROUTER; ``transform_output`` for a childless OUTPUT_TRANSFORMER),
+``model_uri`` (MODEL nodes only) and the node's own parameters. A request whose rows do not fit the
+schema gets HTTP 400 (``MICROSERVICE_BAD_DATA``) naming the feature and the fix instead of the
+class's own exception as a 500; so does a JSON payload seldon-core itself could not decode (``data``
+that is not an object, ragged ``ndarray`` rows, a ``tensor`` whose ``values`` do not fill its
+``shape``), which it would answer with a 500. Everything else (the other methods, ``tags``,
+``metrics``, ``class_names``, ``feature_names``, ``load``, ...) is the class's own; a class with its own
+``<guard_method>_raw`` gets raw requests unchecked, as with seldon-core alone.
 
-Class probabilities: a class that offers ``predict_proba(X, features_names=None)`` and no ``tags`` of
-its own answers, in ``meta.tags``, ``{"classes", "probabilities"}`` for the rows it just predicted (as
-the built-in sklearn class does), so the request log keeps them beside the label for log loss. Its
-classes come from ``classes()``, ``classes_`` or its ``model.classes_``; a failing ``predict_proba``
-never fails the prediction (the tags are left out).
+Class probabilities (``guard_method`` ``predict`` with ``guard_probabilities`` true, the default: the
+graph's answer is this MODEL's): a class that offers ``predict_proba(X, features_names=None)`` and no
+``tags`` of its own answers, in ``meta.tags``, ``{"classes", "probabilities"}`` for the rows it just
+predicted (as the built-in sklearn class does), so the request log keeps them beside the label for log
+loss. Its classes come from ``classes()``, ``classes_`` or its ``model.classes_``; a failing
+``predict_proba`` never fails the prediction (the tags are left out). A MODEL under a COMBINER
+(``guard_probabilities`` false) adds none: the combiner merges its children's tags, so one member's
+probabilities would pass for the ensemble's.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import logging
@@ -35,6 +42,8 @@ from seldon_core.user_model import SeldonNotImplementedError
 log = logging.getLogger(__name__)
 NUMERIC = {"double", "float", "long", "integer"}
 EXAMPLE = '{"data": {"names": [...], "ndarray": [[...], ...]}}'
+GUARDED_METHODS = ("predict", "transform_input", "route", "transform_output")
+_OWN = ("_model", "_inputs", "_proba", "_last", "_method")
 
 
 def _bad(message: str) -> SeldonMicroserviceException:
@@ -182,28 +191,49 @@ def check_rows(X: object, names: list[str] | None, inputs: list[tuple]) -> None:
 
 
 class Guarded:
-    """The model's predict class behind a schema check (Seldon python wrapper contract)."""
+    """A graph entry node's class behind a schema check (Seldon python wrapper contract): the method
+    ``guard_method`` checks its rows first; every other attribute is the class's own."""
 
-    def __init__(self, model_uri: str, model_class: str, inputs: str = "[]", **parameters: object):
+    def __init__(
+        self,
+        model_uri: str | None = None,
+        model_class: str = "",
+        inputs: str = "[]",
+        guard_method: str = "predict",
+        guard_probabilities: bool = True,
+        **parameters: object,
+    ):
+        if guard_method not in GUARDED_METHODS:
+            raise ValueError(
+                f"pushbutton_guard: guard_method '{guard_method}' is not one of {list(GUARDED_METHODS)}; "
+                "re-render the deployment with this pushbutton version"
+            )
+        if not model_class:
+            raise ValueError("pushbutton_guard: no model_class; pass the node's class as module:Class")
         module_name, _, class_name = model_class.replace(":", ".").rpartition(".")
         if os.getcwd() not in sys.path:
             sys.path.append(os.getcwd())  # the model directory, as seldon-core does for its interface
         cls = getattr(importlib.import_module(module_name), class_name)
-        self._model = cls(model_uri=model_uri, **parameters)
+        if model_uri is not None:  # a MODEL node's; other node types get none, as under Seldon
+            parameters["model_uri"] = model_uri
+        self._model = cls(**parameters)
         self._inputs = [tuple(entry) for entry in json.loads(inputs)]
+        self._method = guard_method
         own_tags = callable(getattr(self._model, "tags", None))
-        self._proba = None if own_tags else getattr(self._model, "predict_proba", None)
+        wants = guard_method == "predict" and guard_probabilities and not own_tags
+        self._proba = getattr(self._model, "predict_proba", None) if wants else None
         self._last = threading.local()  # seldon-core calls predict, then tags, in one thread per request
 
-    def predict(self, X, features_names=None, **kwargs):
+    def _checked(self, method: str, X, features_names=None, **kwargs):
         check_rows(X, features_names, self._inputs)
         self._last.rows = (X, features_names) if callable(self._proba) else None
+        own = getattr(self._model, method)
         try:  # the same call seldon-core makes when the class is its interface
-            return self._model.predict(X, features_names, **kwargs)
+            return own(X, features_names, **kwargs)
         except TypeError:
             if not kwargs:
                 raise
-            return self._model.predict(X, features_names)
+            return own(X, features_names)
 
     def tags(self):
         """The class's own ``tags``, else the probabilities of the rows this thread just predicted."""
@@ -230,15 +260,21 @@ class Guarded:
         found = list(np.asarray(found).tolist()) if found is not None else []
         return found if len(found) == width else list(range(width))
 
-    def predict_raw(self, request):
-        """Check the payload's structure, then let seldon-core decode it and call ``predict``."""
-        own = getattr(self._model, "predict_raw", None)
-        if own is not None:
-            return own(request)
+    def _raw(self, request):
+        """Check the payload's structure, then let seldon-core decode it and call the guarded method."""
         check_payload(request)
         raise SeldonNotImplementedError("pushbutton_guard: payload checked; seldon-core decodes it")
 
     def __getattr__(self, name: str):
-        if name.startswith("__") or name in ("_model", "_inputs", "_proba", "_last"):
+        """The guarded method (checked, then the class's) and its ``_raw`` hook (the class's own, else the
+        payload check); anything else is the class's, missing where the class lacks it (seldon-core asks
+        ``hasattr`` to choose its default)."""
+        if name.startswith("__") or name in _OWN:
             raise AttributeError(name)
+        if name == self._method:
+            getattr(self._model, name)  # AttributeError when the class lacks it, as without the guard
+            return functools.partial(self._checked, name)
+        if name == f"{self._method}_raw":
+            own = getattr(self._model, name, None)
+            return own if own is not None else self._raw
         return getattr(self._model, name)
