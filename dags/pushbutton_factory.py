@@ -34,6 +34,7 @@ from operators.lifecycle import (
     SeldonDeployCandidateOperator,
     SeldonDiscardCandidateOperator,
     SeldonFailedRunOperator,
+    SeldonImageBuildOperator,
     SeldonModelTestOperator,
     SeldonProbeOperator,
 )
@@ -113,7 +114,8 @@ def _common(spec: ModelSpec, model_dir: Path, kind: str) -> dict[str, Any]:
 
 
 def cicd_dag(spec: ModelSpec, model_dir: Path) -> DAG:
-    """build → test → register → deploy candidate → approve → activate (reject → discard candidate)."""
+    """build → test (and build_image) → register → deploy candidate → approve → activate (reject →
+    discard candidate)."""
     with DAG(
         dag_id=f"{spec.name}__cicd",
         description=f"Release pipeline of {spec.name}: build, test, register, deploy, approve, activate",
@@ -134,6 +136,8 @@ def cicd_dag(spec: ModelSpec, model_dir: Path) -> DAG:
     ) as dag:
         build = SeldonBuildOperator(task_id="build", model=spec.name, version="{{ params.version }}")
         test = SeldonModelTestOperator(task_id="test", model=spec.name, version=RESOLVED_VERSION)
+        # the image a Seldon v1 cluster pulls, built beside the test when the Seldon Connection asks for it
+        image = SeldonImageBuildOperator(task_id="build_image", model=spec.name, version=RESOLVED_VERSION)
         register = MlflowCandidateAliasOperator(task_id="register", model=spec.name, version=RESOLVED_VERSION)
         deploy = SeldonDeployCandidateOperator(
             task_id="deploy_candidate", model=spec.name, version=RESOLVED_VERSION
@@ -176,13 +180,13 @@ def cicd_dag(spec: ModelSpec, model_dir: Path) -> DAG:
                 model_dir=str(model_dir),
                 timeout=(spec.promotion.max_wait + timedelta(hours=1)).total_seconds(),
             ))  # fmt: skip
-        chain(build, test, register, *gate, approve, activate, discard)
+        chain(build, [test, image], register, *gate, approve, activate, discard)
         # `discard_candidate` is the only leaf and is skipped on success *and* after a failure, so
         # without a watcher a failed gate would leave the run "success"; the watcher also withdraws
         # whatever the failed run had put into serving. It is not a direct downstream of `approve`,
         # which skips all of those on Reject: a failed `approve` still reaches it through `activate`
         # (upstream_failed), and a failed `discard_candidate` after a Reject fails the run.
-        [build, test, register, deploy, activate, discard] >> SeldonFailedRunOperator(
+        [build, test, image, register, deploy, activate, discard] >> SeldonFailedRunOperator(
             task_id="fail_on_error",
             model=spec.name,
             version=RESOLVED_VERSION,

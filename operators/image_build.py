@@ -1,27 +1,38 @@
 """Build a model version's image in the cluster: the Kaniko pod (``pushbutton.kube.image.kaniko_pod``)
 run by the cncf-kubernetes provider's ``KubernetesPodOperator``.
 
-``KanikoImageBuildOperator(model=…, version=…, context_uri=…)`` reads the Seldon Connection
-(``pushbutton_seldon``, ``extra.runtime: seldon-v1``, as ``SeldonHook`` does: ``kubernetes_conn_id``,
-``image_registry``, ``image_template``, ``namespace``) when it runs, so the image it pushes is the
-one the SeldonDeployment will reference (``pushbutton.kube.runtime.image_ref``), and the pod runs on
-the cluster the Connection names. ``context_uri`` is where the build context was uploaded
-(``pushbutton.kube.image.build_context``, e.g. ``s3://builds/iris/4/context.tar.gz``); uploading it
-is not this operator's business. A pod that ends ``Failed`` fails the task with the pod's name and
-the Kaniko container's termination reason, exit code and message; a bad Connection or a ``latest``
-destination fails it without retry.
+``KanikoImageBuildOperator(model=…, version=…)`` reads the Seldon Connection (``pushbutton_seldon``,
+``extra.runtime: seldon-v1``, as ``SeldonHook`` does: ``kubernetes_conn_id``, ``image_registry``,
+``image_template``, ``namespace``, ``image_build``) when it runs, so the image it pushes is the one the
+SeldonDeployment will reference (``pushbutton.kube.runtime.image_ref``), and the pod runs on the
+cluster the Connection names. The build context is either
+
+* packed and uploaded by the operator itself (no ``context_uri``; needs ``extra.image_build``, see
+  ``pushbutton.kube.build``): the version's code from MLflow, the rendered Dockerfile, fetched by the
+  pod's init container; this is what the CI/CD DAG's ``build_image`` task runs; or
+* one you uploaded (``context_uri``, e.g. ``s3://builds/iris/4/context.tar.gz``), read by Kaniko.
+
+A pod that ends ``Failed`` fails the task with the pod's name and the Kaniko container's termination
+reason, exit code and message; a bad Connection or a ``latest`` destination fails it without retry.
+
+The CI/CD DAG does not import this module (the provider's pod operator costs seconds per DAG parse):
+its ``build_image`` task is ``SeldonImageBuildOperator`` (``operators.lifecycle``), which runs this
+operator's ``build`` when the Connection asks for images and does nothing otherwise.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from airflow.sdk import BaseHook, Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from pushbutton.kube.image import KANIKO_IMAGE, REGISTRY_SECRET
+
+if TYPE_CHECKING:
+    from pushbutton.kube.build import ImageBuildConfig
 
 CONTAINER = "kaniko"  # the container kaniko_pod renders; KPO watches it as its base container
 
@@ -61,21 +72,22 @@ class KanikoImageBuildOperator(KubernetesPodOperator):
         *,
         model: str,
         version: str,
-        context_uri: str,
+        context_uri: str | None = None,
         seldon_conn_id: str = "pushbutton_seldon",
         env_key: str = "",
         dockerfile: str = "Dockerfile",
         build_args: Mapping[str, str] | None = None,
         env_secret: str | None = None,
-        registry_secret: str = REGISTRY_SECRET,
-        kaniko_image: str = KANIKO_IMAGE,
+        registry_secret: str | None = None,
+        kaniko_image: str | None = None,
         service_account: str | None = None,
-        cpu: str = "1",
-        memory: str = "2Gi",
+        cpu: str | None = None,
+        memory: str | None = None,
         deferrable: bool = False,
         **kwargs: Any,
     ):
         super().__init__(base_container_name=CONTAINER, deferrable=deferrable, **kwargs)
+        self.startup_timeout_given = "startup_timeout_seconds" in kwargs
         self.model, self.version, self.context_uri = model, version, context_uri
         self.seldon_conn_id, self.env_key, self.dockerfile = seldon_conn_id, env_key, dockerfile
         self.build_args = dict(build_args or {})
@@ -83,11 +95,14 @@ class KanikoImageBuildOperator(KubernetesPodOperator):
         self.kaniko_image, self.service_account = kaniko_image, service_account
         self.cpu, self.memory = cpu, memory
         self.destination: str | None = None
+        self.context_source: str | None = None  # the uploaded context (s3://…), when this operator packed it
 
-    def _configure(self) -> None:
-        """Resolve the Seldon Connection (cluster, namespace, image) and render the Kaniko pod;
-        ``AirflowFailException`` naming the Connection field or pod field to fix."""
-        from pushbutton.errors import PushbuttonError
+    def _configure(self, upload: bool = True) -> None:
+        """Resolve the Seldon Connection (cluster, namespace, image, image_build), pack and upload the
+        context when no ``context_uri`` was given (not on a deferred task's resumption: its pod exists),
+        and render the Kaniko pod; ``AirflowFailException`` naming the field to fix."""
+        from pushbutton.errors import PushbuttonError, RequirementsError, StackError
+        from pushbutton.kube.build import CONTEXT_ARG, attach_context
         from pushbutton.kube.image import kaniko_pod
         from pushbutton.kube.runtime import image_ref, seldon_v1_config
         from pushbutton.serving.spec import Predictor
@@ -101,7 +116,18 @@ class KanikoImageBuildOperator(KubernetesPodOperator):
                     "(fix: set extra.runtime to 'seldon-v1' with extra.image_registry to build images)"
                 )
             config = seldon_v1_config(extra, where)
+            build = config.image_build
+            if self.context_uri is None and build is None:
+                raise AirflowFailException(
+                    f"image build of {self.model} version {self.version}: no build context (fix: set "
+                    f"extra.image_build in {where} so the operator uploads one, or pass context_uri)"
+                )
             version = str(self.version)
+            source = None
+            if self.context_uri is None and upload:
+                assert build is not None
+                source = self._upload(build, version)
+            self.context_source = source.uri if source else self.context_uri
             # the image the SeldonDeployment of this version will pull (same template, same registry)
             predictor = Predictor(name="champion", model=self.model, version=version, traffic=100,
                                   model_uri=f"models:/{self.model}/{version}", class_ref="predict:Model",
@@ -112,21 +138,35 @@ class KanikoImageBuildOperator(KubernetesPodOperator):
                 self.__dict__.pop(cached, None)
             # the operator's, the Seldon Connection's, the Kubernetes Connection's, default
             namespace = self.namespace or config.namespace or self.hook.get_namespace() or "default"
+            env_secret = _pick(self.env_secret, build, "env_secret", None)
+            build_args = dict(self.build_args)
+            if build is not None and self.context_uri is None:
+                build_args.setdefault("MLFLOW_TRACKING_URI", build.mlflow_tracking_uri or _tracking_uri())
+                if build.s3_endpoint:
+                    build_args.setdefault("MLFLOW_S3_ENDPOINT_URL", build.s3_endpoint)
             self.pod_template_dict = kaniko_pod(
                 name=f"build-{self.model}-{version}",
                 namespace=namespace,
-                context=self.context_uri,
+                context=self.context_uri or CONTEXT_ARG.removeprefix("--context="),
                 destination=self.destination,
                 dockerfile=self.dockerfile,
-                build_args=self.build_args,
-                env_secret=self.env_secret,
-                registry_secret=self.registry_secret,
-                kaniko_image=self.kaniko_image,
-                service_account=self.service_account,
+                build_args=build_args,
+                env_secret=env_secret,
+                registry_secret=_pick(self.registry_secret, build, "registry_secret", REGISTRY_SECRET),
+                kaniko_image=_pick(self.kaniko_image, build, "kaniko_image", KANIKO_IMAGE),
+                service_account=_pick(self.service_account, build, "service_account", None),
                 labels={"pushbutton.io/model": self.model, "pushbutton.io/version": version},
-                cpu=self.cpu,
-                memory=self.memory,
+                cpu=_pick(self.cpu, build, "cpu", "1"),
+                memory=_pick(self.memory, build, "memory", "2Gi"),
             )
+            if source is not None:
+                assert build is not None
+                attach_context(self.pod_template_dict, source, build.env_secret, build.fetch_image)
+            if build is not None and not self.startup_timeout_given:  # pulling images takes a while
+                self.startup_timeout_seconds = build.startup_timeout_seconds
+                self.schedule_timeout_seconds = build.startup_timeout_seconds
+        except (RequirementsError, StackError) as exc:  # the index or S3/MinIO: may work on retry
+            raise AirflowException(f"image build of {self.model} version {self.version}: {exc}") from exc
         except PushbuttonError as exc:  # SpecError: a bad Connection extra, a `latest` destination, ...
             raise AirflowFailException(f"image build of {self.model} version {self.version}: {exc}") from exc
         except ValueError as exc:  # pydantic: a model name or version that is no model name or version
@@ -137,16 +177,48 @@ class KanikoImageBuildOperator(KubernetesPodOperator):
         self.namespace = namespace
         self.pod_request_obj = None  # built from the template by KubernetesPodOperator.execute
 
+    def _upload(self, build: ImageBuildConfig, version: str) -> Any:
+        """Pack the version's context (``pushbutton.kube.build.pack_version``) and upload it; the env
+        key of its requirements names the image when the template uses ``{env_key}``."""
+        import tempfile
+        from pathlib import Path
+
+        from operators.hooks import MlflowRegistryHook
+        from pushbutton.config import settings
+        from pushbutton.kube.build import pack_version, upload_context
+
+        with tempfile.TemporaryDirectory(prefix=f"pushbutton-context-{self.model}-") as tmp:
+            packed = pack_version(
+                MlflowRegistryHook().get_conn(), settings().home / "releases", settings().serving_python,
+                self.model, version, build, Path(tmp),
+            )  # fmt: skip
+            source = upload_context(build, self.model, version, packed.tarball, packed.sha256)
+        self.env_key = self.env_key or packed.env_key
+        self.log.info("build context of %s v%s (sha256 %s) uploaded to %s", self.model, version,
+                      packed.sha256[:12], source.uri)  # fmt: skip
+        return source
+
+    def build(self, context: Context) -> str | None:
+        """Run the whole build synchronously inside another task (the CI/CD DAG's ``build_image``,
+        ``SeldonImageBuildOperator``), as ``execute`` would; returns the pushed image."""
+        self.deferrable = False
+        self._configure()
+        self.log.info("building %s from %s in namespace %s", self.destination, self.context_source,
+                      self.namespace)  # fmt: skip
+        self.execute_sync(context)
+        return self._built(context)
+
     def execute(self, context: Context) -> Any:
         self._configure()
         self.log.info(
-            "building %s from %s in namespace %s", self.destination, self.context_uri, self.namespace
+            "building %s from %s in namespace %s", self.destination, self.context_source, self.namespace
         )
         super().execute(context)
         return self._built(context)
 
     def trigger_reentry(self, context: Context, event: dict[str, Any]) -> Any:
-        self._configure()  # deferrable: a resumed task is a new instance; find the same cluster again
+        # deferrable: a resumed task is a new instance; find the same cluster again (its pod exists)
+        self._configure(upload=False)
         super().trigger_reentry(context, event)
         return self._built(context)
 
@@ -170,3 +242,16 @@ class KanikoImageBuildOperator(KubernetesPodOperator):
                 f"image build of {self.model} version {self.version} ({self.destination}) failed: "
                 f"pod {name} ended {phase}; container {CONTAINER}: {termination(remote_pod)}"
             ) from exc
+
+
+def _pick(mine: Any, build: ImageBuildConfig | None, field: str, default: Any) -> Any:
+    """The operator's own argument, else the Connection's ``extra.image_build``, else the default."""
+    if mine is not None:
+        return mine
+    return getattr(build, field) if build is not None else default
+
+
+def _tracking_uri() -> str:
+    from operators.hooks import MlflowRegistryHook
+
+    return MlflowRegistryHook().tracking_uri()

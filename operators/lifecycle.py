@@ -171,6 +171,63 @@ class SeldonBuildOperator(_LifecycleOperator):
         return _final(lambda: build(p, self.model, version, self.run_id(context)))
 
 
+class SeldonImageBuildOperator(_LifecycleOperator):
+    """The image the Seldon runtime will pull for this version, built when the Seldon Connection asks
+    for it (``runtime: seldon-v1`` with ``extra.image_build``): the Kaniko pod of
+    ``operators.image_build.KanikoImageBuildOperator``, run here, with its logs in this task's log.
+    Otherwise there is nothing to build and the task succeeds at once: the local runtime serves from
+    the environment ``build`` made, Seldon v2 loads the model from its storage URI, and a ``seldon-v1``
+    Connection without ``image_build`` means your own CI pushes ``image_template``.
+
+    The pod operator's module is imported only here, at run time: importing it costs a DAG file
+    seconds of parsing."""
+
+    ui_color = "#dde8f8"
+
+    def __init__(
+        self,
+        *,
+        seldon_conn_id: str = SeldonHook.default_conn_name,
+        pod_options: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        self.seldon_conn_id = seldon_conn_id
+        self.pod_options = dict(pod_options or {})  # KubernetesPodOperator arguments (get_logs, ...)
+        self._pod: Any = None
+
+    def nothing_to_build(self) -> str | None:
+        """Why this run builds no image (None: it builds one)."""
+        extra = SeldonHook.get_connection(self.seldon_conn_id).extra_dejson
+        runtime = extra.get("runtime", "local")
+        if runtime == "local":
+            return "the local runtime serves from the serving environment `build` made; no image"
+        if runtime == "seldon-v2":
+            return "Seldon Core v2 loads the model from its storage URI into its servers; no image"
+        if runtime == "seldon-v1" and not extra.get("image_build"):
+            return (f"connection {self.seldon_conn_id} has no extra.image_build: the model images are pushed "
+                    "by your CI (extra.image_template); set extra.image_build to build them here")  # fmt: skip
+        return None  # seldon-v1 with image_build (an unknown runtime fails in KanikoImageBuildOperator)
+
+    def execute(self, context: Context) -> str | None:
+        version = self.release_version()
+        reason = self.nothing_to_build()
+        if reason:
+            self.log.info("%s v%s: %s", self.model, version, reason)
+            return None
+        from operators.image_build import KanikoImageBuildOperator
+
+        self._pod = KanikoImageBuildOperator(
+            task_id=self.task_id, model=self.model, version=version, seldon_conn_id=self.seldon_conn_id,
+            **self.pod_options,
+        )  # fmt: skip
+        return self._pod.build(context)
+
+    def on_kill(self) -> None:
+        if self._pod is not None:  # delete the Kaniko pod with the task
+            self._pod.on_kill()
+
+
 class SeldonModelTestOperator(_LifecycleOperator):
     """Schema, golden data, model tests, gate thresholds, champion comparison — in the serving env."""
 

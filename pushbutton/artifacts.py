@@ -164,10 +164,10 @@ def ensure_bucket(
     except ArtifactStoreError:
         raise
     except Exception as exc:
-        raise _explain(exc, location, where) from None
+        raise explain(exc, location, where) from None
 
 
-def _explain(exc: Exception, location: S3Location, where: str) -> ArtifactStoreError:
+def explain(exc: Exception, location: S3Location, where: str) -> ArtifactStoreError:
     code = getattr(exc, "code", None)
     if isinstance(code, str):  # an S3 error answer (minio.error.S3Error)
         if code in CREDENTIAL_CODES:

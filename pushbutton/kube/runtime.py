@@ -27,6 +27,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pushbutton.errors import PushbuttonError, ServingError
+from pushbutton.kube.build import ImageBuildConfig
 from pushbutton.kube.client import SeldonDeployments, connection_extra, merge_diff
 from pushbutton.kube.tester import LocalTester
 from pushbutton.serving.spec import Predictor, ServingSpec
@@ -64,6 +65,8 @@ class SeldonV1Config(BaseModel):
     ingress_url: str | None = None
     apply_timeout_seconds: float = Field(600.0, gt=0, le=3600)
     poll_seconds: float = Field(5.0, gt=0, le=300)
+    # set: each CI/CD run builds its version's image with Kaniko (pushbutton.kube.build); unset: your CI does
+    image_build: ImageBuildConfig | None = None
 
     @field_validator("image_template")
     @classmethod
@@ -85,6 +88,14 @@ FIXES = {
     "image_registry": "set extra.image_registry to the registry the model images are pushed to",
     "image_template": f"use e.g. '{DEFAULT_IMAGE}'",
     "runtime": "set extra.runtime to 'seldon-v1' (or 'local')",
+    "image_build": "give extra.image_build as an object with context_uri (s3://<bucket>) and env_secret",
+    "image_build.context_uri": "set it to the S3/MinIO location for build contexts, e.g. s3://builds",
+    "image_build.env_secret": "name the Secret (in the build namespace) holding AWS_ACCESS_KEY_ID and "
+    "AWS_SECRET_ACCESS_KEY for the build context's bucket",
+    "image_build.s3_endpoint": "give the S3/MinIO API URL the build pod reaches, e.g. http://minio.minio:9000",
+    "image_build.base_image": "pin it by an exact tag (e.g. python:3.11.11-slim-bookworm) or @sha256:<digest>",
+    "image_build.kaniko_image": "pin it by an exact tag or @sha256:<digest>",
+    "image_build.fetch_image": "pin it by an exact tag or @sha256:<digest>",
 }
 
 

@@ -182,7 +182,7 @@ def test_cicd_runs_on_a_celery_worker_with_a_home_of_its_own(
 
     tis = result["tis"]
     assert result["state"] == "success", (tis, errors)
-    ran = ["build", "test", "register", "deploy_candidate", "approve", "activate"]
+    ran = ["build", "test", "build_image", "register", "deploy_candidate", "approve", "activate"]
     assert {t: tis[t]["state"] for t in ran} == dict.fromkeys(ran, "success")
     assert {tis[t]["state"] for t in ("discard_candidate", "fail_on_error")} == {"skipped"}
     # every task went through Celery: the worker logged each one under its Celery task id

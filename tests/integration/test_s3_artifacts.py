@@ -7,44 +7,24 @@ real; only the object store is a stand-in. The bucket is created by ``pushbutton
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from pushbutton.config import REPO_ROOT
-from pushbutton.procs import ProcessGroup, free_port, http_ok, wait_ready
 from tests.integration.platform import platform_settings
+from tests.s3_standin import CREDENTIALS, moto_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.standin]
 BUCKET = "pushbutton-artifacts"
-CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "stand-in",
-    "AWS_SECRET_ACCESS_KEY": "stand-in-secret-value",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
-
-
-def _moto(tmp: str, name: str, env: dict[str, str] | None = None) -> Iterator[str]:
-    group, port = ProcessGroup(Path(tmp) / "run", Path(tmp) / "logs"), free_port()
-    info = group.start(
-        name, [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], env=env
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_ready(info, http_ok(f"{url}/moto-api/"), timeout=60, what=f"moto S3 stand-in ({name})")
-        yield url
-    finally:
-        group.stop_all()
 
 
 @pytest.fixture(scope="module")
 def s3_standin() -> Iterator[str]:
     """A moto S3 server on a free port, stopped by its process group afterwards."""
     with tempfile.TemporaryDirectory(prefix="pushbutton-moto-") as tmp:
-        yield from _moto(tmp, "moto-s3")
+        yield from moto_server(tmp, "moto-s3")
 
 
 def _client(url: str):  # type: ignore[no-untyped-def]
@@ -119,7 +99,7 @@ def test_rejected_keys_are_reported_with_the_endpoint_and_no_secret() -> None:
     from pushbutton.artifacts import ArtifactStoreError, ensure_bucket
 
     with tempfile.TemporaryDirectory(prefix="pushbutton-moto-auth-") as tmp:
-        for url in _moto(tmp, "moto-s3-auth", env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"}):
+        for url in moto_server(tmp, "moto-s3-auth", env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"}):
             with pytest.raises(ArtifactStoreError) as caught:
                 ensure_bucket("s3://pushbutton-denied", {**CREDENTIALS, "MLFLOW_S3_ENDPOINT_URL": url})
             message = str(caught.value)

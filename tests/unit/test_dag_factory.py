@@ -112,8 +112,12 @@ def test_cicd_dag_shape_tags_owner_params(tmp_path: Path, models: Path) -> None:
     # iris's promotion policy is auto: canary_policy decides before approve asks (or answers itself)
     steps = ["build", "test", "register", "deploy_candidate", "canary_policy", "approve", "activate",
              "discard_candidate"]  # fmt: skip
+    expected = {step: sorted([following, "fail_on_error"]) for step, following in itertools.pairwise(steps)}
+    # the image (when the Seldon Connection asks for one) is built beside the test; register waits for both
+    expected["build"] = ["build_image", "fail_on_error", "test"]
     assert dag["tasks"] == {
-        **{step: sorted([following, "fail_on_error"]) for step, following in itertools.pairwise(steps)},
+        **expected,
+        "build_image": ["fail_on_error", "register"],
         "canary_policy": ["approve"],  # a sensor: its timeout fails approve upstream, reaching the watcher
         "approve": ["activate"],  # Reject skips approve's direct downstream: never the watcher
         "discard_candidate": ["fail_on_error"],
