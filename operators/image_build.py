@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from pushbutton.kube.build import ImageBuildConfig
 
 CONTAINER = "kaniko"  # the container kaniko_pod renders; KPO watches it as its base container
+DESTINATION = "pushbutton_image"  # in trigger_kwargs, so the trigger's event carries the pushed image
 
 
 def termination(remote_pod: Any, container: str = CONTAINER) -> str:
@@ -213,12 +214,17 @@ class KanikoImageBuildOperator(KubernetesPodOperator):
         self.log.info(
             "building %s from %s in namespace %s", self.destination, self.context_source, self.namespace
         )
+        if self.deferrable:  # the resumed instance cannot re-derive an uploaded context's env_key
+            self.trigger_kwargs = {**(self.trigger_kwargs or {}), DESTINATION: self.destination}
         super().execute(context)
         return self._built(context)
 
     def trigger_reentry(self, context: Context, event: dict[str, Any]) -> Any:
         # deferrable: a resumed task is a new instance; find the same cluster again (its pod exists)
         self._configure(upload=False)
+        if event.get(DESTINATION):  # the image the pod pushes (kept for a re-deferral's next event)
+            self.destination = event[DESTINATION]
+            self.trigger_kwargs = {**(self.trigger_kwargs or {}), DESTINATION: self.destination}
         super().trigger_reentry(context, event)
         return self._built(context)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import datetime
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -250,11 +251,12 @@ POD_RESOURCE = "v1/pods"
 
 def pod_status(phase: str, *, reason: str = "", message: str = "", exit_code: int = 0) -> dict[str, Any]:
     """A pod status as the kubelet writes it for the one ``kaniko`` container: ``Pending`` (scheduled,
-    waiting for its image), ``Running``, or ``Succeeded``/``Failed`` with the terminated state."""
+    waiting for its image), ``Running``, or ``Succeeded``/``Failed`` with the terminated state. The
+    container's ``startedAt``/``finishedAt`` are stamped by ``KubeletStandin`` when it applies the status."""
     if phase == "Pending":
         state: dict[str, Any] = {"waiting": {"reason": "ContainerCreating"}}
     elif phase == "Running":
-        state = {"running": {"startedAt": "2026-01-01T00:00:00Z"}}
+        state = {"running": {}}
     else:
         terminated = {"exitCode": exit_code, "reason": reason or "Completed", "message": message or None}
         state = {"terminated": terminated}
@@ -266,23 +268,104 @@ def pod_status(phase: str, *, reason: str = "", message: str = "", exit_code: in
     }  # fmt: skip
 
 
+def _utcnow() -> datetime.datetime:
+    return datetime.datetime.now(tz=datetime.UTC)
+
+
+def _rfc3339(moment: datetime.datetime, nano: bool = False) -> str:
+    """``2026-01-01T00:00:00Z`` (status times), ``2026-01-01T00:00:00.000123000Z`` (log lines: RFC3339Nano)."""
+    moment = moment.astimezone(datetime.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") + (f".{moment.microsecond:06d}000Z" if nano else "Z")
+
+
 @attrs.define(kw_only=True)
 class KubeletStandin(SeldonApiStandin):
     """The API server stand-in for pods, also playing the kubelet: each read of one pod
     (``GET …/pods/NAME``) first moves it to the next status scripted for its namespace (``phases``);
-    the last status stays. Lists and writes move nothing."""
+    the last status stays. Lists, writes and log reads move nothing. Applying a status, it stamps the
+    container's ``startedAt``/``finishedAt`` with its clock (``now``) as the kubelet does; the provider
+    reads a terminated container's logs only within ``post_termination_timeout`` of ``finishedAt``.
+
+    ``GET …/pods/NAME/log`` serves the lines scripted for the pod's namespace and container (``logs``),
+    whole (``follow`` ends when the script does), each prefixed with its RFC3339Nano time and a space when
+    ``timestamps=true`` (times count from the container's ``startedAt``, 1 ms apart). As the API server:
+    404 for a pod that does not exist, 400 for a container that is not the pod's or still waiting, or no
+    ``container`` when the pod has several. ``sinceSeconds``/``tailLines``/``limitBytes`` are ignored."""
 
     phases: dict[str, list[dict[str, Any]]] = attrs.field(factory=dict)
+    logs: dict[tuple[str, str], list[str]] = attrs.field(factory=dict)
+    now: Callable[[], datetime.datetime] = attrs.field(default=_utcnow)
+    started: dict[tuple[str, str, str], datetime.datetime] = attrs.field(factory=dict)
+
+    async def _handle(self, request: Any) -> aiohttp.web.StreamResponse:
+        if (
+            request.resource is not None
+            and request.resource.plural == "pods"
+            and request.subresource == "log"
+        ):
+            return await self._serve_log(request)
+        return await super()._handle(request)
 
     async def _serve_fetch(self, request: Any) -> Any:
         script = self.phases.get(request.namespace) if request.resource.plural == "pods" else None
         if script and request.name and (request.resource, request.namespace, request.name) in self.objects:
-            self._stored(request).patch({"status": script.pop(0)})
+            self._stored(request).patch(
+                {"status": self._stamp(request.namespace, request.name, script.pop(0))}
+            )
         return await super()._serve_fetch(request)
+
+    def _stamp(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        """``status`` with the times the kubelet writes: when each container started and finished."""
+        status = copy.deepcopy(status)
+        for container in status.get("containerStatuses") or []:
+            state = container.get("state") or {}
+            key = (namespace, name, container["name"])
+            if "running" in state or "terminated" in state:
+                started = self.started.setdefault(key, self.now())
+                found = state.get("running") if "running" in state else state["terminated"]
+                found.setdefault("startedAt", _rfc3339(started))
+            if "terminated" in state:
+                state["terminated"].setdefault("finishedAt", _rfc3339(self.now()))
+        return status
+
+    async def _serve_log(self, request: Any) -> aiohttp.web.StreamResponse:
+        key = (request.resource, request.namespace, request.name)
+        try:
+            obj = self.objects[key]
+        except KeyError:
+            obj = None
+        if obj is None or obj.deleted:
+            raise KubernetesError(status=404, reason="NotFound", message=f'pods "{request.name}" not found')
+        spec, status = obj.raw.get("spec") or {}, obj.raw.get("status") or {}
+        names = [c["name"] for c in (spec.get("initContainers") or []) + (spec.get("containers") or [])]
+        container = request.params.get("container")
+        if container is None and len(spec.get("containers") or []) == 1:
+            container = spec["containers"][0]["name"]
+        if container is None:
+            raise KubernetesError(status=400, reason="BadRequest",
+                                  message=f"a container name must be specified for pod {request.name}, "
+                                          f"choose one of: {names}")  # fmt: skip
+        if container not in names:
+            raise KubernetesError(status=400, reason="BadRequest",
+                                  message=f"container {container} is not valid for pod {request.name}")  # fmt: skip
+        states = {c["name"]: c.get("state") or {} for c in (status.get("initContainerStatuses") or [])
+                  + (status.get("containerStatuses") or [])}  # fmt: skip
+        waiting = states.get(container, {"waiting": {"reason": "PodInitializing"}}).get("waiting")
+        if waiting is not None:
+            raise KubernetesError(status=400, reason="BadRequest",
+                                  message=f'container "{container}" in pod "{request.name}" is waiting to start: '
+                                          f"{waiting.get('reason', 'ContainerCreating')}")  # fmt: skip
+        lines = self.logs.get((request.namespace, container), [])
+        if str(request.params.get("timestamps", "")).lower() == "true":
+            start = self.started.get((request.namespace, request.name, container)) or self.now()
+            lines = [f"{_rfc3339(start + datetime.timedelta(milliseconds=i), nano=True)} {line}"
+                     for i, line in enumerate(lines)]  # fmt: skip
+        return aiohttp.web.Response(body="".join(f"{line}\n" for line in lines).encode(),
+                                    content_type="text/plain", charset="utf-8")  # fmt: skip
 
 
 class PodStandin(Standin):
-    """The running pod stand-in: ``script`` the phases, read the pods and the requests."""
+    """The running pod stand-in: ``script`` the phases and the logs, read the pods and the requests."""
 
     async def _main(self) -> None:
         self._stop = asyncio.Event()
@@ -295,6 +378,16 @@ class PodStandin(Standin):
     def script(self, namespace: str, *statuses: dict[str, Any]) -> None:
         """The statuses the next reads of a pod in ``namespace`` find, in order (see ``pod_status``)."""
         self.call(lambda: self.server.phases.setdefault(namespace, []).extend(statuses))
+
+    def script_logs(self, namespace: str, *lines: str, container: str = "kaniko") -> None:
+        """What ``container`` of a pod in ``namespace`` wrote, one line each (without the time)."""
+        self.call(lambda: self.server.logs.setdefault((namespace, container), []).extend(lines))
+
+    def log_reads(self, namespace: str) -> list[dict[str, str]]:
+        """The query parameters of each ``GET …/pods/NAME/log`` in ``namespace`` served so far."""
+        prefix = f"/api/v1/namespaces/{namespace}/pods/"
+        return self.call(lambda: [dict(r.params) for r in self.server._requests
+                                  if r.url.path.startswith(prefix) and r.url.path.endswith("/log")])  # fmt: skip
 
     def pods(self, namespace: str) -> list[dict[str, Any]]:
         """The live (not deleted) pods in ``namespace``."""
