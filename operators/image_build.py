@@ -39,15 +39,27 @@ DESTINATION = "pushbutton_image"  # in trigger_kwargs, so the trigger's event ca
 
 
 def termination(remote_pod: Any, container: str = CONTAINER) -> str:
-    """``reason (exit code N): message`` of ``container``'s terminated state in a V1Pod, then the
-    pod's own reason and message (an eviction, a deadline) when it has one."""
+    """``reason (exit code N): message`` of ``container``'s terminated state in a V1Pod, then that of
+    an init container that failed (the context fetch: Kaniko never ran), then the pod's own reason and
+    message (an eviction, a deadline) when it has one."""
     status = getattr(remote_pod, "status", None)
     parts = []
-    for found in getattr(status, "container_statuses", None) or []:
+
+    def terminated_text(found: Any) -> str | None:
         terminated = getattr(getattr(found, "state", None), "terminated", None)
-        if found.name == container and terminated is not None:
-            text = f"{terminated.reason or 'terminated'} (exit code {terminated.exit_code})"
-            parts.append(f"{text}: {terminated.message.strip()}" if terminated.message else text)
+        if terminated is None:
+            return None
+        text = f"{terminated.reason or 'terminated'} (exit code {terminated.exit_code})"
+        return f"{text}: {terminated.message.strip()}" if terminated.message else text
+
+    for found in getattr(status, "container_statuses", None) or []:
+        text = terminated_text(found) if found.name == container else None
+        if text:
+            parts.append(text)
+    for found in getattr(status, "init_container_statuses", None) or []:
+        text = terminated_text(found)
+        if text and getattr(found.state.terminated, "exit_code", 0):
+            parts.append(f"init container {found.name}: {text}")
     reason, message = getattr(status, "reason", None), getattr(status, "message", None)
     if reason or message:
         parts.append("pod " + ": ".join(str(p) for p in (reason, message) if p))
@@ -102,7 +114,14 @@ class KanikoImageBuildOperator(KubernetesPodOperator):
         """Resolve the Seldon Connection (cluster, namespace, image, image_build), pack and upload the
         context when no ``context_uri`` was given (not on a deferred task's resumption: its pod exists),
         and render the Kaniko pod; ``AirflowFailException`` naming the field to fix."""
-        from pushbutton.errors import PushbuttonError, RequirementsError, StackError
+        from pushbutton.errors import (
+            ConfigError,
+            ModelCodeError,
+            NotFound,
+            PushbuttonError,
+            RequirementsError,
+            SpecError,
+        )
         from pushbutton.kube.build import CONTEXT_ARG, attach_context
         from pushbutton.kube.image import kaniko_pod
         from pushbutton.kube.runtime import image_ref, seldon_v1_config
@@ -124,6 +143,9 @@ class KanikoImageBuildOperator(KubernetesPodOperator):
                     f"extra.image_build in {where} so the operator uploads one, or pass context_uri)"
                 )
             version = str(self.version)
+            tracking = None
+            if build is not None and self.context_uri is None:  # before anything is uploaded
+                tracking = build.mlflow_tracking_uri or _tracking_uri(where)
             source = None
             if self.context_uri is None and upload:
                 assert build is not None
@@ -141,10 +163,10 @@ class KanikoImageBuildOperator(KubernetesPodOperator):
             namespace = self.namespace or config.namespace or self.hook.get_namespace() or "default"
             env_secret = _pick(self.env_secret, build, "env_secret", None)
             build_args = dict(self.build_args)
-            if build is not None and self.context_uri is None:
-                build_args.setdefault("MLFLOW_TRACKING_URI", build.mlflow_tracking_uri or _tracking_uri())
-                if build.s3_endpoint:
-                    build_args.setdefault("MLFLOW_S3_ENDPOINT_URL", build.s3_endpoint)
+            if tracking is not None:
+                build_args.setdefault("MLFLOW_TRACKING_URI", tracking)
+            if source is not None:  # the same S3/MinIO, as the pod reaches it, for a non-proxied store
+                build_args.setdefault("MLFLOW_S3_ENDPOINT_URL", source.endpoint)
             self.pod_template_dict = kaniko_pod(
                 name=f"build-{self.model}-{version}",
                 namespace=namespace,
@@ -159,17 +181,22 @@ class KanikoImageBuildOperator(KubernetesPodOperator):
                 labels={"pushbutton.io/model": self.model, "pushbutton.io/version": version},
                 cpu=_pick(self.cpu, build, "cpu", "1"),
                 memory=_pick(self.memory, build, "memory", "2Gi"),
+                active_deadline_seconds=build.build_timeout_seconds if build is not None else None,
             )
             if source is not None:
                 assert build is not None
-                attach_context(self.pod_template_dict, source, build.env_secret, build.fetch_image)
+                attach_context(
+                    self.pod_template_dict, source, env_secret or build.env_secret, build.fetch_image
+                )
             if build is not None and not self.startup_timeout_given:  # pulling images takes a while
                 self.startup_timeout_seconds = build.startup_timeout_seconds
                 self.schedule_timeout_seconds = build.startup_timeout_seconds
-        except (RequirementsError, StackError) as exc:  # the index or S3/MinIO: may work on retry
-            raise AirflowException(f"image build of {self.model} version {self.version}: {exc}") from exc
-        except PushbuttonError as exc:  # SpecError: a bad Connection extra, a `latest` destination, ...
+        except (SpecError, RequirementsError, NotFound, ConfigError, ModelCodeError) as exc:
+            # a bad Connection extra, a `latest` destination, a broken spec or requirements file, an
+            # unknown version: the same on every try
             raise AirflowFailException(f"image build of {self.model} version {self.version}: {exc}") from exc
+        except PushbuttonError as exc:  # MLflow or S3/MinIO unreachable or refusing: may work on retry
+            raise AirflowException(f"image build of {self.model} version {self.version}: {exc}") from exc
         except ValueError as exc:  # pydantic: a model name or version that is no model name or version
             raise AirflowFailException(
                 f"image build: model '{self.model}' version '{self.version}': {exc} "
@@ -189,10 +216,8 @@ class KanikoImageBuildOperator(KubernetesPodOperator):
         from pushbutton.kube.build import pack_version, upload_context
 
         with tempfile.TemporaryDirectory(prefix=f"pushbutton-context-{self.model}-") as tmp:
-            packed = pack_version(
-                MlflowRegistryHook().get_conn(), settings().home / "releases", settings().serving_python,
-                self.model, version, build, Path(tmp),
-            )  # fmt: skip
+            packed = pack_version(MlflowRegistryHook().get_conn(), settings().serving_python, self.model,
+                                  version, build, Path(tmp))  # fmt: skip
             source = upload_context(build, self.model, version, packed.tarball, packed.sha256)
         self.env_key = self.env_key or packed.env_key
         self.log.info("build context of %s v%s (sha256 %s) uploaded to %s", self.model, version,
@@ -202,6 +227,8 @@ class KanikoImageBuildOperator(KubernetesPodOperator):
     def build(self, context: Context) -> str | None:
         """Run the whole build synchronously inside another task (the CI/CD DAG's ``build_image``,
         ``SeldonImageBuildOperator``), as ``execute`` would; returns the pushed image."""
+        if self.deferrable:
+            self.log.warning("build_image runs the Kaniko pod synchronously; deferrable is ignored here")
         self.deferrable = False
         self._configure()
         self.log.info("building %s from %s in namespace %s", self.destination, self.context_source,
@@ -257,7 +284,18 @@ def _pick(mine: Any, build: ImageBuildConfig | None, field: str, default: Any) -
     return getattr(build, field) if build is not None else default
 
 
-def _tracking_uri() -> str:
-    from operators.hooks import MlflowRegistryHook
+def _tracking_uri(where: str) -> str:
+    """The platform's MLflow, unless it is a loopback address a build pod cannot reach."""
+    from urllib.parse import urlsplit
 
-    return MlflowRegistryHook().tracking_uri()
+    from operators.hooks import MlflowRegistryHook
+    from pushbutton.kube.build import LOOPBACK
+
+    uri = MlflowRegistryHook().tracking_uri()
+    if (urlsplit(uri).hostname or "") in LOOPBACK:
+        raise AirflowFailException(
+            f"{where}: extra.image_build.mlflow_tracking_uri is not set and the platform's MLflow is {uri}, "
+            "which a build pod cannot reach (fix: set extra.image_build.mlflow_tracking_uri to MLflow's "
+            "address inside the cluster, e.g. http://mlflow.platform:5000)"
+        )
+    return uri

@@ -204,7 +204,7 @@ class SeldonImageBuildOperator(_LifecycleOperator):
             return "the local runtime serves from the serving environment `build` made; no image"
         if runtime == "seldon-v2":
             return "Seldon Core v2 loads the model from its storage URI into its servers; no image"
-        if runtime == "seldon-v1" and not extra.get("image_build"):
+        if runtime == "seldon-v1" and "image_build" not in extra:
             return (f"connection {self.seldon_conn_id} has no extra.image_build: the model images are pushed "
                     "by your CI (extra.image_template); set extra.image_build to build them here")  # fmt: skip
         return None  # seldon-v1 with image_build (an unknown runtime fails in KanikoImageBuildOperator)

@@ -7,9 +7,10 @@ version is registered as candidate (the DAG's ``build_image`` task). The worker 
 runtime modules, and the rendered Dockerfile, which installs every graph node's requirements), packs
 it reproducibly (same files, same bytes: a re-run uploads the same object) and puts it at
 ``<context_uri>/<model>/<version>/context.tar.gz`` in S3 or MinIO. The Kaniko pod's init container
-(``minio/mc``) copies it into an ``emptyDir`` with the keys of ``env_secret``, and Kaniko builds from
-``tar://``: Kaniko's own ``s3://`` context speaks virtual-host-style S3 only, which an in-cluster
-MinIO does not answer. Without ``extra.image_build`` the images are built elsewhere (your CI pushes
+(``minio/mc``) copies it into an ``emptyDir`` with the keys of ``env_secret`` and checks its sha256, and
+Kaniko builds from ``tar://``. Kaniko's own ``s3://`` context would need its S3 settings right for an
+in-cluster MinIO (``S3_ENDPOINT``, path-style addressing, which has been reported to break with some
+Kaniko releases); the init container does not depend on that and verifies what it fetched. Without ``extra.image_build`` the images are built elsewhere (your CI pushes
 ``image_template``) and ``build_image`` does nothing.
 """
 
@@ -19,6 +20,8 @@ import gzip
 import hashlib
 import io
 import os
+import re
+import shutil
 import tarfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,6 +34,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pushbutton.kube.image import DEFAULT_BASE_IMAGE, KANIKO_IMAGE, REGISTRY_SECRET, image_problem
 
 FETCH_IMAGE = "minio/mc:RELEASE.2025-08-13T08-35-41Z"
+_PREFIX = re.compile(r"^[A-Za-z0-9._/-]*$")
+LOOPBACK = ("localhost", "127.0.0.1", "::1", "0.0.0.0")
 WORKSPACE = "/workspace"
 CONTEXT_FILE = "context.tar.gz"
 
@@ -73,6 +78,7 @@ class ImageBuildConfig(BaseModel):
     cpu: str = "1"
     memory: str = "2Gi"
     startup_timeout_seconds: int = Field(600, gt=0, le=3600)
+    build_timeout_seconds: int = Field(3600, gt=0, le=6 * 3600)  # the pod's activeDeadlineSeconds
 
     @field_validator("context_uri")
     @classmethod
@@ -88,6 +94,24 @@ class ImageBuildConfig(BaseModel):
             check_bucket_name(parts.netloc, strict=True)
         except ValueError as exc:
             raise ValueError(f"{exc}; use 3-63 lowercase letters, digits, dots and hyphens") from None
+        if not _PREFIX.match(parts.path) or parts.query or parts.fragment:
+            raise ValueError(
+                f"'{value}' has a prefix other than letters, digits, '.', '_', '-' and '/'; use e.g. s3://builds/contexts"
+            )
+        return value.rstrip("/")
+
+    @field_validator("mlflow_tracking_uri")
+    @classmethod
+    def _tracking(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"'{value}' is not an MLflow URL; give e.g. http://mlflow.platform:5000")
+        if parts.username or parts.password:
+            raise ValueError(
+                "credentials do not belong in the URL; put MLFLOW_TRACKING_USERNAME/PASSWORD in env_secret"
+            )
         return value.rstrip("/")
 
     @field_validator("s3_endpoint")
@@ -188,19 +212,23 @@ def upload_context(
 def fetch_container(source: ContextObject, env_secret: str, image: str = FETCH_IMAGE) -> dict[str, object]:
     """The init container copying the context into the shared ``workspace`` volume; the keys come from
     ``env_secret`` into the shell's environment, never into the pod spec."""
-    script = (
+    target = f"{WORKSPACE}/{CONTEXT_FILE}"
+    script = (  # values come from the environment, so nothing in them is shell syntax
         'mc --config-dir /tmp/mc alias set context "$CONTEXT_ENDPOINT" "$AWS_ACCESS_KEY_ID" '
         '"$AWS_SECRET_ACCESS_KEY" >/dev/null && '
-        f'mc --config-dir /tmp/mc cp "context/{source.bucket}/{source.key}" "{WORKSPACE}/{CONTEXT_FILE}" && '
+        f'mc --config-dir /tmp/mc cp "context/$CONTEXT_OBJECT" {target} && '
         # the object is the one this run uploaded (a concurrent re-upload of other code fails the build)
-        f'{{ ! command -v sha256sum >/dev/null || echo "{source.sha256}  {WORKSPACE}/{CONTEXT_FILE}" | '
-        "sha256sum -c -; }"
+        f'echo "$CONTEXT_SHA256  {target}" | sha256sum -c -'
     )
     return {
         "name": "fetch-context",
         "image": image,
         "command": ["/bin/sh", "-c", script],
-        "env": [{"name": "CONTEXT_ENDPOINT", "value": source.endpoint}],
+        "env": [
+            {"name": "CONTEXT_ENDPOINT", "value": source.endpoint},
+            {"name": "CONTEXT_OBJECT", "value": f"{source.bucket}/{source.key}"},
+            {"name": "CONTEXT_SHA256", "value": source.sha256},
+        ],
         "envFrom": [{"secretRef": {"name": env_secret}}],
         "volumeMounts": [
             {"name": "workspace", "mountPath": WORKSPACE},
@@ -237,24 +265,34 @@ class PackedVersion:
 
 
 def pack_version(
-    registry: Any, releases: Path, serving_python: str, model: str, version: str, config: ImageBuildConfig,
-    workdir: Path,
-) -> PackedVersion:  # fmt: skip
-    """Download ``model`` version ``version`` as the CI/CD ``build`` step does (reused when this worker
-    already has it), render its Dockerfile with the same requirements its serving environment has (the
-    model's, its MLflow model's, every graph node's: so the same env key), and pack the context."""
+    registry: Any, serving_python: str, model: str, version: str, config: ImageBuildConfig, workdir: Path
+) -> PackedVersion:
+    """Download ``model`` version ``version`` into ``workdir`` (its own copy: the test step beside it
+    runs in the release directory and may write there), render its Dockerfile with the same
+    requirements its serving environment has (the model's, its MLflow model's, every graph node's) and
+    pack the context. The env key must be the one ``build`` recorded on the version (``ConfigError``
+    otherwise: the image tag would not be the image the SeldonDeployment pulls)."""
+    from pushbutton import registry as reg
+    from pushbutton.errors import ConfigError
     from pushbutton.kube.image import build_context, render_dockerfile
     from pushbutton.lifecycle import serving_requirements
     from pushbutton.serving.envs import env_key, python_version
     from pushbutton.serving.spec import Release, predictor
     from pushbutton.spec import load_spec
 
-    directory = registry.download(model, str(version), releases / model / str(version))
+    directory = registry.download(model, str(version), workdir / "release")
     code, artifacts = directory / "code", directory / "model"
     spec = load_spec(code)
     requirements = serving_requirements(spec, code, str(artifacts))
     python = python_version(serving_python)
     key = env_key(python, requirements)
+    built = registry.get(model, str(version)).tags.get(reg.BUILD)
+    if built and built != key:
+        raise ConfigError(
+            f"{model} v{version}: `build` made serving environment {built}, but this worker computes {key} "
+            f"for the image (Python {python}) (fix: give every worker the same PUSHBUTTON_SERVING_PYTHON "
+            "and pushbutton/MLflow versions, then run the CI/CD DAG again)"
+        )
     release = Release(str(version), str(artifacts), key, str(code))
     dockerfile = render_dockerfile(
         predictor(spec, "candidate", release),
@@ -263,6 +301,7 @@ def pack_version(
         base_image=config.base_image,
         python_version=python,
     )
+    shutil.rmtree(workdir / "context", ignore_errors=True)  # a second packing in the same directory
     context = build_context(code, workdir / "context", dockerfile)
     tarball = workdir / CONTEXT_FILE
     return PackedVersion(tarball, pack_context(context, tarball), key, dockerfile)

@@ -189,6 +189,7 @@ def kaniko_pod(
     labels: Mapping[str, str] | None = None,
     cpu: str = "1",
     memory: str = "2Gi",
+    active_deadline_seconds: int | None = None,
 ) -> dict[str, Any]:
     """A V1Pod-shaped dict running Kaniko once (``KubernetesPodOperator(pod_template_dict=…)`` or
     a direct create): build ``context`` (``s3://…/context.tar.gz``, ``gs://…``, ``dir://…``,
@@ -239,6 +240,8 @@ def kaniko_pod(
     }
     if service_account:
         spec["serviceAccountName"] = service_account
+    if active_deadline_seconds:  # a hung build is stopped by the kubelet (pod reason DeadlineExceeded)
+        spec["activeDeadlineSeconds"] = int(active_deadline_seconds)
     return {
         "apiVersion": "v1",
         "kind": "Pod",

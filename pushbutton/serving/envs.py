@@ -166,13 +166,21 @@ def version_requirements(
     """What a version's serving environment (or image) installs: ``model_requirements`` plus the
     requirements file of every graph node that names one (``node_files``: the node's field path, e.g.
     ``serving.graph.children.0.requirements``, → its file relative to ``code_dir``). The nodes of a
-    version share one environment, so a package two files pin differently is a ``RequirementsError``
-    naming both lines, raised before anything is installed."""
+    version share one environment, so a package that two of these files pin differently (for the same
+    environment marker) is a ``RequirementsError`` naming both lines, raised before anything is
+    installed. Anything subtler (an unpinned line beside a pin, ranges that may overlap, the MLflow
+    model's own requirements) is left to the installer's resolver."""
     code_dir = Path(code_dir)
     lines = model_requirements(code_dir, model_uri, requirements_file)
-    sources = [(code_dir / requirements_file, "requirements")]
-    sources += [(code_dir / name, field) for field, name in (node_files or {}).items()]
-    seen: dict[str, tuple[str, str]] = {}  # package → (normalized requirement, where)
+    main = (code_dir / requirements_file).resolve()
+    sources = [(main, "requirements")]
+    for field, name in (node_files or {}).items():
+        path = (code_dir / name).resolve()
+        if path not in {source for source, _ in sources}:
+            sources.append((path, field))
+    pinned: dict[
+        tuple[str, str], tuple[str, Path, str, str]
+    ] = {}  # (package, marker) → pin, file, where, line
     for path, field in sources:
         if not path.is_file():
             continue
@@ -181,19 +189,37 @@ def version_requirements(
                 raise RequirementsError(
                     f"'{line}' is a pip option, not a package", PIP_OPTION_FIX, where=f"{path}:{number}"
                 )
-            wanted, where = normalize_requirement(line), f"{path}:{number} ({field})"
-            earlier = seen.setdefault(requirement_name(wanted), (wanted, where))
-            if earlier[0] != wanted:
-                raise RequirementsError(
-                    f"'{line}' contradicts '{earlier[0]}' at {earlier[1]}: a version's graph nodes share "
-                    "one serving environment",
-                    "pin the package the same way in both files (or drop it from one of them)",
-                    packages=(requirement_name(wanted),),
-                    where=where,
-                )
-            if path != sources[0][0]:
+            where = f"{path}:{number} ({field})"
+            pin, key = _pin(line, where)
+            if pin:
+                earlier = pinned.setdefault(key, (pin, path, where, line))
+                if earlier[1] != path and earlier[0] != pin:
+                    raise RequirementsError(
+                        f"'{line}' contradicts '{earlier[3]}' at {earlier[2]}: a version's graph nodes share "
+                        "one serving environment",
+                        "pin the package the same way in both files (or drop it from one of them)",
+                        packages=(key[0],),
+                        where=where,
+                    )
+            if path != main:
                 lines.append(line)
     return lines
+
+
+def _pin(line: str, where: str) -> tuple[str, tuple[str, str]]:
+    """``(what the line pins: its version specifier or URL, '' for none), (package, marker)``."""
+    try:
+        req = Requirement(line.split(" #", 1)[0].strip())
+    except InvalidRequirement as exc:
+        raise RequirementsError(
+            f"invalid requirement '{line}': {exc}", "write it as pip would accept it, e.g. 'package==1.2'",
+            where=where,
+        ) from exc  # fmt: skip
+    name = canonicalize_name(req.name)
+    return (req.url or str(req.specifier)), (
+        "mlflow-skinny" if name == "mlflow" else name,
+        str(req.marker or ""),
+    )
 
 
 def full_requirements(python_version: str, requirements: Iterable[str]) -> list[str]:

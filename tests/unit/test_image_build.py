@@ -126,3 +126,50 @@ def test_termination_names_the_containers_reason_exit_code_and_message() -> None
         termination(status(killed, phase="Failed", reason="Evicted")) == "Error (exit code 137); pod Evicted"
     )
     assert termination(None) == "no termination reason reported"
+
+
+def test_a_failed_context_fetch_is_named_though_kaniko_never_ran() -> None:
+    failed = k8s.V1ContainerStateTerminated(exit_code=1, reason="Error",
+                                            message="mc: <ERROR> Object does not exist.")  # fmt: skip
+    fetch = k8s.V1ContainerStatus(name="fetch-context", image="mc", image_id="", ready=False, restart_count=0,
+                                  state=k8s.V1ContainerState(terminated=failed))  # fmt: skip
+    pod = k8s.V1Pod(status=k8s.V1PodStatus(phase="Failed", init_container_statuses=[fetch]))
+    assert (
+        termination(pod)
+        == "init container fetch-context: Error (exit code 1): mc: <ERROR> Object does not exist."
+    )
+
+
+def test_an_image_build_needs_an_mlflow_the_pod_can_reach(monkeypatch: pytest.MonkeyPatch) -> None:
+    seldon(monkeypatch, image_build={"context_uri": "s3://builds", "env_secret": "creds"})
+    monkeypatch.setenv("AIRFLOW_CONN_PUSHBUTTON_MLFLOW", "http://127.0.0.1:5000")
+    op = KanikoImageBuildOperator(task_id="b", model="iris", version="4")
+    op._upload = lambda *a: pytest.fail("nothing may be uploaded first")  # type: ignore[method-assign]
+    with pytest.raises(
+        AirflowFailException, match=r"MLflow is http://127\.0\.0\.1:5000, which a build pod cannot"
+    ):
+        op._configure()
+
+
+def test_an_uploaded_context_is_fetched_with_the_operators_secret_and_a_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pushbutton.kube.build import ContextObject
+
+    seldon(monkeypatch, image_build={"context_uri": "s3://builds", "env_secret": "creds",
+                                     "mlflow_tracking_uri": "http://mlflow.platform:5000",
+                                     "build_timeout_seconds": 1200})  # fmt: skip
+    op = KanikoImageBuildOperator(task_id="b", model="iris", version="4", env_secret="team-creds")
+    source = ContextObject("http://minio.minio:9000", "builds", "iris/4/context.tar.gz", "c" * 64)
+    op._upload = lambda build, version: source  # type: ignore[method-assign]
+    pod = built_pod(op)
+    assert pod.spec.active_deadline_seconds == 1200
+    [fetch] = pod.spec.init_containers
+    assert (
+        fetch.env_from[0].secret_ref.name
+        == "team-creds"
+        == pod.spec.containers[0].env_from[0].secret_ref.name
+    )
+    args = pod.spec.containers[0].args
+    assert "--build-arg=MLFLOW_TRACKING_URI=http://mlflow.platform:5000" in args
+    assert "--build-arg=MLFLOW_S3_ENDPOINT_URL=http://minio.minio:9000" in args  # as the pod reaches it

@@ -7,6 +7,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
+import shutil
+import sys
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,7 @@ from pushbutton.kube.build import (
 from pushbutton.kube.image import kaniko_pod
 from pushbutton.kube.runtime import seldon_v1_config
 
+REPO = Path(__file__).resolve().parents[2]
 BASE = {"runtime": "seldon-v1", "image_registry": "registry.example/models"}
 
 
@@ -93,11 +97,13 @@ def test_the_pod_fetches_the_context_with_the_secrets_keys_and_kaniko_reads_it()
     attach_context(pod, source, "creds")
     [fetch] = pod["spec"]["initContainers"]
     assert fetch["envFrom"] == [{"secretRef": {"name": "creds"}}]
-    assert fetch["env"] == [{"name": "CONTEXT_ENDPOINT", "value": "http://minio.minio:9000"}]
+    assert fetch["env"] == [{"name": "CONTEXT_ENDPOINT", "value": "http://minio.minio:9000"},
+                            {"name": "CONTEXT_OBJECT", "value": "builds/iris/4/context.tar.gz"},
+                            {"name": "CONTEXT_SHA256", "value": "ab" * 32}]  # fmt: skip
     script = fetch["command"][2]
     assert '"$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY"' in script  # the shell's, from the Secret
-    assert '"context/builds/iris/4/context.tar.gz" "/workspace/context.tar.gz"' in script
-    assert "ab" * 32 in script
+    assert '"context/$CONTEXT_OBJECT" /workspace/context.tar.gz' in script
+    assert "sha256sum -c -" in script
     [kaniko] = pod["spec"]["containers"]
     assert {"name": "workspace", "mountPath": "/workspace", "readOnly": True} in kaniko["volumeMounts"]
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
@@ -116,6 +122,10 @@ def test_the_pod_fetches_the_context_with_the_secrets_keys_and_kaniko_reads_it()
         ({"runtime": "seldon-v2"}, "Seldon Core v2 loads the model from its storage URI"),
         (BASE, "no extra.image_build"),
         ({**BASE, "image_build": {"context_uri": "s3://builds", "env_secret": "c"}}, None),
+        (
+            {**BASE, "image_build": {}},
+            None,
+        ),  # asked for, however empty: the build task explains what is missing
     ],
 )
 def test_build_image_builds_only_when_the_connection_asks(
@@ -124,3 +134,61 @@ def test_build_image_builds_only_when_the_connection_asks(
     monkeypatch.setenv("AIRFLOW_CONN_PUSHBUTTON_SELDON", json.dumps({"conn_type": "http", "extra": extra}))
     found = SeldonImageBuildOperator(task_id="build_image", model="iris", version="4").nothing_to_build()
     assert found is None if reason is None else reason in (found or "")
+
+
+def test_the_object_and_digest_reach_the_script_as_environment_not_as_shell_text() -> None:
+    source = ContextObject("http://m:9000", "builds", 'p/$(id)/"x`/context.tar.gz', "d" * 64)
+    [fetch] = attach_context(kaniko_pod(name="b", namespace="m", context=CONTEXT_ARG.removeprefix("--context="),
+                                        destination="r/m:1"), source, "creds")["spec"]["initContainers"]  # fmt: skip
+    script = fetch["command"][2]
+    assert "$(id)" not in script and "d" * 64 not in script
+    assert {"name": "CONTEXT_OBJECT", "value": 'builds/p/$(id)/"x`/context.tar.gz'} in fetch["env"]
+    assert '"context/$CONTEXT_OBJECT"' in script and 'echo "$CONTEXT_SHA256  ' in script
+    assert "command -v" not in script  # the check cannot be skipped
+
+
+@pytest.mark.parametrize(
+    ("build", "says"),
+    [
+        ({"context_uri": "s3://builds/$(id)"}, "has a prefix other than"),
+        ({"mlflow_tracking_uri": "http://user:pw@mlflow:5000"}, "credentials do not belong"),
+        ({"mlflow_tracking_uri": "mlflow:5000"}, "not an MLflow URL"),
+        ({"build_timeout_seconds": 0}, "greater than 0"),
+    ],
+)
+def test_more_bad_settings(build: dict[str, Any], says: str) -> None:
+    with pytest.raises(SpecError, match=re.escape(says)) as caught:
+        config(**build)
+    assert "pw@" not in str(caught.value)
+
+
+def test_the_image_is_packed_only_for_the_environment_build_recorded(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from pushbutton.errors import ConfigError
+    from pushbutton.kube.build import pack_version
+
+    code = tmp_path / "release" / "code"
+    shutil.copytree(REPO / "models" / "iris", code, ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "release" / "model").mkdir()
+
+    class Registry:
+        tag = ""
+
+        def download(self, model: str, version: str, dest: Path) -> Path:
+            assert dest == tmp_path / "release"  # its own copy, not the release directory the test uses
+            return dest
+
+        def get(self, model: str, version: str) -> SimpleNamespace:
+            return SimpleNamespace(tags={"pushbutton.build_hash": self.tag} if self.tag else {})
+
+    registry = Registry()
+    packed = pack_version(registry, sys.executable, "iris", "3", config(), tmp_path)
+    assert packed.tarball.is_file() and "FROM python:3.11.11-slim-bookworm" in packed.dockerfile
+    registry.tag = packed.env_key
+    assert pack_version(registry, sys.executable, "iris", "3", config(), tmp_path).sha256 == packed.sha256
+    registry.tag = "0123456789abcdef"
+    with pytest.raises(
+        ConfigError, match=r"`build` made serving environment 0123456789abcdef, but this worker"
+    ):
+        pack_version(registry, sys.executable, "iris", "3", config(), tmp_path)

@@ -69,3 +69,29 @@ def test_serving_requirements_walks_the_graph_of_the_spec(tmp_path: Path) -> Non
     write(code / "tree-requirements.txt", "scikit-learn==1.5.2\n")
     with pytest.raises(RequirementsError, match=r"serving\.graph\.children\.1\.requirements"):
         serving_requirements(spec, code, None)
+
+
+def test_what_is_not_a_contradiction_is_left_to_the_resolver(tmp_path: Path) -> None:
+    """Markers choosing per Python, an unpinned line beside a pin, extras and one file's own lines
+    are no contradiction (the model's requirements file alone, as before graphs, is not checked)."""
+    write(tmp_path / "requirements.txt", 'numpy==1.26.4; python_version < "3.12"\n'
+                                         'numpy==2.1.0; python_version >= "3.12"\nscikit-learn==1.9.1\n')  # fmt: skip
+    write(
+        tmp_path / "node.txt", 'numpy==1.26.4; python_version < "3.12"\nscikit-learn\npandas[performance]\n'
+    )
+    found = version_requirements(
+        tmp_path, None, "requirements.txt", {"serving.graph.requirements": "node.txt"}
+    )
+    assert found[-3:] == ['numpy==1.26.4; python_version < "3.12"', "scikit-learn", "pandas[performance]"]
+    write(tmp_path / "node.txt", 'numpy==2.0.0; python_version >= "3.12"\n')  # same marker, other pin
+    with pytest.raises(RequirementsError, match=r"contradicts 'numpy==2\.1\.0; python_version >= \"3\.12\"'"):
+        version_requirements(tmp_path, None, "requirements.txt", {"serving.graph.requirements": "node.txt"})
+
+
+def test_a_node_naming_the_models_own_file_adds_nothing(tmp_path: Path) -> None:
+    write(tmp_path / "requirements.txt", "scikit-learn==1.9.1\n")
+    nodes = {
+        "serving.graph.requirements": "requirements.txt",
+        "serving.graph.children.0.requirements": "./requirements.txt",
+    }
+    assert version_requirements(tmp_path, None, "requirements.txt", nodes) == ["scikit-learn==1.9.1"]
