@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import os
 import re
 import shutil
@@ -156,9 +155,10 @@ class ContextObject:
 def pack_context(context_dir: str | Path, dest: str | Path) -> str:
     """Pack ``context_dir`` into the gzipped tarball ``dest``, reproducibly (sorted entries, no
     timestamps, owners or modes beyond executable bits); returns its sha256."""
-    context_dir, buffer = Path(context_dir), io.BytesIO()
+    context_dir, dest = Path(context_dir), Path(dest)
     with (
-        gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as zipped,
+        dest.open("wb") as out,
+        gzip.GzipFile(filename="", fileobj=out, mode="wb", mtime=0) as zipped,  # no name in the header
         tarfile.open(fileobj=zipped, mode="w", format=tarfile.PAX_FORMAT) as tar,
     ):
         for path in sorted(context_dir.rglob("*")):
@@ -174,9 +174,11 @@ def pack_context(context_dir: str | Path, dest: str | Path) -> str:
                     tar.addfile(info, handle)
             else:
                 tar.addfile(info)
-    data = buffer.getvalue()
-    Path(dest).write_bytes(data)
-    return hashlib.sha256(data).hexdigest()
+    digest = hashlib.sha256()
+    with dest.open("rb") as packed:
+        for chunk in iter(lambda: packed.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def upload_context(
@@ -197,10 +199,10 @@ def upload_context(
     env = os.environ if env is None else env
     location = parse_destination(config.context_uri, env)
     assert location is not None  # context_uri is s3:// (validated)
-    ensure_bucket(config.context_uri, env)
+    client = minio_client(location, env)
+    ensure_bucket(config.context_uri, env, client=client)
     key = config.key(model, version)
     try:
-        client = minio_client(location, env)
         client.fput_object(  # type: ignore[attr-defined]
             config.bucket, key, str(tarball), content_type="application/gzip", metadata={"sha256": sha256}
         )

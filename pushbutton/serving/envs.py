@@ -81,21 +81,26 @@ def base_requirements(python_version: str) -> list[str]:
 def normalize_requirement(line: str) -> str:
     """One canonical requirement string; ``mlflow`` becomes ``mlflow-skinny`` (the full server
     package pins cryptography/flask against seldon-core, and loading a model needs only skinny)."""
-    text = line.split(" #", 1)[0].strip()
-    try:
-        req = Requirement(text)
-    except InvalidRequirement as exc:
-        raise RequirementsError(
-            f"invalid requirement '{line}': {exc}", "write it as pip would accept it, e.g. 'package==1.2'"
-        ) from exc
-    name = canonicalize_name(req.name)
-    if name == "mlflow":
-        name = "mlflow-skinny"
+    req, name = _parse(line)
     extras = f"[{','.join(sorted(req.extras))}]" if req.extras else ""
     out = f"{name}{extras} @ {req.url}" if req.url else f"{name}{extras}{req.specifier}"
     if req.marker:
         out += f"; {req.marker}"
     return out
+
+
+def _parse(line: str, where: str = "") -> tuple[Requirement, str]:
+    """The requirement on ``line`` (a trailing comment dropped) and its canonical name, ``mlflow`` read
+    as ``mlflow-skinny``; ``RequirementsError`` for a line pip would not accept."""
+    try:
+        req = Requirement(line.split(" #", 1)[0].strip())
+    except InvalidRequirement as exc:
+        raise RequirementsError(
+            f"invalid requirement '{line}': {exc}", "write it as pip would accept it, e.g. 'package==1.2'",
+            where=where,
+        ) from exc  # fmt: skip
+    name = canonicalize_name(req.name)
+    return req, "mlflow-skinny" if name == "mlflow" else name
 
 
 PIP_OPTION_FIX = (
@@ -178,9 +183,8 @@ def version_requirements(
         path = (code_dir / name).resolve()
         if path not in {source for source, _ in sources}:
             sources.append((path, field))
-    pinned: dict[
-        tuple[str, str], tuple[str, Path, str, str]
-    ] = {}  # (package, marker) → pin, file, where, line
+    # (package, marker) → (its pin, the file, where in it, the line)
+    pinned: dict[tuple[str, str], tuple[str, Path, str, str]] = {}
     for path, field in sources:
         if not path.is_file():
             continue
@@ -208,18 +212,8 @@ def version_requirements(
 
 def _pin(line: str, where: str) -> tuple[str, tuple[str, str]]:
     """``(what the line pins: its version specifier or URL, '' for none), (package, marker)``."""
-    try:
-        req = Requirement(line.split(" #", 1)[0].strip())
-    except InvalidRequirement as exc:
-        raise RequirementsError(
-            f"invalid requirement '{line}': {exc}", "write it as pip would accept it, e.g. 'package==1.2'",
-            where=where,
-        ) from exc  # fmt: skip
-    name = canonicalize_name(req.name)
-    return (req.url or str(req.specifier)), (
-        "mlflow-skinny" if name == "mlflow" else name,
-        str(req.marker or ""),
-    )
+    req, name = _parse(line, where)
+    return (req.url or str(req.specifier)), (name, str(req.marker or ""))
 
 
 def full_requirements(python_version: str, requirements: Iterable[str]) -> list[str]:
