@@ -162,9 +162,19 @@ def test_logger_workers_share_the_port_store_everything_and_stop_together(tmp_pa
             with httpx.Client() as client:
                 answer = client.post(f"{base}/", content=json.dumps(events[first : first + 3]), headers=BATCH)
             assert answer.status_code == 200
-        workers = [
-            int(c) for t in Path(f"/proc/{info.pid}/task").glob("*/children") for c in t.read_text().split()
-        ]
+
+        def children() -> list[int]:
+            return [
+                int(c)
+                for t in Path(f"/proc/{info.pid}/task").glob("*/children")
+                for c in t.read_text().split()
+            ]
+
+        # both workers are up (one the supervisor is restarting, e.g. after the shared SQLite file was
+        # locked, counts once it is back): a bounded wait, not a single snapshot
+        deadline = time.monotonic() + 30
+        while len(workers := children()) != 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert len(workers) == 2
         deadline = time.monotonic() + 30
         while True:  # each worker publishes its figures every second
