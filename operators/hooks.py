@@ -106,10 +106,16 @@ class SeldonHook(BaseHook):
 
             config_v2 = seldon_v2_config(conn.extra_dejson, where)
             api_client = KubernetesHook(conn_id=config_v2.kubernetes_conn_id).get_conn()
-            return SeldonV2Runtime.from_config(api_client, config_v2, tester=LocalRuntime(cfg))
+            runtime_v2 = SeldonV2Runtime.from_config(api_client, config_v2, tester=LocalRuntime(cfg))
+            runtime_v2.kubernetes_conn_id = (
+                config_v2.kubernetes_conn_id
+            )  # a deferred wait's trigger reads with it
+            return runtime_v2
         config = seldon_v1_config(conn.extra_dejson, where)
         api_client = KubernetesHook(conn_id=config.kubernetes_conn_id).get_conn()
-        return KubernetesRuntime.from_config(api_client, config, tester=LocalRuntime(cfg))
+        runtime_v1 = KubernetesRuntime.from_config(api_client, config, tester=LocalRuntime(cfg))
+        runtime_v1.kubernetes_conn_id = config.kubernetes_conn_id
+        return runtime_v1
 
 
 class PushbuttonStoreHook(BaseHook):

@@ -6,8 +6,9 @@ awaited generation (a v1 ``SeldonDeployment``: ``status.state == Available``; a 
 ``Pipeline`` or ``Experiment``, ``kind=``: its ``Ready`` condition ``True``), failed, or the deadline passes.
 ``SeldonDeploymentSensor`` pokes in ``reschedule`` mode (the worker slot is freed between pokes),
 or defers to the trigger with ``deferrable=True``. ``Failed`` and a timeout fail the task without
-retry, naming the deployment and the operator's description. The lifecycle's own ``apply`` waits
-(bounded) by itself; these are for DAGs that split apply and wait.
+retry, naming the deployment and the operator's description. ``SeldonRolloutTrigger`` waits for
+several resources at once: the release operators (``operators.rollout``) defer to it. The trigger and
+the sensor above are for DAGs that split apply and wait themselves.
 """
 
 from __future__ import annotations
@@ -106,15 +107,6 @@ class SeldonDeploymentAvailableTrigger(BaseTrigger):
             },
         )
 
-    async def _read(self, api: Any) -> dict[str, Any] | None:
-        group, version, plural = _resource(self.kind)
-        try:
-            return await api.get_namespaced_custom_object(group, version, self.namespace, plural, self.name)
-        except Exception as exc:
-            if getattr(exc, "status", None) == 404:
-                return None
-            raise
-
     async def run(self) -> AsyncIterator[TriggerEvent]:
         yield TriggerEvent(await self._wait())  # the API client is closed before the event goes out
 
@@ -122,29 +114,100 @@ class SeldonDeploymentAvailableTrigger(BaseTrigger):
         from airflow.providers.cncf.kubernetes.hooks.kubernetes import AsyncKubernetesHook
         from kubernetes_asyncio import client
 
-        from pushbutton.kube.client import api_error
-
-        what = f"{self.kind} {self.namespace}/{self.name}"
-        group, _, plural = _resource(self.kind)
-        crd = f"{plural}.{group}"
+        wait = {
+            "kind": self.kind,
+            "namespace": self.namespace,
+            "name": self.name,
+            "generation": self.generation,
+        }
         hook = AsyncKubernetesHook(conn_id=self.kubernetes_conn_id)
         async with hook.get_conn() as api_client:
             api = client.CustomObjectsApi(api_client)
             while True:
-                try:
-                    event = _outcome(await self._read(api), self.generation, what, self.kind)
-                except Exception as exc:  # transport or API error: the task fails with the mapped reason
-                    return {
-                        "state": "error",
-                        "deployment": what,
-                        "description": str(api_error(exc, what, "read", crd)),
-                    }
+                event = await _read_outcome(api, wait)  # an API error: the task fails with the mapped reason
                 if event is not None:
                     return event
                 if self.deadline is not None and time.time() >= self.deadline:
-                    return {"state": "timeout", "deployment": what,
+                    return {"state": "timeout", "deployment": f"{self.kind} {self.namespace}/{self.name}",
                             "description": "not Available before the sensor's timeout"}  # fmt: skip
                 await asyncio.sleep(self.poll_interval)
+
+
+class SeldonRolloutTrigger(BaseTrigger):
+    """Fires once every awaited Seldon resource is ready, or at the first that failed or is gone, or an
+    API error, or past ``deadline``: the wait a deferring release step hands over
+    (``pushbutton.kube.rollout.RolloutPending``: ``waits`` of kind, namespace, name, generation).
+
+    ``carry`` (the step's undo steps and deadline) comes back in the event, so the resumed task has it
+    whichever way its kwargs travel (``dag.test()`` replaces them with the event)."""
+
+    def __init__(
+        self,
+        waits: list[dict[str, Any]],
+        *,
+        kubernetes_conn_id: str = DEFAULT_KUBE_CONN,
+        poll_interval: float = 5.0,
+        deadline: float | None = None,
+        carry: dict[str, Any] | None = None,
+    ):
+        super().__init__()
+        for wait in waits:
+            _resource(wait["kind"])
+        self.waits, self.kubernetes_conn_id = waits, kubernetes_conn_id
+        self.poll_interval, self.deadline, self.carry = poll_interval, deadline, carry or {}
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {"waits": self.waits, "kubernetes_conn_id": self.kubernetes_conn_id,
+             "poll_interval": self.poll_interval, "deadline": self.deadline, "carry": self.carry},
+        )  # fmt: skip
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        yield TriggerEvent({**await self._wait(), "carry": self.carry})
+
+    async def _wait(self) -> dict[str, Any]:
+        from airflow.providers.cncf.kubernetes.hooks.kubernetes import AsyncKubernetesHook
+        from kubernetes_asyncio import client
+
+        pending = list(self.waits)
+        hook = AsyncKubernetesHook(conn_id=self.kubernetes_conn_id)
+        async with hook.get_conn() as api_client:
+            api = client.CustomObjectsApi(api_client)
+            while True:
+                still = []
+                for wait in pending:
+                    event = await _read_outcome(api, wait)
+                    if event is None:
+                        still.append(wait)
+                    elif event["state"] != "Available":
+                        return event
+                pending = still
+                if not pending:
+                    names = ", ".join(f"{w['kind']} {w['namespace']}/{w['name']}" for w in self.waits)
+                    return {"state": "Available", "deployment": names, "description": "ready"}
+                if self.deadline is not None and time.time() >= self.deadline:
+                    what = f"{pending[0]['kind']} {pending[0]['namespace']}/{pending[0]['name']}"
+                    return {"state": "timeout", "deployment": what,
+                            "description": "not ready before the rollout's deadline (extra.apply_timeout_seconds)"}  # fmt: skip
+                await asyncio.sleep(self.poll_interval)
+
+
+async def _read_outcome(api: Any, wait: dict[str, Any]) -> dict[str, Any] | None:
+    """One read of an awaited resource: its finished-wait event, or None while it is pending."""
+    from pushbutton.kube.client import api_error
+
+    kind, ns, name = wait["kind"], wait["namespace"], wait["name"]
+    group, version, plural = _resource(kind)
+    what = f"{kind} {ns}/{name}"
+    try:
+        obj = await api.get_namespaced_custom_object(group, version, ns, plural, name)
+    except Exception as exc:
+        if getattr(exc, "status", None) == 404:
+            return _outcome(None, wait.get("generation"), what, kind)
+        return {"state": "error", "deployment": what,
+                "description": str(api_error(exc, what, "read", f"{plural}.{group}"))}  # fmt: skip
+    return _outcome(obj, wait.get("generation"), what, kind)
 
 
 class SeldonDeploymentSensor(BaseSensorOperator):

@@ -4,6 +4,8 @@ Configuration and decision errors (bad spec, failing model code, requirements no
 can be built from, failed gate, promoting an untested version, unknown model, a rollout the Seldon
 operator reports Failed) fail the task without retry (``AirflowFailException``); transport errors (an
 unreachable MLflow or package index) and a promotion lock held too long (``LockBusy``) may retry.
+The release steps (deploy candidate, activate, discard, promote) hand their wait for Seldon to the
+triggerer on a Kubernetes runtime (``operators.rollout.SeldonRolloutMixin``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 
 from operators.hooks import MlflowRegistryHook, PushbuttonStoreHook, SeldonHook
+from operators.rollout import SeldonRolloutMixin
 
 
 def platform() -> Any:
@@ -257,67 +260,76 @@ class MlflowCandidateAliasOperator(_LifecycleOperator):
         return _final(lambda: register_candidate(platform(), self.model, version, self.run_id(context)))
 
 
-class SeldonDeployCandidateOperator(_LifecycleOperator):
+class SeldonDeployCandidateOperator(SeldonRolloutMixin, _LifecycleOperator):
     """Serve the candidate beside the champion per the spec's traffic policy."""
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def __init__(self, *, deferrable: bool = True, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.deferrable = deferrable
+
+    def step(self, context: Context, p: Any) -> dict[str, Any]:
         from pushbutton.lifecycle import deploy_candidate
 
         actor, version = f"dag:{context['dag'].dag_id}", self.release_version()
-        return _final(lambda: deploy_candidate(platform(), self.model, version, actor, self.run_id(context)))
+        return deploy_candidate(p, self.model, version, actor, self.run_id(context))
 
 
-class SeldonActivateOperator(_LifecycleOperator):
+class SeldonActivateOperator(SeldonRolloutMixin, _LifecycleOperator):
     """After approval: the candidate becomes champion and takes 100% of traffic."""
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def __init__(self, *, deferrable: bool = True, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.deferrable = deferrable
+
+    def step(self, context: Context, p: Any) -> dict[str, Any]:
         from pushbutton.lifecycle import make_champion
 
-        version = self.release_version()
-        result = _final(
-            lambda: make_champion(
-                platform(),
-                self.model,
-                version,
-                action="activate",
-                actor=approver(context),
-                run_id=self.run_id(context),
-                comment=approval_comment(context),
-            )
+        return make_champion(
+            p,
+            self.model,
+            self.release_version(),
+            action="activate",
+            actor=approver(context),
+            run_id=self.run_id(context),
+            comment=approval_comment(context),
         )
+
+    def finish(self, context: Context, result: dict[str, Any]) -> dict[str, Any]:
         if "unchanged" in result:
             self.log.info("nothing to do: %s", result["unchanged"])
         else:
             from operators.alerting import record_release
 
+            version = self.release_version()
             record_release(
                 self.model, str(version), "done", f"v{version} activated by {approver(context)}", self.log
             )
         return result
 
 
-class SeldonDiscardCandidateOperator(_LifecycleOperator):
+class SeldonDiscardCandidateOperator(SeldonRolloutMixin, _LifecycleOperator):
     """After a rejection (or an approval timeout): remove the candidate, tag the version rejected."""
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def __init__(self, *, deferrable: bool = True, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.deferrable = deferrable
+
+    def step(self, context: Context, p: Any) -> dict[str, Any]:
         from pushbutton.lifecycle import reject
 
         version = self.release_version()
         newer = superseded_by(approval_answer(context).get("responded_by_user"))
         if newer is not None:  # the approval was answered by a newer version's run
-            return _final(lambda: self._supersede(context, version, newer))
+            return self._supersede(context, p, version, newer)
         comment = approval_comment(context)
         reason = f"rejected by {approver(context)}" + (f": {comment}" if comment else "")
-        return _final(
-            lambda: reject(platform(), self.model, version, approver(context), self.run_id(context), reason)
-        )
+        return reject(p, self.model, version, approver(context), self.run_id(context), reason)
 
-    def _supersede(self, context: Context, version: str, newer: str) -> dict[str, Any]:
+    def _supersede(self, context: Context, p: Any, version: str, newer: str) -> dict[str, Any]:
         from pushbutton.lifecycle import reject
         from pushbutton.registry import ACTOR
         from pushbutton.supersede import reason
 
-        p = platform()
         pushed_by = p.registry.get(self.model, newer).tags.get(ACTOR) or None
         why = reason(newer, pushed_by)
         self.log.info("%s v%s: %s; withdrawing its candidate", self.model, version, why)
@@ -370,28 +382,28 @@ def _failed_steps(context: Context) -> str:
     return ("step " + ", ".join(f"'{t}'" for t in failed)) if failed else "a pipeline step"
 
 
-class SeldonPromoteOperator(_LifecycleOperator):
+class SeldonPromoteOperator(SeldonRolloutMixin, _LifecycleOperator):
     """Promote a version (or an alias: ``candidate``, ``previous``) to champion; ``action`` names it
     in the serving history (``promote`` / ``rollback``)."""
 
-    def __init__(self, *, action: str, **kwargs: Any):
+    def __init__(self, *, action: str, deferrable: bool = True, **kwargs: Any):
         super().__init__(**kwargs)
-        self.action = action
+        self.action, self.deferrable = action, deferrable
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def step(self, context: Context, p: Any) -> dict[str, Any]:
         from pushbutton.lifecycle import make_champion
 
         actor = context["dag_run"].triggering_user_name or "unknown"
-        result = _final(
-            lambda: make_champion(
-                platform(),
-                self.model,
-                self.version or "previous",
-                action=self.action,
-                actor=actor,
-                run_id=self.run_id(context),
-            )
+        return make_champion(
+            p,
+            self.model,
+            self.version or "previous",
+            action=self.action,
+            actor=actor,
+            run_id=self.run_id(context),
         )
+
+    def finish(self, context: Context, result: dict[str, Any]) -> dict[str, Any]:
         if "unchanged" in result:
             self.log.info("nothing to do: %s", result["unchanged"])
         return result

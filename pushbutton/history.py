@@ -1,7 +1,10 @@
 """What served when: an append-only serving history in the platform SQL store, plus per-model locks.
 
 SQLite by default (embedded stack), PostgreSQL in production. Locks serialise promotions of one
-model: a PostgreSQL advisory lock, or an exclusive file lock beside a SQLite database.
+model: a PostgreSQL advisory lock, or an exclusive file lock beside a SQLite database. A lock lives as
+long as one process's session, so a step that hands its wait for Seldon to Airflow's triggerer keeps
+other promotions of the model out with a lease (a row naming the holder and until when) instead: the
+lock is refused to anyone else while the lease runs, and the holder's resumed step gets it back.
 """
 
 from __future__ import annotations
@@ -35,6 +38,13 @@ events = sa.Table(
     sa.Column("run_id", sa.String(250), nullable=False, default=""),
     sa.Column("detail", sa.Text, nullable=False, default="{}"),
 )
+leases = sa.Table(
+    "pushbutton_promotion_leases",
+    metadata,
+    sa.Column("model", sa.String(63), primary_key=True),
+    sa.Column("holder", sa.String(500), nullable=False),  # e.g. <dag_id>/<run_id>/<task_id>
+    sa.Column("until", sa.Float, nullable=False),  # wall clock (epoch seconds)
+)
 
 
 class HistoryStore:
@@ -42,6 +52,7 @@ class HistoryStore:
         self.url = url
         self.engine = sa.create_engine(url, future=True, pool_pre_ping=True)
         metadata.create_all(self.engine)
+        self.clock = time.time  # the leases' clock (tests inject one)
 
     def record(
         self,
@@ -91,8 +102,40 @@ class HistoryStore:
         return {**row, "detail": json.loads(row["detail"])} if row else None
 
     @contextlib.contextmanager
-    def lock(self, model: str, timeout: float = 120.0) -> Iterator[None]:
-        """Hold the model's promotion lock (waits up to ``timeout`` seconds)."""
+    def lock(self, model: str, timeout: float = 120.0, holder: str = "") -> Iterator[None]:
+        """Hold the model's promotion lock (waits up to ``timeout`` seconds); ``LockBusy`` while
+        someone other than ``holder`` holds the model's lease (a step waiting for Seldon)."""
+        with self._mutex(model, timeout):
+            lease = self.lease(model)
+            if lease is not None and lease["holder"] != holder:
+                until = datetime.fromtimestamp(lease["until"], UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+                raise LockBusy(
+                    f"another promotion of '{model}' ({lease['holder']}) is waiting for Seldon to roll out "
+                    f"its change (lease until {until}); retry after it finishes"
+                )
+            yield
+
+    def lease(self, model: str) -> dict[str, Any] | None:
+        """The model's running lease (holder, until), None when there is none or it ran out."""
+        query = sa.select(leases).where(leases.c.model == model, leases.c.until > self.clock())
+        with self.engine.connect() as conn:
+            row = conn.execute(query).mappings().first()
+        return dict(row) if row else None
+
+    def hold(self, model: str, holder: str, until: float) -> None:
+        """Give ``holder`` the model's lease until ``until`` (epoch seconds); call under ``lock``."""
+        with self.engine.begin() as conn:
+            conn.execute(leases.delete().where(leases.c.model == model))
+            conn.execute(leases.insert().values(model=model, holder=holder, until=until))
+
+    def release(self, model: str, holder: str) -> bool:
+        """End ``holder``'s lease of the model (idempotent); True when there was one."""
+        with self.engine.begin() as conn:
+            gone = conn.execute(leases.delete().where(leases.c.model == model, leases.c.holder == holder))
+        return bool(gone.rowcount)
+
+    @contextlib.contextmanager
+    def _mutex(self, model: str, timeout: float) -> Iterator[None]:
         if self.engine.dialect.name == "postgresql":
             key = int.from_bytes(
                 hashlib.sha256(f"pushbutton:{model}".encode()).digest()[:8], "big", signed=True

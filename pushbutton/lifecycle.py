@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,8 +43,10 @@ class Platform:
 
     settings: Settings
     registry: reg.Registry
-    runtime: Any  # pushbutton.serving.local.LocalRuntime (a Kubernetes runtime later)
+    runtime: Any  # pushbutton.serving.local.LocalRuntime, or a Kubernetes runtime (pushbutton.kube)
     history: HistoryStore
+    holder: str = ""  # who holds the promotion lease while a step waits in a trigger (operators set it)
+    resumed: bool = False  # the step runs again after its wait for Seldon (its first run wrote the spec)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Platform:
@@ -463,7 +466,7 @@ def deploy_candidate(
     if mv.status in PAST_CANDIDATE:
         return {"model": name, "version": str(version), "unchanged": f"already {mv.status}"}
     candidate = prepare(p, name, version)
-    with p.history.lock(name):  # a promotion in flight must not change the champion under our feet
+    with promotion(p, name):  # a promotion in flight must not change the champion under our feet
         champion = p.registry.by_alias(name, reg.CHAMPION)
         incumbent = prepare(p, name, champion.version) if champion and champion.version != version else None
         if incumbent is not None and incumbent.spec.serving.namespace != candidate.spec.serving.namespace:
@@ -479,7 +482,8 @@ def deploy_candidate(
             champion_model=incumbent.spec if incumbent else None,
         )
         result = p.runtime.apply(serving)
-        if not result.get("changed", True):  # a re-run: the same candidate already serves
+        unrecorded = p.resumed and p.history.done_by_run(name, run_id, ("deploy_candidate",)) is None
+        if not result.get("changed", True) and not unrecorded:  # a re-run: the same candidate serves
             return {"model": name, "version": str(version), "path": serving.external_path, "serving": result}
         p.history.record(
             namespace=serving.namespace,
@@ -495,6 +499,34 @@ def deploy_candidate(
             },
         )
     return {"model": name, "version": str(version), "path": serving.external_path, "serving": result}
+
+
+@contextlib.contextmanager
+def promotion(p: Platform, name: str) -> Iterator[None]:
+    """The model's promotion lock for one step. When the runtime hands the wait for Seldon to a
+    trigger (``RolloutPending``), the step keeps the model with a lease in ``p.holder``'s name until the
+    rollout's deadline (plus a grace for the resumed task to start); any other end releases it."""
+    from pushbutton.kube.rollout import LEASE_GRACE_SECONDS, RolloutPending
+
+    with p.history.lock(name, holder=p.holder):
+        lease = p.history.lease(name) if p.resumed and p.holder else None
+        if p.resumed and p.holder and (lease is None or lease["holder"] != p.holder):
+            raise Conflict(
+                f"{p.holder}'s lease on '{name}' ran out while it waited for Seldon, so another promotion may "
+                "have changed serving since; nothing more was done — check what serves, then clear the task"
+            )
+        try:
+            yield
+        except RolloutPending as pending:
+            if p.holder:
+                p.history.hold(name, p.holder, until=pending.deadline + LEASE_GRACE_SECONDS)
+            raise
+        except BaseException:
+            if p.holder:
+                p.history.release(name, p.holder)
+            raise
+        if p.holder:
+            p.history.release(name, p.holder)
 
 
 def _resolve(p: Platform, name: str, target: str) -> str:
@@ -528,7 +560,7 @@ def make_champion(
     Serialised per model; idempotent when ``target`` already is the champion. ``comment`` (the
     approver's note) goes into the serving history.
     """
-    with p.history.lock(name):
+    with promotion(p, name):
         done = p.history.done_by_run(name, run_id, (action,))
         if done is not None:  # a cleared task of a finished run: what it did may since have been undone
             now = p.registry.by_alias(name, reg.CHAMPION)
@@ -592,7 +624,7 @@ def reject(
 
     ``action`` names it in the serving history (``reject``; ``supersede`` when a newer version's run
     answered the approval), with ``detail`` beside the reason."""
-    with p.history.lock(name):
+    with promotion(p, name):
         mv = p.registry.get(name, version)
         champion = p.registry.by_alias(name, reg.CHAMPION)
         if mv.status == "rejected":

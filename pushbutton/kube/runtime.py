@@ -10,7 +10,8 @@ the CRD's schema before anything is sent, then creates the object or merge-patch
 the new generation. When the operator reports ``Failed`` or the wait times out, the previous spec is put
 back (a new object is deleted again) and ``ServingError`` names the deployment and the operator's
 description: the champion keeps serving. The applied document's hash is kept in an annotation, so
-applying the same spec again sends nothing (``changed: False``).
+applying the same spec again sends nothing (``changed: False``). With ``deferral`` set (by a release
+operator) the wait is not done here: ``RolloutPending`` hands it over (``pushbutton.kube.rollout``).
 
 Test microservices (the gate's ``warm``/``endpoint``/``release``) are not Kubernetes' business: they
 run on the worker through a local runtime (``tester``), which needs the local gateway on that host.
@@ -26,9 +27,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pushbutton.errors import PushbuttonError, ServingError
+from pushbutton.errors import ServingError
 from pushbutton.kube.build import ImageBuildConfig
-from pushbutton.kube.client import SeldonDeployments, connection_extra, merge_diff
+from pushbutton.kube.client import KIND, SeldonDeployments, connection_extra, merge_diff
+from pushbutton.kube.rollout import Deferral, RolloutPending, merge_undo, run_undo, undo_step, wait_entry
 from pushbutton.kube.tester import LocalTester
 from pushbutton.serving.spec import Predictor, ServingSpec
 
@@ -212,6 +214,7 @@ class KubernetesRuntime(LocalTester):
         self.timeout, self.poll_interval = timeout, poll_interval
         self.sleep, self.clock = sleep, clock
         self._render, self._validate = render, validate
+        self.deferral: Deferral | None = None  # set by a deferring operator: RolloutPending, no polling
 
     @classmethod
     def from_config(cls, api_client: Any, config: SeldonV1Config, **kwargs: Any) -> KubernetesRuntime:
@@ -248,30 +251,31 @@ class KubernetesRuntime(LocalTester):
         return doc
 
     def apply(self, spec: ServingSpec) -> dict[str, Any]:
-        """Make the deployment serve ``spec``; idempotent. On failure the previous spec is restored."""
+        """Make the deployment serve ``spec``; idempotent. On failure the previous spec is restored.
+
+        With ``deferral`` set, ``RolloutPending`` instead of polling (``pushbutton.kube.rollout``)."""
         started = self.clock()
         ns, name = spec.namespace, spec.deployment
         desired = self.manifest(spec)
         current = self.deployments.get(ns, name)
         if current is None:
-            created = self.deployments.create(ns, desired)
-            try:
-                obj = self.wait_available(ns, name, _generation(created))
-            except NotAvailable as exc:
-                undo = self._undo(lambda: self.deployments.delete(ns, name), "deleted it again (it was new)")
-                raise _not_served(exc, undo) from exc
-            action = "created"
+            written, action = self.deployments.create(ns, desired), "created"
+            undo = [undo_step(KIND, ns, name, None)]
         elif current["metadata"].get("annotations", {}).get(HASH_ANNOTATION) == _hash(desired):
-            obj = self.wait_available(ns, name, _generation(current))  # at once when it serves already
-            action = "unchanged"
+            written, action, undo = current, "unchanged", []  # waits at once when it serves already
         else:
-            patched = self.deployments.patch(ns, name, _apply_patch(current, desired))
-            try:
-                obj = self.wait_available(ns, name, _generation(patched))
-            except NotAvailable as exc:
-                undo = self._undo(lambda: self._restore(ns, name, current), "restored the previous spec")
-                raise _not_served(exc, undo) from exc
-            action = "patched"
+            written, action = self.deployments.patch(ns, name, _apply_patch(current, desired)), "patched"
+            undo = [undo_step(KIND, ns, name, current)]
+        undo = merge_undo(self.deferral.undo if self.deferral else [], undo)
+        try:
+            obj = self.wait_available(ns, name, _generation(written))
+        except RolloutPending as pending:
+            pending.undo = undo
+            raise
+        except NotAvailable as exc:
+            if not undo:  # nothing written by this step: nothing to put back
+                raise
+            raise _not_served(exc, self.undo(undo)) from exc
         return {
             "deployment": spec.key,
             "path": spec.external_path,
@@ -282,6 +286,10 @@ class KubernetesRuntime(LocalTester):
             "route": route_summary(spec),
             "seconds": round(self.clock() - started, 2),
         }
+
+    def undo(self, steps: list[dict[str, Any]]) -> str:
+        """Put back what ``steps`` (``pushbutton.kube.rollout.undo_step``) wrote; what was done."""
+        return run_undo(steps, lambda kind: self.deployments, restore_object)
 
     def wait_available(self, namespace: str, name: str, generation: int | None = None) -> dict[str, Any]:
         """Poll until the operator reports ``Available`` (for ``generation``); ``NotAvailable`` on
@@ -299,6 +307,14 @@ class KubernetesRuntime(LocalTester):
                 raise NotAvailable(
                     f"{what} failed: the Seldon operator reports: {description}", description, failed=True
                 )
+            if self.deferral is not None:  # the operator waits in a trigger, not here
+                raise RolloutPending(
+                    [wait_entry(KIND, namespace, name, generation)],
+                    undo=[],
+                    deadline=self.deferral.deadline_from(self.timeout),
+                    poll_interval=self.poll_interval,
+                    description=description,
+                )
             left = deadline - self.clock()
             if left <= 0:
                 raise NotAvailable(
@@ -307,17 +323,6 @@ class KubernetesRuntime(LocalTester):
                     description,
                 )
             self.sleep(min(self.poll_interval, left))
-
-    def _restore(self, namespace: str, name: str, previous: Mapping[str, Any]) -> None:
-        restore_object(self.deployments, namespace, name, previous)
-
-    @staticmethod
-    def _undo(call: Callable[[], Any], done: str) -> str:
-        try:
-            call()
-        except PushbuttonError as exc:
-            return f"could NOT undo it ({exc}); the champion may not serve: check the deployment now"
-        return done
 
     # the rest of the runtime API --------------------------------------------------------------
 

@@ -22,7 +22,9 @@ A condition ``False`` whose reason or message says ``Failed`` (``ModelFailed``, 
 deleted Experiment put back) and raises ``RolloutFailed``/``ServingError``: the champion keeps serving.
 An API error part-way undoes the same way and re-raises (404 → ``NotFound``, 409 → ``AlreadyExists``,
 422 → ``SpecError``). Each document's hash is kept in an annotation, so applying the same spec again
-writes nothing (``changed: False``).
+writes nothing (``changed: False``). With ``deferral`` set (by a release operator) each step's wait is
+handed over with ``RolloutPending`` instead (``pushbutton.kube.rollout``); the resumed apply writes
+nothing already written and goes on with the next step.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pushbutton.errors import NotFound, PushbuttonError, ServingError
 from pushbutton.kube.client import CustomObjects, connection_extra
+from pushbutton.kube.rollout import Deferral, RolloutPending, merge_undo, run_undo, undo_step, wait_entry
 from pushbutton.kube.runtime import (
     AVAILABLE,
     FAILED,
@@ -154,6 +157,7 @@ class SeldonV2Runtime(LocalTester):
         self.storage_template, self.inference_url, self.tester = storage_template, inference_url, tester
         self.timeout, self.poll_interval, self.sleep, self.clock = timeout, poll_interval, sleep, clock
         self._render, self._validate, self._http = render, validate, http
+        self.deferral: Deferral | None = None  # set by a deferring operator: RolloutPending, no polling
 
     @classmethod
     def from_config(cls, api_client: Any, config: SeldonV2Config, **kwargs: Any) -> SeldonV2Runtime:
@@ -200,7 +204,7 @@ class SeldonV2Runtime(LocalTester):
         desired = self.manifests(spec)
         current = self.current(ns, spec.deployment)
         actions: dict[Key, str] = {}
-        undo: list[tuple[str, Callable[[], Any]]] = []
+        undo: list[dict[str, Any]] = list(self.deferral.undo) if self.deferral else []
         deadline = started + self.timeout
         try:
             waits = [self._put(ns, d, current, actions, undo) for d in desired if d["kind"] != "Experiment"]
@@ -212,17 +216,15 @@ class SeldonV2Runtime(LocalTester):
                     api = self.resources["Experiment"]
                     api.delete(ns, key[1])
                     actions[key] = "deleted"
-                    undo.append(
-                        (
-                            f"recreated {api.what(ns, key[1])}",
-                            lambda a=api, n=key[1], o=obj: restore_object(a, ns, n, o),
-                        )
-                    )
+                    undo[:] = merge_undo(undo, [undo_step("Experiment", ns, key[1], obj)])
             self._wait_ready(ns, waits, deadline)
+        except RolloutPending as pending:
+            pending.undo = undo
+            raise
         except NotAvailable as exc:
-            raise _not_served(exc, self._undo(undo)) from exc
+            raise _not_served(exc, self.undo(undo)) from exc
         except PushbuttonError as exc:
-            outcome = self._undo(undo)
+            outcome = self.undo(undo)
             if undo and outcome.startswith("could NOT"):
                 raise ServingError(f"{exc}; {outcome}") from exc
             raise
@@ -245,7 +247,7 @@ class SeldonV2Runtime(LocalTester):
         doc: dict[str, Any],
         current: Mapping[Key, dict[str, Any]],
         actions: dict[Key, str],
-        undo: list[tuple[str, Callable[[], Any]]],
+        undo: list[dict[str, Any]],
     ) -> tuple[Key, int | None]:
         """Create or patch one document (noting how to undo it); the generation to wait for."""
         key = _key(doc)
@@ -254,7 +256,7 @@ class SeldonV2Runtime(LocalTester):
         if before is None:
             created = api.create(ns, doc)
             actions[key] = "created"
-            undo.append((f"deleted {api.what(ns, name)} again (it was new)", lambda: api.delete(ns, name)))
+            undo[:] = merge_undo(undo, [undo_step(key[0], ns, name, None)])
             return key, _generation(created)
         if (before["metadata"].get("annotations") or {}).get(HASH_ANNOTATION) == doc["metadata"][
             "annotations"
@@ -263,7 +265,7 @@ class SeldonV2Runtime(LocalTester):
             return key, _generation(before)
         patched = api.patch(ns, name, _apply_patch(before, doc))
         actions[key] = "patched"
-        undo.append((f"restored {api.what(ns, name)}", lambda: restore_object(api, ns, name, before)))
+        undo[:] = merge_undo(undo, [undo_step(key[0], ns, name, before)])
         return key, _generation(patched)
 
     def _wait_ready(self, ns: str, waits: list[tuple[Key, int | None]], deadline: float) -> None:
@@ -288,6 +290,14 @@ class SeldonV2Runtime(LocalTester):
             pending = still
             if not pending:
                 return
+            if self.deferral is not None:  # the operator waits in a trigger, not here
+                raise RolloutPending(
+                    [wait_entry(k[0], ns, k[1], g) for k, g in pending],
+                    undo=[],
+                    deadline=self.deferral.deadline_from(self.timeout),
+                    poll_interval=self.poll_interval,
+                    description=last,
+                )
             left = deadline - self.clock()
             if left <= 0:
                 raise NotAvailable(
@@ -297,16 +307,9 @@ class SeldonV2Runtime(LocalTester):
                 )
             self.sleep(min(self.poll_interval, left))
 
-    @staticmethod
-    def _undo(steps: list[tuple[str, Callable[[], Any]]]) -> str:
-        done = []
-        for text, call in reversed(steps):
-            try:
-                call()
-            except PushbuttonError as exc:
-                return f"could NOT undo it ({exc}); the champion may not serve: check the resources now"
-            done.append(text)
-        return "; ".join(done) or "nothing had been changed"
+    def undo(self, steps: list[dict[str, Any]]) -> str:
+        """Put back what ``steps`` (``pushbutton.kube.rollout.undo_step``) wrote; what was done."""
+        return run_undo(steps, lambda kind: self.resources[kind], restore_object)
 
     def _prune(self, ns: str, current: Mapping[Key, Any], wanted: set[Key], actions: dict[Key, str]) -> None:
         """Delete the resources of versions no longer served (Pipelines before their Models)."""

@@ -156,9 +156,16 @@ def test_cicd_runs_on_a_celery_worker_with_a_home_of_its_own(
             celery = group.start("celery-worker", [sys.executable, "-m", "airflow", "celery", "worker",
                                                    "--concurrency", "1", "--without-mingle",
                                                    "--without-gossip"], env=worker_env)  # fmt: skip
+            # the release steps hand their wait for Seldon to the triggerer (no worker slot held)
+            triggerer = group.start(
+                "triggerer", [sys.executable, "-m", "airflow", "triggerer"], env=sched_env
+            )
             wait_ready(
                 api, http_ok(f"{api_url}/api/v2/monitor/health"), timeout=180, what="airflow api-server"
             )
+            triggerer_log = tmp_path / "logs" / "triggerer.log"
+            wait_ready(triggerer, lambda: "Starting the triggerer" in triggerer_log.read_text(errors="replace"),
+                       timeout=120, what="airflow triggerer")  # fmt: skip
             worker_log = tmp_path / "logs" / "celery-worker.log"
             wait_ready(celery, lambda: "ready." in worker_log.read_text(errors="replace"), timeout=120,
                        what="celery worker")  # fmt: skip
@@ -196,7 +203,22 @@ def test_cicd_runs_on_a_celery_worker_with_a_home_of_its_own(
     assert {p.name for p in (worker.home / "logs" / "airflow" / run_logs).iterdir()} >= {
         f"task_id={t}" for t in ran
     }
-    assert not (scheduler.home / "logs" / "airflow" / run_logs).exists()
+    # on the scheduler's host only the triggerer's logs of the two waits for Seldon (it runs beside it)
+    beside = scheduler.home / "logs" / "airflow" / run_logs
+    found = (
+        sorted(str(p.relative_to(beside)) for p in beside.rglob("*") if p.is_file())
+        if beside.exists()
+        else []
+    )
+    assert found and all(".trigger." in f for f in found), found
+    assert {f.split("/")[0] for f in found} == {"task_id=deploy_candidate", "task_id=activate"}, found
+    # deploy_candidate and activate deferred: the triggerer waited for Seldon, the worker resumed them
+    for task in ("deploy_candidate", "activate"):
+        task_log = "".join(
+            p.read_text(errors="replace")
+            for p in (worker.home / "logs" / "airflow" / run_logs / f"task_id={task}").iterdir()
+        )
+        assert "the task waits in the triggerer" in task_log and "ready; the step goes on" in task_log, task
     assert (worker.home / "releases" / MODEL / version / "code" / "model.yaml").is_file()
     assert not (scheduler.home / "releases" / MODEL).exists()
     # the stand-in API server got the SeldonDeployment: the candidate alone, then the champion

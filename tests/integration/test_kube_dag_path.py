@@ -185,6 +185,9 @@ def test_release_path_on_the_kubernetes_runtime(
     assert failed == {"state": "failed", "aliases": {"champion": v2, "previous": v1},
                       "tasks": {"promote": ["failed", 1]}}  # fmt: skip
     assert "ImagePullBackOff" in logs and "restored the previous spec" in logs
+    # each DAG's step handed its wait to the trigger (run in line by dag.test()) and resumed after it
+    assert logs.count("the task waits in the triggerer") == 3
+    assert logs.count("ready; the step goes on") == 2  # the third: Failed, undone in the resumed task
 
     rollouts = standin.server.served[before_dags:]
     assert [(predictors(s["spec"]), s["outcome"]) for s in rollouts] == [

@@ -190,6 +190,65 @@ def test_failed_rollout_restores_the_previous_spec(kube: Any) -> None:
     assert after["metadata"]["generation"] == 3  # patched, then patched back
 
 
+def _deferred_canary(kube: Any) -> tuple[Any, dict[str, Any]]:
+    """v1 serving, then a canary of v2 applied by a runtime told to defer: the hand-off, and v1's object."""
+    from pushbutton.kube.rollout import Deferral, RolloutPending
+
+    runtime, operator, standin = kube
+    operator.will("Available")
+    runtime.apply(champion_only(1))
+    before = standin.get(NS, NAME)
+    runtime.deferral, sleeps = Deferral(), len(operator.sleeps)
+    with pytest.raises(RolloutPending) as pending:  # the status still speaks of generation 1
+        runtime.apply(with_candidate(1, 2))
+    assert len(operator.sleeps) == sleeps  # nothing waited in the task
+    return pending.value, before
+
+
+def test_a_deferring_apply_writes_once_hands_the_wait_over_and_finishes_when_resumed(kube: Any) -> None:
+    import time
+
+    from pushbutton.kube.rollout import Deferral
+
+    runtime, _, standin = kube
+    pending, before = _deferred_canary(kube)
+    assert pending.waits == [{"kind": "SeldonDeployment", "namespace": NS, "name": NAME, "generation": 2}]
+    [undo] = pending.undo
+    assert (undo["kind"], undo["name"], undo["previous"]["spec"]) == (
+        "SeldonDeployment",
+        NAME,
+        before["spec"],
+    )
+    assert time.time() < pending.deadline <= time.time() + 60  # the runtime's timeout, on the wall clock
+    carry = json.loads(json.dumps(pending.carry()))  # what travels through the deferral: JSON
+    writes = len(standin.requests("PATCH")) + len(standin.requests("POST"))
+    standin.set_status(NS, NAME, "Available")  # what the trigger waited for
+
+    runtime.deferral = Deferral(**carry)
+    resumed = runtime.apply(with_candidate(1, 2))
+    assert (resumed["action"], resumed["state"], resumed["generation"]) == ("unchanged", "Available", 2)
+    assert len(standin.requests("PATCH")) + len(standin.requests("POST")) == writes  # written once
+    assert served(standin) == {"champion": (90, image(1)), "candidate": (10, image(2))}
+
+
+def test_a_resumed_rollout_reported_failed_puts_back_what_the_first_run_replaced(kube: Any) -> None:
+    from pushbutton.kube.rollout import Deferral
+    from pushbutton.kube.runtime import RolloutFailed
+
+    runtime, _, standin = kube
+    pending, before = _deferred_canary(kube)
+    standin.set_status(NS, NAME, "Failed", "container model: ImagePullBackOff registry.example/models/iris:2")
+    runtime.deferral = Deferral(**pending.carry())
+    with pytest.raises(
+        RolloutFailed, match=r"ImagePullBackOff.*restored the previous spec of SeldonDeployment"
+    ):
+        runtime.apply(with_candidate(1, 2))  # the resumed step: nothing new written, the old spec back
+    assert standin.get(NS, NAME)["spec"] == before["spec"]
+    # the operator's path for a Failed event: the carried undo alone puts the same spec back
+    runtime.deferral = None
+    assert runtime.undo(pending.undo) == f"restored the previous spec of SeldonDeployment {NS}/{NAME}"
+
+
 def test_timeout_restores_the_previous_spec_after_a_bounded_wait(kube: Any) -> None:
     runtime, operator, standin = kube
     operator.will("Available")
@@ -207,7 +266,9 @@ def test_timeout_restores_the_previous_spec_after_a_bounded_wait(kube: Any) -> N
 def test_a_failed_first_release_is_deleted_again(kube: Any) -> None:
     runtime, operator, standin = kube
     operator.will(("Failed", "predictor champion: Back-off pulling image"))
-    with pytest.raises(ServingError, match=r"Back-off pulling image.*deleted it again"):
+    with pytest.raises(
+        ServingError, match=r"Back-off pulling image.*deleted SeldonDeployment \S+ again \(it was new\)"
+    ):
         runtime.apply(champion_only(1))
     assert standin.get(NS, NAME) is None
 

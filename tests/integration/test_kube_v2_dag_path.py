@@ -137,7 +137,9 @@ def test_release_path_on_the_seldon_v2_runtime(
     standin.script(MODEL, (False, EXPERIMENT_FAILED))
     with pytest.raises(RolloutFailed, match="ExperimentFailed") as failed:
         deploy_candidate(p, MODEL, v3, actor="pipeline")
-    assert f"restored Model {NS}/{name(v2)}" in str(failed.value)  # it had been patched for the canary
+    assert f"restored the previous spec of Model {NS}/{name(v2)}" in str(
+        failed.value
+    )  # patched for the canary
     assert applied(standin) == before
     assert (alias("champion"), alias("candidate")) == (v2, v3)
 
@@ -168,6 +170,9 @@ def test_release_path_on_the_seldon_v2_runtime(
     assert failed_run == {"state": "failed", "aliases": {"champion": v2, "previous": v1},
                           "tasks": {"promote": ["failed", 1]}}  # fmt: skip
     assert "ScheduleFailed" in logs and f"deleted Model {NS}/{name(v1)} again (it was new)" in logs
+    # each DAG's step handed its wait to the trigger (run in line by dag.test()) and resumed after it
+    assert logs.count("the task waits in the triggerer") == 3
+    assert logs.count("ready; the step goes on") == 2  # the third: ModelFailed, undone in the resumed task
     assert [r[1:] for r in standin.server.rollouts[before_dags:]] == [
         (name(v1), 1, True),  # rollback: v1's Model again (v2's removed after the switch)
         (name(v2), 1, True),  # promote v2

@@ -146,8 +146,44 @@ def test_a_failed_experiment_restores_the_previous_canary(kube: Any) -> None:
         runtime.apply(with_candidate(1, 3, 20))
     text = str(failed.value)
     assert "Experiment models/iris failed: Seldon reports:" in text and "ExperimentFailed" in text
-    assert "restored Experiment models/iris" in text and "deleted Model models/iris-v3 again" in text
+    assert (
+        "restored the previous spec of Experiment models/iris" in text
+        and "deleted Model models/iris-v3 again" in text
+    )
     assert applied(standin) == before  # the v2 canary serves as before, nothing of v3 is left
+
+
+def test_a_deferring_apply_hands_over_each_phase_and_a_failure_undoes_them_all(kube: Any) -> None:
+    """Models first, then the Experiment: each phase's wait is handed over once; the resumed step writes
+    nothing already written, and a failure in the second phase puts back what the first one wrote."""
+    from pushbutton.kube.rollout import Deferral, RolloutPending
+
+    runtime, standin = kube
+    runtime.apply(champion_only(1))
+    before, sleeps = applied(standin), runtime.sleep.__self__.sleeps
+    standin.script(NAME, (False, "ExperimentFailed: candidate iris-v2 not routable"))
+    runtime.deferral = Deferral()
+    with pytest.raises(RolloutPending) as models:
+        runtime.apply(with_candidate(1, 2, 10))
+    assert [(w["kind"], w["name"]) for w in models.value.waits] == [("Model", "iris-v2")]
+    assert ("Model", "iris-v2", None) in [(u["kind"], u["name"], u["previous"]) for u in models.value.undo]
+    written = writes(standin)
+
+    runtime.deferral = Deferral(**json.loads(json.dumps(models.value.carry())))
+    with pytest.raises(RolloutPending) as experiment:  # the Models are ready now: the Experiment's turn
+        runtime.apply(with_candidate(1, 2, 10))
+    assert [(w["kind"], w["name"]) for w in experiment.value.waits] == [("Experiment", "iris")]
+    assert experiment.value.deadline == models.value.deadline  # one deadline for the whole rollout
+    assert experiment.value.undo[: len(models.value.undo)] == models.value.undo
+    assert writes(standin) == written + 1  # the Experiment only; the Models were not written again
+
+    runtime.deferral = Deferral(**experiment.value.carry())
+    with pytest.raises(RolloutFailed) as failed:
+        runtime.apply(with_candidate(1, 2, 10))
+    assert "ExperimentFailed" in str(failed.value)
+    assert "deleted Experiment models/iris again" in str(failed.value)
+    assert "deleted Model models/iris-v2 again" in str(failed.value)  # the first phase's write, undone too
+    assert applied(standin) == before and runtime.sleep.__self__.sleeps == sleeps  # nothing slept
 
 
 def test_a_failed_model_leaves_the_champion_and_its_experiment_alone(kube: Any) -> None:

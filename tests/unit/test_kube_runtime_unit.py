@@ -10,6 +10,7 @@ import pytest
 
 from pushbutton.errors import AlreadyExists, NotFound, ServingError, SpecError
 from pushbutton.kube.client import api_error, merge_diff
+from pushbutton.kube.rollout import undo_step
 from pushbutton.kube.runtime import KubernetesRuntime, NotAvailable, availability, seldon_v1_config
 
 
@@ -143,7 +144,10 @@ def test_restore_puts_back_the_previous_spec_labels_and_annotations_exactly() ->
     now = {"metadata": {"labels": {"version": "2", "run": "x"}, "annotations": {"h": "b"}},
            "spec": {"predictors": [{"name": "champion", "traffic": 90}, {"name": "candidate"}], "replicas": 3}}  # fmt: skip
     deployments = FakeDeployments(now)
-    runtime_with(deployments, Clock())._restore("models", "iris", previous)
+    done = runtime_with(deployments, Clock()).undo(
+        [undo_step("SeldonDeployment", "models", "iris", previous)]
+    )
+    assert done == "restored the previous spec of SeldonDeployment models/iris"
     assert deployments.writes == [("patch", {
         "spec": {"predictors": [{"name": "champion", "traffic": 100}], "replicas": None},
         "metadata": {"labels": {"version": "1", "run": None}, "annotations": {"h": "a"}},

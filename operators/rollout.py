@@ -1,0 +1,109 @@
+"""Release steps that wait for Seldon in the triggerer, not in a worker slot.
+
+``SeldonRolloutMixin`` is the shared part of the release operators (deploy candidate, activate, discard,
+promote/rollback). On a Kubernetes runtime it sets ``runtime.deferral``: the step writes the new spec
+and, when Seldon has not reported it ready yet, the runtime hands the wait over
+(``pushbutton.kube.rollout.RolloutPending``). The step's promotion lock is then kept as a lease in the
+task's name, and the task defers to ``SeldonRolloutTrigger``.
+
+- **Available:** the task resumes by running the same step again. Every write is idempotent by hash,
+  so the re-run writes nothing it already wrote; it moves the aliases and records the history. A Seldon
+  v2 rollout may defer once per phase.
+- **Failed, a timeout, a deleted object or an API error:** the resumed task puts the previous resources
+  back (the undo steps came back in the event), ends the lease, and fails.
+  - A ``Failed`` rollout fails without retry: the same spec would fail the same way.
+  - The other cases may retry.
+
+On the local runtime, or with ``deferrable=False``, the step polls within the task, as the CLI does.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import Context
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+DEFER_GRACE_SECONDS = 60  # the deferral's own timeout lies past the trigger's deadline: the trigger says why
+
+
+class SeldonRolloutMixin:
+    """For ``_LifecycleOperator`` subclasses: ``step(context, platform)`` does the work, ``finish(context,
+    result)`` what follows it; ``execute`` and the resume after a deferral both run them."""
+
+    deferrable: bool = True
+    model: str
+
+    def step(self, context: Context, p: Any) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def finish(self, context: Context, result: dict[str, Any]) -> dict[str, Any]:
+        return result
+
+    def release_platform(self, context: Context, carry: dict[str, Any] | None = None) -> Any:
+        """The Platform of this task; on a Kubernetes runtime (``deferrable``) the runtime told to hand its
+        waits over, and the lease holder named after the task instance."""
+        from operators.lifecycle import platform
+        from pushbutton.kube.rollout import Deferral
+
+        p = platform()
+        if self.deferrable and hasattr(getattr(p, "runtime", None), "deferral"):  # a Kubernetes runtime
+            p.holder = f"{self.dag_id}/{context['run_id']}/{self.task_id}"  # type: ignore[attr-defined]
+            carry = carry or {}
+            p.runtime.deferral = Deferral(undo=list(carry.get("undo") or []), deadline=carry.get("deadline"))
+            p.resumed = bool(carry)
+        return p
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        return self._run(context, None)
+
+    def _run(self, context: Context, carry: dict[str, Any] | None) -> dict[str, Any]:
+        from operators.lifecycle import _final
+        from pushbutton.kube.rollout import RolloutPending
+
+        p = _final(lambda: self.release_platform(context, carry))  # a bad Connection fails without retry
+        try:
+            result = _final(lambda: self.step(context, p))
+        except RolloutPending as pending:
+            self._defer(p, pending)
+        return self.finish(context, result)
+
+    def _defer(self, p: Any, pending: Any) -> None:
+        from operators.kube import SeldonRolloutTrigger
+
+        left = max(pending.deadline - time.time(), 0.0)
+        self.log.info("%s: the task waits in the triggerer (up to %.0f s more)", pending, left)  # type: ignore[attr-defined]
+        self.defer(  # type: ignore[attr-defined]
+            trigger=SeldonRolloutTrigger(
+                pending.waits,
+                kubernetes_conn_id=getattr(p.runtime, "kubernetes_conn_id", "kubernetes_default"),
+                poll_interval=pending.poll_interval,
+                deadline=pending.deadline,
+                carry=pending.carry(),
+            ),
+            method_name="resume_rollout",
+            timeout=timedelta(seconds=left + DEFER_GRACE_SECONDS),
+        )
+
+    def resume_rollout(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        """After the trigger: the step again when Seldon reports ready; else undo and fail."""
+        carry = event.get("carry") or {}
+        if event.get("state") == "Available":
+            self.log.info("%s: ready; the step goes on", event.get("deployment"))  # type: ignore[attr-defined]
+            return self._run(context, carry)
+        p = self.release_platform(context, carry)
+        message = f"{event.get('deployment')} is not ready ({event.get('state')}): {event.get('description')}"
+        with p.history.lock(self.model, holder=p.holder):
+            lease = p.history.lease(self.model)
+            if lease is None or lease["holder"] != p.holder:
+                raise AirflowFailException(
+                    f"{message}; this task's lease on {self.model} ran out while it waited, so another promotion "
+                    "may have changed serving since: nothing was undone — check the resources, then clear the task"
+                )
+            outcome = p.runtime.undo(carry.get("undo") or [])
+            p.history.release(self.model, p.holder)
+        if event.get("state") == "Failed":  # the same spec fails the same way: no retry
+            raise AirflowFailException(f"{message}; {outcome}")
+        raise AirflowException(f"{message}; {outcome}")
