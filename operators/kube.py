@@ -164,7 +164,16 @@ class SeldonRolloutTrigger(BaseTrigger):
         )  # fmt: skip
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        yield TriggerEvent({**await self._wait(), "carry": self.carry})
+        try:
+            event = await self._wait()
+        except Exception as exc:  # e.g. no Kubernetes Connection in the triggerer: the task still undoes
+            what = ", ".join(f"{w['kind']} {w['namespace']}/{w['name']}" for w in self.waits)
+            event = {
+                "state": "error",
+                "deployment": what,
+                "description": f"the trigger could not wait: {exc!r}",
+            }
+        yield TriggerEvent({**event, "carry": self.carry})
 
     async def _wait(self) -> dict[str, Any]:
         from airflow.providers.cncf.kubernetes.hooks.kubernetes import AsyncKubernetesHook
@@ -203,11 +212,14 @@ async def _read_outcome(api: Any, wait: dict[str, Any]) -> dict[str, Any] | None
     try:
         obj = await api.get_namespaced_custom_object(group, version, ns, plural, name)
     except Exception as exc:
-        if getattr(exc, "status", None) == 404:
-            return _outcome(None, wait.get("generation"), what, kind)
-        return {"state": "error", "deployment": what,
-                "description": str(api_error(exc, what, "read", f"{plural}.{group}"))}  # fmt: skip
-    return _outcome(obj, wait.get("generation"), what, kind)
+        if getattr(exc, "status", None) != 404:
+            return {"state": "error", "deployment": what,
+                    "description": str(api_error(exc, what, "read", f"{plural}.{group}"))}  # fmt: skip
+        obj = None
+    try:
+        return _outcome(obj, wait.get("generation"), what, kind)
+    except (TypeError, ValueError, AttributeError) as exc:  # a status this code cannot read
+        return {"state": "error", "deployment": what, "description": f"unreadable status: {exc!r}"}
 
 
 class SeldonDeploymentSensor(BaseSensorOperator):

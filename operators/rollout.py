@@ -10,7 +10,10 @@ task's name, and the task defers to ``SeldonRolloutTrigger``.
   so the re-run writes nothing it already wrote; it moves the aliases and records the history. A Seldon
   v2 rollout may defer once per phase.
 - **Failed, a timeout, a deleted object or an API error:** the resumed task puts the previous resources
-  back (the undo steps came back in the event), ends the lease, and fails.
+  back (the undo steps came back in the event, and are also kept in the lease), ends the lease, and
+  fails. A deferral that ends without an event (its own timeout, or a trigger that crashed) is undone
+  the same way from the lease. A retry or a cleared task finds its own lease and takes the undo steps
+  from it.
   - A ``Failed`` rollout fails without retry: the same spec would fail the same way.
   - The other cases may retry.
 
@@ -44,14 +47,17 @@ class SeldonRolloutMixin:
 
     def release_platform(self, context: Context, carry: dict[str, Any] | None = None) -> Any:
         """The Platform of this task; on a Kubernetes runtime (``deferrable``) the runtime told to hand its
-        waits over, and the lease holder named after the task instance."""
+        waits over, and the lease holder named after the task instance. Without ``carry`` (a retry or a
+        cleared task after a deferral that ended without an event) the carry kept in this task's lease."""
         from operators.lifecycle import platform
         from pushbutton.kube.rollout import Deferral
 
         p = platform()
         if self.deferrable and hasattr(getattr(p, "runtime", None), "deferral"):  # a Kubernetes runtime
             p.holder = f"{self.dag_id}/{context['run_id']}/{self.task_id}"  # type: ignore[attr-defined]
-            carry = carry or {}
+            if not carry:
+                lease = p.history.lease(self.model)
+                carry = lease["carry"] if lease is not None and lease["holder"] == p.holder else {}
             p.runtime.deferral = Deferral(undo=list(carry.get("undo") or []), deadline=carry.get("deadline"))
             p.resumed = bool(carry)
         return p
@@ -87,23 +93,43 @@ class SeldonRolloutMixin:
             timeout=timedelta(seconds=left + DEFER_GRACE_SECONDS),
         )
 
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """Airflow's resume; when the deferral ended without an event (its timeout, or the trigger
+        failed in the triggerer) the rollout is undone from the lease's carry before the task fails."""
+        if next_method == "__fail__":
+            error = str((next_kwargs or {}).get("error") or "the trigger failed")
+            return self.resume_rollout(context, {"state": "no event", "deployment": self.model,
+                                                 "description": f"the deferral ended without an event ({error})"})  # fmt: skip
+        return super().resume_execution(next_method, next_kwargs, context)  # type: ignore[misc]
+
     def resume_rollout(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """After the trigger: the step again when Seldon reports ready; else undo and fail."""
-        carry = event.get("carry") or {}
+        from operators.lifecycle import _final
+        from pushbutton.errors import LeaseHeld, PushbuttonError
+
+        carry = event.get("carry") or None  # None: the carry kept in the lease
         if event.get("state") == "Available":
             self.log.info("%s: ready; the step goes on", event.get("deployment"))  # type: ignore[attr-defined]
             return self._run(context, carry)
-        p = self.release_platform(context, carry)
         message = f"{event.get('deployment')} is not ready ({event.get('state')}): {event.get('description')}"
-        with p.history.lock(self.model, holder=p.holder):
-            lease = p.history.lease(self.model)
-            if lease is None or lease["holder"] != p.holder:
-                raise AirflowFailException(
-                    f"{message}; this task's lease on {self.model} ran out while it waited, so another promotion "
-                    "may have changed serving since: nothing was undone — check the resources, then clear the task"
-                )
-            outcome = p.runtime.undo(carry.get("undo") or [])
-            p.history.release(self.model, p.holder)
+        p = _final(lambda: self.release_platform(context, carry))
+        steps = p.runtime.deferral.undo if getattr(p.runtime, "deferral", None) else []
+        try:
+            with p.history.lock(self.model, holder=p.holder):
+                lease = p.history.lease(self.model)
+                if lease is None or lease["holder"] != p.holder:
+                    raise LeaseHeld("no lease of this task")
+                outcome = p.runtime.undo(steps)
+                if outcome.startswith("could NOT"):  # the lease (and its undo steps) stays for the retry
+                    raise AirflowException(f"{message}; {outcome}")
+                p.history.release(self.model, p.holder)
+        except LeaseHeld as exc:
+            raise AirflowFailException(
+                f"{message}; this task's lease on {self.model} ran out while it waited, so another promotion "
+                "may have changed serving since: nothing was undone — check the resources, then clear the task"
+            ) from exc
+        except PushbuttonError as exc:  # the store or the API server: the retry finds the lease's undo steps
+            raise AirflowException(f"{message}; the undo could not run yet ({exc})") from exc
         if event.get("state") == "Failed":  # the same spec fails the same way: no retry
             raise AirflowFailException(f"{message}; {outcome}")
         raise AirflowException(f"{message}; {outcome}")

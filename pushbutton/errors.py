@@ -35,6 +35,10 @@ class LockBusy(PushbuttonError):
     """Another promotion of the model held its lock for longer than the wait; trying again may work."""
 
 
+class LeaseHeld(LockBusy):
+    """Another promotion's step holds the model's lease while it waits for Seldon (``HistoryStore.lock``)."""
+
+
 class StackError(PushbuttonError):
     """A platform process could not be started, reached or stopped."""
 

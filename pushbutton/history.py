@@ -21,7 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from pushbutton.errors import LockBusy
+from pushbutton.errors import LeaseHeld, LockBusy
 
 metadata = sa.MetaData()
 events = sa.Table(
@@ -44,6 +44,7 @@ leases = sa.Table(
     sa.Column("model", sa.String(63), primary_key=True),
     sa.Column("holder", sa.String(500), nullable=False),  # e.g. <dag_id>/<run_id>/<task_id>
     sa.Column("until", sa.Float, nullable=False),  # wall clock (epoch seconds)
+    sa.Column("carry", sa.Text, nullable=False, default="{}"),  # the waiting step's undo steps and deadline
 )
 
 
@@ -109,24 +110,26 @@ class HistoryStore:
             lease = self.lease(model)
             if lease is not None and lease["holder"] != holder:
                 until = datetime.fromtimestamp(lease["until"], UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-                raise LockBusy(
+                raise LeaseHeld(
                     f"another promotion of '{model}' ({lease['holder']}) is waiting for Seldon to roll out "
                     f"its change (lease until {until}); retry after it finishes"
                 )
             yield
 
     def lease(self, model: str) -> dict[str, Any] | None:
-        """The model's running lease (holder, until), None when there is none or it ran out."""
+        """The model's running lease (holder, until, carry), None when there is none or it ran out."""
         query = sa.select(leases).where(leases.c.model == model, leases.c.until > self.clock())
         with self.engine.connect() as conn:
             row = conn.execute(query).mappings().first()
-        return dict(row) if row else None
+        return {**row, "carry": json.loads(row["carry"] or "{}")} if row else None
 
-    def hold(self, model: str, holder: str, until: float) -> None:
-        """Give ``holder`` the model's lease until ``until`` (epoch seconds); call under ``lock``."""
+    def hold(self, model: str, holder: str, until: float, carry: dict[str, Any] | None = None) -> None:
+        """Give ``holder`` the model's lease until ``until`` (epoch seconds), keeping ``carry`` (what its
+        step needs to finish or undo, should its deferral end without an event); call under ``lock``."""
         with self.engine.begin() as conn:
             conn.execute(leases.delete().where(leases.c.model == model))
-            conn.execute(leases.insert().values(model=model, holder=holder, until=until))
+            conn.execute(leases.insert().values(model=model, holder=holder, until=until,
+                                                carry=json.dumps(carry or {}, default=str)))  # fmt: skip
 
     def release(self, model: str, holder: str) -> bool:
         """End ``holder``'s lease of the model (idempotent); True when there was one."""

@@ -482,7 +482,7 @@ def deploy_candidate(
             champion_model=incumbent.spec if incumbent else None,
         )
         result = p.runtime.apply(serving)
-        unrecorded = p.resumed and p.history.done_by_run(name, run_id, ("deploy_candidate",)) is None
+        unrecorded = bool(run_id) and p.history.done_by_run(name, run_id, ("deploy_candidate",)) is None
         if not result.get("changed", True) and not unrecorded:  # a re-run: the same candidate serves
             return {"model": name, "version": str(version), "path": serving.external_path, "serving": result}
         p.history.record(
@@ -506,27 +506,52 @@ def promotion(p: Platform, name: str) -> Iterator[None]:
     """The model's promotion lock for one step. When the runtime hands the wait for Seldon to a
     trigger (``RolloutPending``), the step keeps the model with a lease in ``p.holder``'s name until the
     rollout's deadline (plus a grace for the resumed task to start); any other end releases it."""
+    from pushbutton.errors import LeaseHeld
     from pushbutton.kube.rollout import LEASE_GRACE_SECONDS, RolloutPending
 
-    with p.history.lock(name, holder=p.holder):
+    lost = (
+        f"{p.holder}'s lease on '{name}' ran out while it waited for Seldon, so another promotion may have "
+        "changed serving since; nothing more was done — check what serves, then clear the task"
+    )
+    stack = contextlib.ExitStack()
+    try:
+        stack.enter_context(p.history.lock(name, holder=p.holder))
+    except LeaseHeld as exc:
+        if p.resumed:  # someone else's lease now: not a busy lock to retry but a wait that was overtaken
+            raise Conflict(f"{lost} ({exc})") from exc
+        raise
+    with stack:
         lease = p.history.lease(name) if p.resumed and p.holder else None
         if p.resumed and p.holder and (lease is None or lease["holder"] != p.holder):
-            raise Conflict(
-                f"{p.holder}'s lease on '{name}' ran out while it waited for Seldon, so another promotion may "
-                "have changed serving since; nothing more was done — check what serves, then clear the task"
-            )
+            raise Conflict(lost)
         try:
             yield
         except RolloutPending as pending:
             if p.holder:
-                p.history.hold(name, p.holder, until=pending.deadline + LEASE_GRACE_SECONDS)
+                p.history.hold(
+                    name, p.holder, until=pending.deadline + LEASE_GRACE_SECONDS, carry=pending.carry()
+                )
             raise
-        except BaseException:
-            if p.holder:
+        except BaseException as exc:
+            if not _undo_unfinished(p, exc) and p.holder:
                 p.history.release(name, p.holder)
             raise
         if p.holder:
             p.history.release(name, p.holder)
+
+
+def _undo_unfinished(p: Platform, exc: BaseException) -> bool:
+    """A resumed step that failed before its apply finished (e.g. MLflow down while it re-reads the
+    version): put back what its first run wrote, as a failed rollout does. True when that could not be
+    done — the lease (and the undo steps in it) then stays, so a retry can finish or undo."""
+    deferral = getattr(p.runtime, "deferral", None)
+    if deferral is None or not deferral.undo:
+        return False
+    from pushbutton.kube.rollout import undo_carried
+
+    outcome = undo_carried(p.runtime, deferral.undo)
+    exc.add_note(f"the rollout this step had started was undone: {outcome}")
+    return outcome.startswith("could NOT")
 
 
 def _resolve(p: Platform, name: str, target: str) -> str:

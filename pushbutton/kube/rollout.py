@@ -64,6 +64,15 @@ def run_undo(
     return "; ".join(done) or "nothing had been changed"
 
 
+def undo_carried(runtime: Any, steps: list[dict[str, Any]]) -> str:
+    """``runtime.undo(steps)``; once done, the runtime's ``deferral`` has nothing left to undo (so the
+    caller's own clean-up of the carried steps does not put them back twice)."""
+    outcome = runtime.undo(steps)
+    if getattr(runtime, "deferral", None) is not None and not outcome.startswith("could NOT"):
+        runtime.deferral.undo = []
+    return outcome
+
+
 @dataclass
 class Deferral:
     """Set on a runtime (``runtime.deferral``) by an operator that defers instead of polling.

@@ -30,7 +30,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pushbutton.errors import ServingError
 from pushbutton.kube.build import ImageBuildConfig
 from pushbutton.kube.client import KIND, SeldonDeployments, connection_extra, merge_diff
-from pushbutton.kube.rollout import Deferral, RolloutPending, merge_undo, run_undo, undo_step, wait_entry
+from pushbutton.kube.rollout import (
+    Deferral,
+    RolloutPending,
+    merge_undo,
+    run_undo,
+    undo_carried,
+    undo_step,
+    wait_entry,
+)
 from pushbutton.kube.tester import LocalTester
 from pushbutton.serving.spec import Predictor, ServingSpec
 
@@ -275,7 +283,9 @@ class KubernetesRuntime(LocalTester):
         except NotAvailable as exc:
             if not undo:  # nothing written by this step: nothing to put back
                 raise
-            raise _not_served(exc, self.undo(undo)) from exc
+            raise _not_served(exc, undo_carried(self, undo)) from exc
+        if self.deferral is not None:
+            self.deferral.undo = []  # served: nothing of this rollout is left to undo
         return {
             "deployment": spec.key,
             "path": spec.external_path,

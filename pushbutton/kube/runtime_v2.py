@@ -37,7 +37,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pushbutton.errors import NotFound, PushbuttonError, ServingError
 from pushbutton.kube.client import CustomObjects, connection_extra
-from pushbutton.kube.rollout import Deferral, RolloutPending, merge_undo, run_undo, undo_step, wait_entry
+from pushbutton.kube.rollout import (
+    Deferral,
+    RolloutPending,
+    merge_undo,
+    run_undo,
+    undo_carried,
+    undo_step,
+    wait_entry,
+)
 from pushbutton.kube.runtime import (
     AVAILABLE,
     FAILED,
@@ -222,12 +230,14 @@ class SeldonV2Runtime(LocalTester):
             pending.undo = undo
             raise
         except NotAvailable as exc:
-            raise _not_served(exc, self.undo(undo)) from exc
+            raise _not_served(exc, undo_carried(self, undo)) from exc
         except PushbuttonError as exc:
-            outcome = self.undo(undo)
+            outcome = undo_carried(self, undo)
             if undo and outcome.startswith("could NOT"):
                 raise ServingError(f"{exc}; {outcome}") from exc
             raise
+        if self.deferral is not None:
+            self.deferral.undo = []  # served: nothing of this rollout is left to undo (pruning is not undone)
         self._prune(ns, current, {_key(d) for d in desired}, actions)
         changed = any(a != "unchanged" for a in actions.values())
         return {

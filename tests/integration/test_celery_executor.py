@@ -227,6 +227,16 @@ def test_cicd_runs_on_a_celery_worker_with_a_home_of_its_own(
     assert served == [{"candidate": (100, image)}, {"champion": (100, image)}]
     assert standin.get(NS, MODEL)["status"]["state"] == "Available"
     assert registry.by_alias(MODEL, "champion").version == version
+    # each deferred step recorded its history once (in the platform store the Connection names)
+    from pushbutton.history import HistoryStore
+
+    recorded = [
+        (e["action"], e["version"], e["run_id"]) for e in HistoryStore(scheduler.store).events(MODEL)
+    ][::-1]
+    assert recorded == [
+        ("deploy_candidate", version, result["run_id"]),
+        ("activate", version, result["run_id"]),
+    ]
     assert approved == "Approve"
 
 

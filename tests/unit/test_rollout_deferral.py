@@ -79,7 +79,9 @@ def test_a_step_handing_its_wait_over_keeps_the_model_leased_past_the_deadline(s
     deadline = store.clock.now + 600
     with pytest.raises(RolloutPending), promotion(platform(store), "iris"):
         raise pending(deadline)
-    assert store.lease("iris") == {"model": "iris", "holder": HOLDER, "until": deadline + LEASE_GRACE_SECONDS}
+    carry = {"undo": [], "deadline": deadline}  # kept with the lease: a retry or a clear finds it there
+    assert store.lease("iris") == {"model": "iris", "holder": HOLDER, "until": deadline + LEASE_GRACE_SECONDS,
+                                   "carry": carry}  # fmt: skip
     with promotion(platform(store, resumed=True), "iris"):  # resumed and finished: the lease ends
         pass
     assert store.lease("iris") is None
@@ -191,6 +193,23 @@ def test_the_rollout_trigger_waits_for_every_resource_and_carries_the_undo(
     assert api.reads == ["m-v2", "m", "m-v2", "m", "m"]  # a ready one is not read again
 
 
+def test_a_trigger_that_cannot_reach_the_cluster_still_sends_the_carry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from airflow.providers.cncf.kubernetes.hooks import kubernetes as provider
+
+    def no_connection(**kwargs: Any) -> Any:
+        raise RuntimeError("The conn_id `kube_standin` isn't defined")
+
+    monkeypatch.setattr(provider, "AsyncKubernetesHook", no_connection)
+    from operators.kube import SeldonRolloutTrigger
+
+    events = SeldonRolloutTrigger(WAITS, kubernetes_conn_id="kube_standin", carry=CARRY).run()
+    event = asyncio.run(events.__anext__()).payload
+    assert (event["state"], event["carry"]) == ("error", CARRY)  # the task undoes and fails, not the trigger
+    assert "isn't defined" in event["description"]
+
+
 def test_the_rollout_trigger_stops_at_a_failure_a_missing_object_and_the_deadline(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -212,12 +231,51 @@ def test_the_rollout_trigger_stops_at_a_failure_a_missing_object_and_the_deadlin
 class Runtime:
     """A Kubernetes runtime as the operator sees it: ``deferral`` and ``undo``."""
 
-    def __init__(self) -> None:
-        self.deferral, self.undone = None, []
+    def __init__(self, outcome: str = "restored the previous spec of SeldonDeployment models/iris") -> None:
+        self.deferral, self.undone, self.outcome = None, [], outcome
 
     def undo(self, steps: list[dict[str, Any]]) -> str:
         self.undone.append(steps)
-        return "restored the previous spec of SeldonDeployment models/iris"
+        return self.outcome
+
+
+def test_a_resumed_step_failing_before_its_apply_puts_back_what_its_first_run_wrote(
+    store: HistoryStore,
+) -> None:
+    from pushbutton.errors import NotFound
+    from pushbutton.kube.rollout import Deferral
+    from pushbutton.lifecycle import promotion
+
+    p = platform(store, resumed=True)
+    p.runtime = Runtime()
+    p.runtime.deferral = Deferral(undo=CARRY["undo"], deadline=CARRY["deadline"])
+    store.hold("iris", HOLDER, until=store.clock.now + 60, carry=CARRY)
+    with pytest.raises(NotFound) as caught, promotion(p, "iris"):
+        raise NotFound("MLflow lost version 2")  # before the re-run's apply finished
+    assert p.runtime.undone == [CARRY["undo"]] and p.runtime.deferral.undo == []
+    assert caught.value.__notes__ == ["the rollout this step had started was undone: restored the previous spec "
+                                      "of SeldonDeployment models/iris"]  # fmt: skip
+    assert store.lease("iris") is None
+
+    p.runtime.outcome = "could NOT undo it (HTTP 503)"  # the undo could not run: the lease keeps its steps
+    p.runtime.deferral.undo = CARRY["undo"]
+    store.hold("iris", HOLDER, until=store.clock.now + 60, carry=CARRY)
+    with pytest.raises(NotFound), promotion(p, "iris"):
+        raise NotFound("MLflow lost version 2")
+    assert store.lease("iris")["carry"] == CARRY
+
+
+def test_a_resumed_step_finding_another_promotions_lease_stops_instead_of_retrying(
+    store: HistoryStore,
+) -> None:
+    from pushbutton.lifecycle import promotion
+
+    store.hold("iris", OTHER, until=store.clock.now + 60)
+    with pytest.raises(LockBusy), promotion(platform(store), "iris"):  # a fresh step: busy, retry later
+        pass
+    overtaken = r"ran out while it waited.*pushbutton__promote/run-2/promote"
+    with pytest.raises(Conflict, match=overtaken), promotion(platform(store, resumed=True), "iris"):
+        pytest.fail("must not write over the other promotion")
 
 
 def operator_and_platform(
@@ -282,3 +340,31 @@ def test_an_available_event_runs_the_step_again_as_resumed(
     p.runtime.deferral, p.resumed = None, False  # as a fresh Platform of the task has them
     op.execute(context)
     assert seen == [(False, None)]
+
+
+def test_a_retry_after_a_deferral_takes_the_undo_steps_from_its_lease(
+    monkeypatch: pytest.MonkeyPatch, store: HistoryStore
+) -> None:
+    op, p, context = operator_and_platform(monkeypatch, store)
+    store.hold("iris", OTHER, until=store.clock.now + 60, carry=CARRY)  # the same task instance's name
+    q = op.release_platform(context)  # execute() of the retry: no event, no kwargs
+    assert (q.holder, q.resumed, q.runtime.deferral.undo, q.runtime.deferral.deadline) == (
+        OTHER, True, CARRY["undo"], CARRY["deadline"])  # fmt: skip
+    store.release("iris", OTHER)
+    p.resumed = False
+    assert op.release_platform(context).runtime.deferral.undo == []  # no lease: a first run
+
+
+def test_a_deferral_that_ends_without_an_event_is_undone_from_the_lease(
+    monkeypatch: pytest.MonkeyPatch, store: HistoryStore
+) -> None:
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+    op, p, context = operator_and_platform(monkeypatch, store)
+    store.hold("iris", OTHER, until=store.clock.now + 60, carry=CARRY)
+    with pytest.raises(
+        AirflowException, match=r"without an event \(Trigger/execution timeout\).*restored"
+    ) as out:
+        op.resume_execution("__fail__", {"error": "Trigger/execution timeout"}, context)
+    assert not isinstance(out.value, AirflowFailException)  # may retry: the retry applies afresh
+    assert p.runtime.undone == [CARRY["undo"]] and store.lease("iris") is None
