@@ -74,7 +74,28 @@ class SeldonRolloutMixin:
             result = _final(lambda: self.step(context, p))
         except RolloutPending as pending:
             self._defer(p, pending)
+        except Exception:
+            self._undo_unfinished(p)
+            raise
         return self.finish(context, result)
+
+    def _undo_unfinished(self, p: Any) -> None:
+        """A resumed step that failed before it took the model's lock (e.g. MLflow down while it re-reads
+        the version; inside the lock ``pushbutton.lifecycle.promotion`` does this): put back what its first
+        run wrote and end the lease. Best effort: the step's own error is what the task reports."""
+        from pushbutton.kube.rollout import undo_carried
+
+        deferral = getattr(p.runtime, "deferral", None)
+        if not (p.resumed and deferral is not None and deferral.undo):
+            return
+        try:
+            with p.history.lock(self.model, holder=p.holder):
+                outcome = undo_carried(p.runtime, deferral.undo)
+                if not deferral.undo:  # undone: the lease (and its undo steps) has nothing left to keep
+                    p.history.release(self.model, p.holder)
+            self.log.warning("the rollout this step had started: %s", outcome)  # type: ignore[attr-defined]
+        except Exception as exc:  # the lease keeps the undo steps for the retry
+            self.log.error("could not undo the rollout this step had started (%s); a retry will", exc)  # type: ignore[attr-defined]
 
     def _defer(self, p: Any, pending: Any) -> None:
         from operators.kube import SeldonRolloutTrigger
@@ -98,6 +119,8 @@ class SeldonRolloutMixin:
         failed in the triggerer) the rollout is undone from the lease's carry before the task fails."""
         if next_method == "__fail__":
             error = str((next_kwargs or {}).get("error") or "the trigger failed")
+            if (next_kwargs or {}).get("traceback"):
+                self.log.error("Trigger failed:\n%s", "\n".join(next_kwargs["traceback"]))  # type: ignore[attr-defined,index]
             return self.resume_rollout(context, {"state": "no event", "deployment": self.model,
                                                  "description": f"the deferral ended without an event ({error})"})  # fmt: skip
         return super().resume_execution(next_method, next_kwargs, context)  # type: ignore[misc]

@@ -528,9 +528,8 @@ def promotion(p: Platform, name: str) -> Iterator[None]:
             yield
         except RolloutPending as pending:
             if p.holder:
-                p.history.hold(
-                    name, p.holder, until=pending.deadline + LEASE_GRACE_SECONDS, carry=pending.carry()
-                )
+                until = max(pending.deadline, p.history.clock()) + LEASE_GRACE_SECONDS  # a late retry too
+                p.history.hold(name, p.holder, until=until, carry=pending.carry())
             raise
         except BaseException as exc:
             if not _undo_unfinished(p, exc) and p.holder:
@@ -550,7 +549,7 @@ def _undo_unfinished(p: Platform, exc: BaseException) -> bool:
     from pushbutton.kube.rollout import undo_carried
 
     outcome = undo_carried(p.runtime, deferral.undo)
-    exc.add_note(f"the rollout this step had started was undone: {outcome}")
+    exc.add_note(f"the rollout this step had started, put back: {outcome}")
     return outcome.startswith("could NOT")
 
 

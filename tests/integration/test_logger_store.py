@@ -157,6 +157,14 @@ def test_logger_workers_share_the_port_store_everything_and_stop_together(tmp_pa
     base = f"http://127.0.0.1:{port}"
     try:
         wait_ready(info, http_ok(f"{base}/health"), 60, "the request logger")
+
+        def both_serving() -> bool:  # each worker publishes once it serves; one may be restarting at first
+            try:
+                return httpx.get(f"{base}/status", timeout=5).json()["workers"] == 2
+            except httpx.HTTPError:
+                return False
+
+        wait_ready(info, both_serving, 60, "both logger workers")  # else the kernel sends everything to one
         events = [e for n in range(40) for e in iris_events(f"w{n}", n)]
         for first in range(0, len(events), 3):  # a new connection each: the kernel spreads them
             with httpx.Client() as client:

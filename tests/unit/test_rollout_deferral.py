@@ -253,7 +253,7 @@ def test_a_resumed_step_failing_before_its_apply_puts_back_what_its_first_run_wr
     with pytest.raises(NotFound) as caught, promotion(p, "iris"):
         raise NotFound("MLflow lost version 2")  # before the re-run's apply finished
     assert p.runtime.undone == [CARRY["undo"]] and p.runtime.deferral.undo == []
-    assert caught.value.__notes__ == ["the rollout this step had started was undone: restored the previous spec "
+    assert caught.value.__notes__ == ["the rollout this step had started, put back: restored the previous spec "
                                       "of SeldonDeployment models/iris"]  # fmt: skip
     assert store.lease("iris") is None
 
@@ -368,3 +368,32 @@ def test_a_deferral_that_ends_without_an_event_is_undone_from_the_lease(
         op.resume_execution("__fail__", {"error": "Trigger/execution timeout"}, context)
     assert not isinstance(out.value, AirflowFailException)  # may retry: the retry applies afresh
     assert p.runtime.undone == [CARRY["undo"]] and store.lease("iris") is None
+
+
+def test_a_resumed_step_failing_before_it_takes_the_lock_still_undoes_and_ends_its_lease(
+    monkeypatch: pytest.MonkeyPatch, store: HistoryStore
+) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    import pushbutton.lifecycle
+    from pushbutton.errors import NotFound
+
+    op, p, context = operator_and_platform(monkeypatch, store)
+    store.hold("iris", OTHER, until=store.clock.now + 60, carry=CARRY)  # a retry after the deferral
+
+    def mlflow_lost_it(*args: Any, **kwargs: Any) -> Any:
+        raise NotFound("model 'iris' version 2 is gone from MLflow")
+
+    monkeypatch.setattr(pushbutton.lifecycle, "make_champion", mlflow_lost_it)
+    with pytest.raises(AirflowFailException, match="gone from MLflow"):
+        op.execute(context)
+    assert p.runtime.undone == [CARRY["undo"]] and store.lease("iris") is None
+
+
+def test_a_late_retry_that_defers_again_gets_a_whole_grace_period(store: HistoryStore) -> None:
+    from pushbutton.lifecycle import promotion
+
+    past = store.clock.now - 3600  # the carried deadline passed while the task waited for its retry
+    with pytest.raises(RolloutPending), promotion(platform(store), "iris"):
+        raise pending(past)
+    assert store.lease("iris")["until"] == store.clock.now + LEASE_GRACE_SECONDS
