@@ -85,8 +85,8 @@ class SeldonRolloutMixin:
         run wrote and end the lease. Best effort: the step's own error is what the task reports."""
         from pushbutton.kube.rollout import undo_carried
 
-        deferral = getattr(p.runtime, "deferral", None)
-        if not (p.resumed and deferral is not None and deferral.undo):
+        deferral = getattr(getattr(p, "runtime", None), "deferral", None)
+        if not (getattr(p, "resumed", False) and deferral is not None and deferral.undo):
             return
         try:
             with p.history.lock(self.model, holder=p.holder):
